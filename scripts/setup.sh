@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Idempotent set-up for a fresh Debian 12 machine with node/npm: system packages (only the missing ones),
+# node_modules with ferry's patched fuse-native (only when the lockfile or patches changed), then the build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+need_cmd() { command -v "$1" >/dev/null 2>&1 || missing+=("$2"); }
+need_lib() { ldconfig -p | grep -q "$1" || missing+=("$2"); }
+
+need_lib 'libfuse.so.2 ' libfuse2
+need_cmd fusermount fuse
+need_cmd fio fio
+need_cmd bindfs bindfs
+need_cmd make make
+need_cmd g++ g++
+need_cmd python3 python3
+need_cmd setpriv util-linux
+need_cmd unshare util-linux
+for extra in ${FERRY_EXTRA_PACKAGES:-}; do dpkg -s "$extra" >/dev/null 2>&1 || missing+=("$extra"); done
+
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+[ -e /dev/fuse ] || modprobe fuse 2>/dev/null || true
+
+stamp_file=node_modules/.ferry-setup-stamp
+stamp=$( (node --version; cat package-lock.json; cat patches/* scripts/build-native.mjs) | sha256sum | cut -d' ' -f1)
+if [ ! -f "$stamp_file" ] || [ "$(cat "$stamp_file")" != "$stamp" ]; then
+  echo "setup: installing node modules"
+  npm ci --no-audit --no-fund --loglevel=error
+  echo "$stamp" > "$stamp_file"
+fi
+node scripts/build-native.mjs
+npx tsc -p tsconfig.json
+chmod +x dist/cli/main.js

@@ -1,0 +1,26 @@
+#!/usr/bin/env node
+import { Command, CommanderError } from 'commander';
+import { mountCommand } from './mount.js';
+import { unmountCommand } from './unmount.js';
+import { dirtyCommand } from './dirty.js';
+import { statusCommand } from './status.js';
+
+const program = new Command('ferry')
+  .description('live storage migration for running virtual machines')
+  .version('0.1.0')
+  .exitOverride()
+  .configureOutput({ outputError: (text, write) => write(`ferry: ${text.replace(/^error: /, '')}`) });
+
+for (const command of [mountCommand(), unmountCommand(), dirtyCommand(), statusCommand()]) {
+  program.addCommand(command.exitOverride().configureOutput({ outputError: (text, write) => write(`ferry: ${text.replace(/^error: /, '')}`) }));
+}
+
+try {
+  await program.parseAsync();
+} catch (err) {
+  if (err instanceof CommanderError) {
+    // Help and version exit 0; any usage error is refused input.
+    process.exit(err.exitCode === 0 ? 0 : 2);
+  }
+  throw err;
+}

@@ -1,0 +1,95 @@
+import { lstat } from 'node:fs/promises';
+import type { FsContext } from '../fs/ops.js';
+import type { Handler } from '../control/server.js';
+import { ControlError, booleanParam, stringParam } from '../control/protocol.js';
+import type { MountRecord } from '../state/registry.js';
+import { errnoCode } from '../util/user-error.js';
+
+export interface DaemonView {
+  record: MountRecord;
+  fs: FsContext;
+  startedAtMs: number;
+  shutdown(reason: string): void;
+}
+
+function virtualPath(params: Record<string, unknown>): string {
+  const path = stringParam(params, 'path');
+  if (!path.startsWith('/') || path.split('/').some((part) => part === '..' || part === '.')) {
+    throw new ControlError('EINVAL', `'${path}' is not an absolute path inside the mount`);
+  }
+  return path.length > 1 ? path.replace(/\/+$/, '') : path;
+}
+
+async function sizeOf(backing: string): Promise<number | undefined> {
+  try {
+    return (await lstat(backing)).size;
+  } catch {
+    return undefined;
+  }
+}
+
+export function controlHandlers(view: DaemonView): Record<string, Handler> {
+  const { fs } = view;
+  return {
+    async ping() {
+      return { pid: process.pid };
+    },
+
+    async status() {
+      const files = [];
+      for (const [path, file] of fs.tracker.entries()) {
+        if (file.dirty.isEmpty()) continue;
+        const size = (await sizeOf(fs.paths.resolve(path))) ?? 0;
+        files.push({ path, size, dirtyBytes: file.dirty.dirtyBytes(size) });
+      }
+      const openFiles = [...fs.handles.entries()].map(([fh, h]) => ({ fh, path: h.file.path, flags: h.flags }));
+      return {
+        ...view.record,
+        uptimeMs: Date.now() - view.startedAtMs,
+        tracking: fs.tracker.enabled,
+        ops: { ...fs.counters.ops },
+        totalOps: fs.counters.totalOps,
+        errors: fs.counters.errors,
+        bytesRead: fs.counters.bytesRead,
+        bytesWritten: fs.counters.bytesWritten,
+        openFiles,
+        trackedFiles: files.sort((a, b) => a.path.localeCompare(b.path)),
+        dirtyBytes: files.reduce((sum, f) => sum + f.dirtyBytes, 0),
+        mappings: fs.paths.list(),
+      };
+    },
+
+    async dirty(params) {
+      const path = virtualPath(params);
+      const clear = booleanParam(params, 'clear');
+      let st;
+      try {
+        st = await lstat(fs.paths.resolve(path));
+      } catch (err) {
+        throw new ControlError(errnoCode(err) ?? 'EIO', `no such file in the mount: ${path}`);
+      }
+      if (!st.isFile()) throw new ControlError('EINVAL', `${path} is not a regular file`);
+      const file = fs.tracker.find(path);
+      // Taking the map and reporting it in one step: a write after this lands in the fresh map.
+      const map = file ? (clear ? file.takeDirty() : file.dirty) : undefined;
+      const extents = map ? map.extents(st.size) : [];
+      return {
+        path,
+        blockSize: fs.tracker.blockSize,
+        size: st.size,
+        dirtyBytes: extents.reduce((sum, [, length]) => sum + length, 0),
+        extents,
+        cleared: clear,
+      };
+    },
+
+    async unmount(params) {
+      const force = booleanParam(params, 'force');
+      if (fs.handles.size > 0 && !force) {
+        throw new ControlError('EBUSY', `${view.record.mountpoint} is busy: ${fs.handles.size} file(s) open through it (close them, or use --force)`);
+      }
+      setImmediate(() => view.shutdown('unmount requested'));
+      return { pid: process.pid };
+    },
+  };
+}

@@ -1,0 +1,148 @@
+import { closeSync } from 'node:fs';
+import type { Logger } from 'pino';
+import { loadFuse } from '../fs/fuse.js';
+import { createOps, type FsContext } from '../fs/ops.js';
+import { PathMap } from '../fs/path-map.js';
+import { HandleTable } from '../fs/handles.js';
+import { IoGate } from '../fs/gate.js';
+import { Counters } from '../fs/counters.js';
+import { Tracker } from '../track/tracker.js';
+import { ControlServer } from '../control/server.js';
+import { ensureStateDir } from '../state/state-dir.js';
+import { isAlive, listRecords, mountId, removeRecord, socketPathFor, writeRecord, type MountRecord } from '../state/registry.js';
+import { lazyUnmount } from '../util/mounts.js';
+import { UserError, errorMessage } from '../util/user-error.js';
+import { checkMountPaths } from './preflight.js';
+import { controlHandlers } from './control-handlers.js';
+import { createLogger, type LogFormat } from './logger.js';
+import { startWatchdog } from './watchdog.js';
+
+export interface DaemonOptions {
+  datastore: string;
+  mountpoint: string;
+  blockSize: number;
+  stateDir: string;
+  allowOther: boolean;
+  track: boolean;
+  logLevel: string;
+  logFormat: LogFormat;
+  logFile?: string;
+}
+
+/**
+ * FUSE options: 128 KiB requests (libfuse 2's cap) instead of 4 KiB writes; inode numbers from the datastore;
+ * kernel permission checks whenever other users may enter.
+ */
+function mountOptions(opts: DaemonOptions): string[] {
+  const options = ['big_writes', 'max_write=131072', 'max_read=131072', 'use_ino', 'fsname=ferry', 'subtype=ferry'];
+  if (opts.allowOther) options.push('allow_other', 'default_permissions');
+  return options;
+}
+
+/** Tells the launching `ferry mount` (if any) how the start went. */
+function notifyParent(message: { type: 'ready' } | { type: 'error'; message: string; exitCode: number }): void {
+  if (process.send) {
+    process.send(message);
+    if (message.type === 'ready') process.disconnect();
+  }
+}
+
+export async function runDaemon(opts: DaemonOptions): Promise<void> {
+  const log = createLogger(opts.logLevel, opts.logFormat, opts.logFile);
+  let started: Started;
+  try {
+    started = await start(opts, log);
+  } catch (err) {
+    const exitCode = err instanceof UserError ? err.exitCode : 1;
+    if (!(err instanceof UserError)) log.error({ err }, 'daemon failed to start');
+    notifyParent({ type: 'error', message: errorMessage(err), exitCode });
+    throw err;
+  }
+  notifyParent({ type: 'ready' });
+  log.info({ mountpoint: started.record.mountpoint, datastore: started.record.datastore }, 'mounted');
+  await started.stopped;
+}
+
+interface Started {
+  record: MountRecord;
+  stopped: Promise<void>;
+}
+
+async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
+  const { datastore, mountpoint } = await checkMountPaths(opts.datastore, opts.mountpoint);
+  const Fuse = await loadFuse();
+  log.info({ binding: Fuse.BINDING_PATH, patchset: Fuse.FERRY_PATCHSET }, 'loaded fuse-native');
+  await ensureStateDir(opts.stateDir);
+  for (const other of await listRecords(opts.stateDir)) {
+    if (other.datastore === datastore && isAlive(other.pid)) {
+      throw new UserError(`datastore ${datastore} is already served by ferry at ${other.mountpoint}: one mount per datastore`);
+    }
+  }
+
+  // Modes and owners arrive from the kernel already final; the daemon's umask must not change them.
+  process.umask(0);
+  const fsContext: FsContext = {
+    paths: new PathMap(datastore),
+    handles: new HandleTable(),
+    tracker: new Tracker(opts.blockSize, opts.track),
+    gate: new IoGate(),
+    counters: new Counters(),
+    openFlags: Fuse.OPEN_DIRECT_IO,
+  };
+  const fuse = new Fuse(mountpoint, createOps(fsContext), { timeout: false, mountOptions: mountOptions(opts) });
+  await new Promise<void>((resolve, reject) => {
+    fuse.mount((err) => (err ? reject(new UserError(`cannot mount ${mountpoint}: ${err.message}`, 1)) : resolve()));
+  });
+
+  const record: MountRecord = {
+    id: mountId(mountpoint),
+    mountpoint,
+    datastore,
+    pid: process.pid,
+    socket: socketPathFor(opts.stateDir, mountpoint),
+    blockSize: opts.blockSize,
+    startedAt: new Date().toISOString(),
+    ...(opts.logFile ? { logFile: opts.logFile } : {}),
+  };
+
+  let resolveStopped!: () => void;
+  const stopped = new Promise<void>((resolve) => (resolveStopped = resolve));
+  let stopping = false;
+  const watchdog = startWatchdog(fsContext.gate, log);
+  const shutdown = (reason: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ reason }, 'unmounting');
+    watchdog.stop();
+    control.close();
+    fuse.unmount((err) => {
+      if (err) {
+        log.warn({ err: err.message }, 'fusermount failed, detaching lazily');
+        void lazyUnmount(mountpoint).catch(() => undefined);
+      }
+      for (const [, handle] of fsContext.handles.entries()) closeSync(handle.fd);
+      void removeRecord(opts.stateDir, record).finally(() => {
+        log.info('unmounted');
+        resolveStopped();
+      });
+    });
+  };
+
+  const control = new ControlServer(controlHandlers({ record, fs: fsContext, startedAtMs: Date.now(), shutdown }), log);
+  try {
+    await control.listen(record.socket);
+    await writeRecord(opts.stateDir, record);
+  } catch (err) {
+    shutdown('start failed');
+    throw err;
+  }
+  process.on('SIGINT', () => shutdown('SIGINT'));
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  process.on('SIGHUP', () => log.info('SIGHUP ignored'));
+  process.on('uncaughtException', (err) => {
+    log.fatal({ err }, 'uncaught exception');
+    shutdown('crash');
+    process.exitCode = 1;
+  });
+  return { record, stopped };
+}

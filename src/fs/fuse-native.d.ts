@@ -1,0 +1,60 @@
+// Types for fuse-native 2.2.6 with ferry's patch set (patches/, native-notes/fuse-native.md).
+declare module 'fuse-native' {
+  type Cb = (result: number) => void;
+  export interface FuseOps {
+    init?(cb: Cb): void;
+    getattr?(path: string, cb: (err: number, stat?: object) => void): void;
+    fgetattr?(path: string, fh: number, cb: (err: number, stat?: object) => void): void;
+    access?(path: string, mode: number, cb: Cb): void;
+    statfs?(path: string, cb: (err: number, statfs?: object) => void): void;
+    readdir?(path: string, cb: (err: number, names?: string[], stats?: object[]) => void): void;
+    open?(path: string, flags: number, cb: (err: number, fh?: number, openFlags?: number) => void): void;
+    create?(path: string, mode: number, flags: number, uid: number, gid: number, cb: (err: number, fh?: number, openFlags?: number) => void): void;
+    read?(path: string, fh: number, buf: Buffer, len: number, pos: number, cb: Cb): void;
+    write?(path: string, fh: number, buf: Buffer, len: number, pos: number, cb: Cb): void;
+    flush?(path: string, fh: number, cb: Cb): void;
+    fsync?(path: string, datasync: number, fh: number, cb: Cb): void;
+    fsyncdir?(path: string, datasync: number, fh: number, cb: Cb): void;
+    release?(path: string, fh: number, cb: Cb): void;
+    truncate?(path: string, size: number, cb: Cb): void;
+    ftruncate?(path: string, fh: number, size: number, cb: Cb): void;
+    utimens?(path: string, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number, cb: Cb): void;
+    readlink?(path: string, cb: (err: number, target?: string) => void): void;
+    chown?(path: string, uid: number, gid: number, cb: Cb): void;
+    chmod?(path: string, mode: number, cb: Cb): void;
+    mknod?(path: string, mode: number, dev: number, uid: number, gid: number, cb: Cb): void;
+    setxattr?(path: string, name: string, value: Buffer, position: number, flags: number, cb: Cb): void;
+    getxattr?(path: string, name: string, position: number, cb: (err: number, value?: Buffer) => void): void;
+    listxattr?(path: string, cb: (err: number, names?: string[]) => void): void;
+    removexattr?(path: string, name: string, cb: Cb): void;
+    unlink?(path: string, cb: Cb): void;
+    rename?(from: string, to: string, cb: Cb): void;
+    link?(existing: string, newPath: string, cb: Cb): void;
+    symlink?(target: string, linkPath: string, uid: number, gid: number, cb: Cb): void;
+    mkdir?(path: string, mode: number, uid: number, gid: number, cb: Cb): void;
+    rmdir?(path: string, cb: Cb): void;
+  }
+  export interface FuseOptions {
+    timeout?: false | number;
+    mountOptions?: string[];
+    allowOther?: boolean;
+    defaultPermissions?: boolean;
+    fsname?: string;
+    subtype?: string;
+    debug?: boolean;
+  }
+  class Fuse {
+    constructor(mnt: string, ops: FuseOps, opts?: FuseOptions);
+    mount(cb: (err: Error | null) => void): void;
+    unmount(cb: (err: Error | null) => void): void;
+    static unmount(mnt: string, cb: (err: Error | null) => void): void;
+    static readonly FERRY_PATCHSET: number | undefined;
+    static readonly BINDING_PATH: string;
+    static readonly UTIME_NOW: number;
+    static readonly UTIME_OMIT: number;
+    static readonly OPEN_DIRECT_IO: number;
+    static readonly OPEN_KEEP_CACHE: number;
+    static readonly OPEN_NONSEEKABLE: number;
+  }
+  export default Fuse;
+}

@@ -1,0 +1,40 @@
+import { createRequire } from 'node:module';
+import { access, stat } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import type FuseClass from 'fuse-native';
+import { UserError, errorMessage } from '../util/user-error.js';
+
+/** The patch level this code is written against (patches/fuse-native+2.2.6+*.patch). */
+export const EXPECTED_PATCHSET = 1;
+
+export type Fuse = typeof FuseClass;
+
+/** makedev(10, 229): the misc device the kernel's FUSE module registers. */
+const FUSE_DEVICE_NUMBER = (10 << 8) | 229;
+
+/** Checks what a FUSE mount needs from the host and loads ferry's patched fuse-native build. */
+export async function loadFuse(): Promise<Fuse> {
+  const device = '/dev/fuse';
+  try {
+    const st = await stat(device);
+    if (!st.isCharacterDevice() || st.rdev !== FUSE_DEVICE_NUMBER) throw new Error('not the FUSE device');
+    await access(device, constants.R_OK | constants.W_OK);
+  } catch {
+    throw new UserError(`${device} is not usable: load the fuse kernel module (modprobe fuse) or give the container /dev/fuse`);
+  }
+  const require = createRequire(import.meta.url);
+  let fuse: Fuse;
+  try {
+    fuse = require('fuse-native') as Fuse;
+  } catch (err) {
+    const message = errorMessage(err);
+    if (message.includes('libfuse.so.2')) {
+      throw new UserError('libfuse2 is missing: install it with `apt-get install libfuse2 fuse` (or run scripts/setup.sh)');
+    }
+    throw new UserError(`cannot load fuse-native (${message.split('\n')[0]}): run scripts/setup.sh`);
+  }
+  if (fuse.FERRY_PATCHSET !== EXPECTED_PATCHSET) {
+    throw new UserError(`fuse-native at ${fuse.BINDING_PATH ?? 'an unknown path'} is not ferry's patched build: run scripts/setup.sh`);
+  }
+  return fuse;
+}

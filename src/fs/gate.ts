@@ -1,0 +1,109 @@
+/** Paths that an op touches; both are checked together so a rename can never hold one side while waiting on the other. */
+type Run = (ticket: number) => void;
+
+interface Waiting {
+  path: string;
+  path2: string | undefined;
+  run: Run;
+}
+
+export interface Freeze {
+  readonly prefix: string;
+}
+
+function covers(prefix: string, path: string): boolean {
+  return prefix === '/' || path === prefix || path.startsWith(prefix + '/');
+}
+
+/**
+ * The I/O gate: every FUSE op enters it before touching backing files and leaves it when done.
+ * Freezing a subtree holds new ops under it and resolves once every op admitted earlier has left;
+ * ops elsewhere keep running. Admitted ops are counted per epoch (advanced by freezes and by the
+ * watchdog's clock), which costs O(1) per op and also tells how long the oldest op has been running.
+ */
+export class IoGate {
+  private epoch = 0;
+  private readonly inflight = new Map<number, number>();
+  private readonly epochStarted = new Map<number, number>([[0, Date.now()]]);
+  private frozen: Freeze[] = [];
+  private waiting: Waiting[] = [];
+  private drains: { beforeEpoch: number; resolve: () => void }[] = [];
+
+  admit(path: string, path2: string | undefined, run: Run): void {
+    if (this.frozen.length > 0 && this.isFrozen(path, path2)) {
+      this.waiting.push({ path, path2, run });
+      return;
+    }
+    const ticket = this.epoch;
+    this.inflight.set(ticket, (this.inflight.get(ticket) ?? 0) + 1);
+    run(ticket);
+  }
+
+  leave(ticket: number): void {
+    const left = (this.inflight.get(ticket) ?? 1) - 1;
+    if (left > 0) {
+      this.inflight.set(ticket, left);
+      return;
+    }
+    this.inflight.delete(ticket);
+    if (ticket !== this.epoch) this.epochStarted.delete(ticket);
+    if (this.drains.length > 0) this.settleDrains();
+  }
+
+  /** Holds new ops under `prefix`; resolves when ops admitted before the call have all left. */
+  async freeze(prefix: string): Promise<Freeze> {
+    const freeze: Freeze = { prefix };
+    this.frozen.push(freeze);
+    const beforeEpoch = this.advance();
+    await new Promise<void>((resolve) => {
+      this.drains.push({ beforeEpoch, resolve });
+      this.settleDrains();
+    });
+    return freeze;
+  }
+
+  thaw(freeze: Freeze): void {
+    this.frozen = this.frozen.filter((f) => f !== freeze);
+    const ready = this.waiting.filter((w) => !this.isFrozen(w.path, w.path2));
+    this.waiting = this.waiting.filter((w) => this.isFrozen(w.path, w.path2));
+    for (const w of ready) this.admit(w.path, w.path2, w.run);
+  }
+
+  /** Starts a new epoch (the watchdog calls this every second). */
+  advance(): number {
+    if ((this.inflight.get(this.epoch) ?? 0) === 0) this.epochStarted.delete(this.epoch);
+    this.epoch++;
+    this.epochStarted.set(this.epoch, Date.now());
+    return this.epoch;
+  }
+
+  /** How long the oldest admitted op has been running, to within one epoch; 0 when idle. */
+  oldestInflightAgeMs(now = Date.now()): number {
+    let oldest = Infinity;
+    for (const epoch of this.inflight.keys()) oldest = Math.min(oldest, epoch);
+    if (oldest === Infinity) return 0;
+    return now - (this.epochStarted.get(oldest) ?? now);
+  }
+
+  get inflightCount(): number {
+    let total = 0;
+    for (const count of this.inflight.values()) total += count;
+    return total;
+  }
+
+  get waitingCount(): number {
+    return this.waiting.length;
+  }
+
+  private isFrozen(path: string, path2: string | undefined): boolean {
+    return this.frozen.some((f) => covers(f.prefix, path) || (path2 !== undefined && covers(f.prefix, path2)));
+  }
+
+  private settleDrains(): void {
+    this.drains = this.drains.filter((drain) => {
+      for (const epoch of this.inflight.keys()) if (epoch < drain.beforeEpoch) return true;
+      drain.resolve();
+      return false;
+    });
+  }
+}

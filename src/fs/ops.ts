@@ -1,0 +1,402 @@
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import { constants as C } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import type { FuseOps } from 'fuse-native';
+import type { PathMap } from './path-map.js';
+import type { HandleTable } from './handles.js';
+import type { IoGate } from './gate.js';
+import type { Counters } from './counters.js';
+import type { Tracker } from '../track/tracker.js';
+import { E, toErrno } from './errno.js';
+import { giveToCaller } from './owner.js';
+
+const runFile = promisify(execFile);
+const BIGINT = { bigint: true } as const;
+const UTIME_NOW = (1 << 30) - 1;
+const UTIME_OMIT = (1 << 30) - 2;
+const NO_ID = 0xffffffff;
+
+/**
+ * The kernel already resolved O_APPEND's offset, O_CREAT/O_EXCL and O_TRUNC; the backing fd must write exactly
+ * where the kernel said (so tracking sees the real offset) and buffers need no O_DIRECT alignment.
+ */
+const KERNEL_HANDLED = C.O_APPEND | C.O_DIRECT | C.O_CREAT | C.O_EXCL | C.O_TRUNC | C.O_NOCTTY;
+
+export interface FsContext {
+  paths: PathMap;
+  handles: HandleTable;
+  tracker: Tracker;
+  gate: IoGate;
+  counters: Counters;
+  /** FUSE per-open flags (direct_io, keep_cache) given to every regular file opened. */
+  openFlags: number;
+}
+
+type Reply = (result: number) => void;
+
+export function backingFlags(flags: number): number {
+  return flags & ~KERNEL_HANDLED;
+}
+
+function seconds(sec: number, nsec: number): number {
+  return sec + nsec / 1e9;
+}
+
+export function createOps(ctx: FsContext): FuseOps {
+  const { paths, handles, tracker, gate, counters } = ctx;
+
+  /** Runs a rare op inside the gate: `work` resolves to 0 or a byte count; a thrown fs error becomes its errno. */
+  function guarded(op: string, path: string, path2: string | undefined, reply: Reply, work: () => Promise<number>): void {
+    counters.count(op);
+    gate.admit(path, path2, (ticket) => {
+      work().then(
+        (result) => {
+          gate.leave(ticket);
+          reply(result);
+        },
+        (err: unknown) => {
+          gate.leave(ticket);
+          counters.errors++;
+          reply(toErrno(err));
+        },
+      );
+    });
+  }
+
+  function sameMapping(a: string, b: string): boolean {
+    return paths.mappingOf(a) === paths.mappingOf(b);
+  }
+
+  return {
+    init(cb) {
+      cb(0);
+    },
+
+    getattr(path, cb) {
+      counters.count('getattr');
+      gate.admit(path, undefined, (ticket) => {
+        fs.lstat(paths.resolve(path), BIGINT, (err, st) => {
+          gate.leave(ticket);
+          if (err) cb(toErrno(err));
+          else cb(0, st);
+        });
+      });
+    },
+
+    fgetattr(path, fh, cb) {
+      const handle = handles.get(fh);
+      if (!handle) return this.getattr!(path, cb);
+      counters.count('fgetattr');
+      gate.admit(path, undefined, (ticket) => {
+        fs.fstat(handle.fd, BIGINT, (err, st) => {
+          gate.leave(ticket);
+          if (err) cb(toErrno(err));
+          else cb(0, st);
+        });
+      });
+    },
+
+    access(path, mode, cb) {
+      guarded('access', path, undefined, cb, async () => {
+        await fsp.access(paths.resolve(path), mode);
+        return 0;
+      });
+    },
+
+    statfs(path, cb) {
+      counters.count('statfs');
+      gate.admit(path, undefined, (ticket) => {
+        fs.statfs(paths.resolve(path), (err, st) => {
+          gate.leave(ticket);
+          if (err) return cb(toErrno(err));
+          // statvfs travels as 32-bit counts: scale the block size up until the counts fit.
+          let { bsize, blocks, bfree, bavail } = st;
+          while (blocks > 0xffffffff) {
+            bsize *= 2;
+            blocks = Math.floor(blocks / 2);
+            bfree = Math.floor(bfree / 2);
+            bavail = Math.floor(bavail / 2);
+          }
+          const files = Math.min(st.files, 0xffffffff);
+          const ffree = Math.min(st.ffree, 0xffffffff);
+          cb(0, { bsize, frsize: bsize, blocks, bfree, bavail, files, ffree, favail: ffree, fsid: 0, flag: 0, namemax: 255 });
+        });
+      });
+    },
+
+    readdir(path, cb) {
+      counters.count('readdir');
+      gate.admit(path, undefined, (ticket) => {
+        fs.readdir(paths.resolve(path), (err, names) => {
+          gate.leave(ticket);
+          if (err) return cb(toErrno(err));
+          const listed = new Set(names);
+          for (const child of paths.mappedChildren(path)) listed.add(child);
+          cb(0, ['.', '..', ...listed]);
+        });
+      });
+    },
+
+    open(path, flags, cb) {
+      counters.count('open');
+      gate.admit(path, undefined, (ticket) => {
+        fs.open(paths.resolve(path), backingFlags(flags), (err, fd) => {
+          gate.leave(ticket);
+          if (err) return cb(toErrno(err));
+          const fh = handles.add({ fd, flags, file: tracker.acquire(path) });
+          cb(0, fh, ctx.openFlags);
+        });
+      });
+    },
+
+    create(path, mode, flags, uid, gid, cb) {
+      counters.count('create');
+      gate.admit(path, undefined, (ticket) => {
+        const backing = paths.resolve(path);
+        const openFlags = backingFlags(flags) | C.O_CREAT | (flags & (C.O_EXCL | C.O_TRUNC));
+        fs.open(backing, openFlags, mode, (err, fd) => {
+          if (err) {
+            gate.leave(ticket);
+            return cb(toErrno(err));
+          }
+          giveToCaller(fd, backing, uid, gid).then(
+            () => {
+              gate.leave(ticket);
+              const fh = handles.add({ fd, flags, file: tracker.acquire(path) });
+              cb(0, fh, ctx.openFlags);
+            },
+            (chownErr: unknown) => {
+              gate.leave(ticket);
+              fs.close(fd, () => fs.unlink(backing, () => cb(toErrno(chownErr))));
+            },
+          );
+        });
+      });
+    },
+
+    read(path, fh, buf, len, pos, cb) {
+      const handle = handles.get(fh);
+      if (!handle) return cb(-E.EBADF);
+      counters.count('read');
+      gate.admit(path, undefined, (ticket) => {
+        fs.read(handle.fd, buf, 0, len, pos, (err, bytes) => {
+          gate.leave(ticket);
+          if (err) {
+            counters.errors++;
+            return cb(toErrno(err));
+          }
+          counters.bytesRead += bytes;
+          cb(bytes);
+        });
+      });
+    },
+
+    write(path, fh, buf, len, pos, cb) {
+      const handle = handles.get(fh);
+      if (!handle) return cb(-E.EBADF);
+      counters.count('write');
+      gate.admit(path, undefined, (ticket) => {
+        fs.write(handle.fd, buf, 0, len, pos, (err, bytes) => {
+          if (err) {
+            gate.leave(ticket);
+            counters.errors++;
+            return cb(toErrno(err));
+          }
+          // Only after the backing write succeeded, and before the op leaves the gate.
+          tracker.written(handle.file, pos, bytes);
+          counters.bytesWritten += bytes;
+          gate.leave(ticket);
+          cb(bytes);
+        });
+      });
+    },
+
+    flush(_path, fh, cb) {
+      counters.count('flush');
+      cb(handles.get(fh) ? 0 : -E.EBADF);
+    },
+
+    fsync(path, datasync, fh, cb) {
+      const handle = handles.get(fh);
+      if (!handle) return cb(-E.EBADF);
+      counters.count('fsync');
+      gate.admit(path, undefined, (ticket) => {
+        const done = (err: NodeJS.ErrnoException | null) => {
+          gate.leave(ticket);
+          cb(err ? toErrno(err) : 0);
+        };
+        if (datasync) fs.fdatasync(handle.fd, done);
+        else fs.fsync(handle.fd, done);
+      });
+    },
+
+    fsyncdir(path, datasync, _fh, cb) {
+      guarded('fsyncdir', path, undefined, cb, async () => {
+        const dir = await fsp.open(paths.resolve(path), 'r');
+        try {
+          await (datasync ? dir.datasync() : dir.sync());
+        } finally {
+          await dir.close();
+        }
+        return 0;
+      });
+    },
+
+    release(path, fh, cb) {
+      counters.count('release');
+      gate.admit(path, undefined, (ticket) => {
+        const handle = handles.remove(fh);
+        if (!handle) {
+          gate.leave(ticket);
+          return cb(-E.EBADF);
+        }
+        fs.close(handle.fd, (err) => {
+          gate.leave(ticket);
+          cb(err ? toErrno(err) : 0);
+        });
+      });
+    },
+
+    truncate(path, size, cb) {
+      guarded('truncate', path, undefined, cb, async () => {
+        const backing = paths.resolve(path);
+        const oldSize = (await fsp.lstat(backing)).size;
+        await fsp.truncate(backing, size);
+        tracker.resized(tracker.acquire(path), oldSize, size);
+        return 0;
+      });
+    },
+
+    ftruncate(path, fh, size, cb) {
+      const handle = handles.get(fh);
+      if (!handle) return cb(-E.EBADF);
+      guarded('ftruncate', path, undefined, cb, async () => {
+        const oldSize = (await promisify(fs.fstat)(handle.fd)).size;
+        await promisify(fs.ftruncate)(handle.fd, size);
+        tracker.resized(handle.file, oldSize, size);
+        return 0;
+      });
+    },
+
+    utimens(path, atimeSec, atimeNsec, mtimeSec, mtimeNsec, cb) {
+      guarded('utimens', path, undefined, cb, async () => {
+        const backing = paths.resolve(path);
+        const now = Date.now() / 1000;
+        let current: fs.BigIntStats | undefined;
+        if (atimeNsec === UTIME_OMIT || mtimeNsec === UTIME_OMIT) current = await fsp.lstat(backing, BIGINT);
+        const pick = (sec: number, nsec: number, currentNs: bigint | undefined): number => {
+          if (nsec === UTIME_NOW) return now;
+          if (nsec === UTIME_OMIT) return Number(currentNs) / 1e9;
+          return seconds(sec, nsec);
+        };
+        await fsp.lutimes(backing, pick(atimeSec, atimeNsec, current?.atimeNs), pick(mtimeSec, mtimeNsec, current?.mtimeNs));
+        return 0;
+      });
+    },
+
+    readlink(path, cb) {
+      counters.count('readlink');
+      gate.admit(path, undefined, (ticket) => {
+        fs.readlink(paths.resolve(path), (err, target) => {
+          gate.leave(ticket);
+          if (err) cb(toErrno(err));
+          else cb(0, target);
+        });
+      });
+    },
+
+    chown(path, uid, gid, cb) {
+      guarded('chown', path, undefined, cb, async () => {
+        await fsp.lchown(paths.resolve(path), uid === NO_ID ? -1 : uid, gid === NO_ID ? -1 : gid);
+        return 0;
+      });
+    },
+
+    chmod(path, mode, cb) {
+      guarded('chmod', path, undefined, cb, async () => {
+        await fsp.chmod(paths.resolve(path), mode);
+        return 0;
+      });
+    },
+
+    mknod(path, mode, dev, uid, gid, cb) {
+      guarded('mknod', path, undefined, cb, async () => {
+        const backing = paths.resolve(path);
+        const perm = mode & 0o7777;
+        const type = mode & C.S_IFMT;
+        if (type === C.S_IFREG) {
+          await (await fsp.open(backing, C.O_CREAT | C.O_EXCL | C.O_WRONLY, perm)).close();
+        } else if (type === C.S_IFIFO || type === C.S_IFCHR || type === C.S_IFBLK) {
+          // Node has no mknod(2); coreutils' mknod makes the node with the exact mode.
+          const major = (dev >>> 8) & 0xfff;
+          const minor = (dev & 0xff) | ((dev >>> 12) & 0xfff00);
+          const kind = type === C.S_IFIFO ? ['p'] : [type === C.S_IFCHR ? 'c' : 'b', String(major), String(minor)];
+          await runFile('mknod', ['-m', perm.toString(8), backing, ...kind]).catch(async (err: unknown) => {
+            const exists = await fsp.lstat(backing).then(() => true, () => false);
+            throw Object.assign(new Error(String(err)), { errno: exists ? -E.EEXIST : -E.EPERM });
+          });
+        } else {
+          return -E.EPERM;
+        }
+        await giveToCaller(backing, backing, uid, gid);
+        return 0;
+      });
+    },
+
+    unlink(path, cb) {
+      guarded('unlink', path, undefined, cb, async () => {
+        if (paths.isMappingRoot(path)) return -E.EBUSY;
+        await fsp.unlink(paths.resolve(path));
+        tracker.unlinked(path);
+        return 0;
+      });
+    },
+
+    rename(from, to, cb) {
+      guarded('rename', from, to, cb, async () => {
+        if (paths.isMappingRoot(from) || paths.isMappingRoot(to)) return -E.EBUSY;
+        if (!sameMapping(from, to)) return -E.EXDEV;
+        await fsp.rename(paths.resolve(from), paths.resolve(to));
+        tracker.renamed(from, to);
+        return 0;
+      });
+    },
+
+    link(existing, newPath, cb) {
+      guarded('link', existing, newPath, cb, async () => {
+        if (!sameMapping(existing, newPath)) return -E.EXDEV;
+        await fsp.link(paths.resolve(existing), paths.resolve(newPath));
+        tracker.linked(existing, newPath);
+        return 0;
+      });
+    },
+
+    symlink(target, linkPath, uid, gid, cb) {
+      guarded('symlink', linkPath, undefined, cb, async () => {
+        const backing = paths.resolve(linkPath);
+        await fsp.symlink(target, backing);
+        await giveToCaller(backing, backing, uid, gid);
+        return 0;
+      });
+    },
+
+    mkdir(path, mode, uid, gid, cb) {
+      guarded('mkdir', path, undefined, cb, async () => {
+        const backing = paths.resolve(path);
+        await fsp.mkdir(backing, { mode });
+        await giveToCaller(backing, backing, uid, gid);
+        return 0;
+      });
+    },
+
+    rmdir(path, cb) {
+      guarded('rmdir', path, undefined, cb, async () => {
+        if (paths.isMappingRoot(path)) return -E.EBUSY;
+        await fsp.rmdir(paths.resolve(path));
+        return 0;
+      });
+    },
+  };
+}

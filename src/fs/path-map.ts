@@ -1,0 +1,57 @@
+import { posix } from 'node:path';
+
+export interface Mapping {
+  /** A path in the mount: '/' or '/dir/sub' (no trailing slash). */
+  virtual: string;
+  /** The absolute backing directory or file that serves it. */
+  backing: string;
+}
+
+/** Which backing directory serves each path of the mount: the longest matching prefix wins. */
+export class PathMap {
+  private mappings: Mapping[];
+
+  constructor(root: string, extra: Mapping[] = []) {
+    this.mappings = [];
+    this.set({ virtual: '/', backing: root });
+    for (const m of extra) this.set(m);
+  }
+
+  set(mapping: Mapping): void {
+    this.mappings = this.mappings.filter((m) => m.virtual !== mapping.virtual);
+    this.mappings.push(mapping);
+    this.mappings.sort((a, b) => b.virtual.length - a.virtual.length);
+  }
+
+  remove(virtual: string): void {
+    if (virtual !== '/') this.mappings = this.mappings.filter((m) => m.virtual !== virtual);
+  }
+
+  list(): Mapping[] {
+    return [...this.mappings];
+  }
+
+  /** The mapping that serves `path`. */
+  mappingOf(path: string): Mapping {
+    for (const m of this.mappings) {
+      if (m.virtual === '/' || path === m.virtual || path.startsWith(m.virtual + '/')) return m;
+    }
+    throw new Error(`no mapping for ${path}`);
+  }
+
+  resolve(path: string): string {
+    const m = this.mappingOf(path);
+    if (m.virtual === '/') return m.backing + (path === '/' ? '' : path);
+    return m.backing + path.slice(m.virtual.length);
+  }
+
+  /** True when `path` is itself the root of a non-root mapping (it cannot be renamed or removed like a plain entry). */
+  isMappingRoot(path: string): boolean {
+    return path !== '/' && this.mappings.some((m) => m.virtual === path);
+  }
+
+  /** Names of mapped subtrees directly inside `dir`, which readdir must show even if the backing dir lacks them. */
+  mappedChildren(dir: string): string[] {
+    return this.mappings.filter((m) => m.virtual !== '/' && posix.dirname(m.virtual) === dir).map((m) => posix.basename(m.virtual));
+  }
+}

@@ -1,0 +1,76 @@
+import { TrackedFile } from './tracked-file.js';
+
+function isUnder(path: string, dir: string): boolean {
+  return dir === '/' ? path !== '/' : path.startsWith(dir + '/');
+}
+
+/**
+ * Dirty tracking for every file of one mount, keyed by the file's path in the mount.
+ * Open handles hold their TrackedFile directly, so a rename moves only the key.
+ */
+export class Tracker {
+  private readonly byPath = new Map<string, TrackedFile>();
+
+  constructor(
+    readonly blockSize: number,
+    readonly enabled: boolean,
+  ) {}
+
+  /** The file's tracking, started now if it had none. */
+  acquire(path: string): TrackedFile {
+    let file = this.byPath.get(path);
+    if (!file) {
+      file = new TrackedFile(path, this.blockSize);
+      this.byPath.set(path, file);
+    }
+    return file;
+  }
+
+  find(path: string): TrackedFile | undefined {
+    return this.byPath.get(path);
+  }
+
+  written(file: TrackedFile, offset: number, length: number): void {
+    if (this.enabled) file.dirty.mark(offset, length);
+  }
+
+  /** A size change dirties the bytes between the two sizes (a shrink zeroes the tail of the new last block). */
+  resized(file: TrackedFile, oldSize: number, newSize: number): void {
+    if (!this.enabled || oldSize === newSize) return;
+    const low = Math.min(oldSize, newSize);
+    file.dirty.mark(low, Math.max(oldSize, newSize) - low);
+    file.dirty.clearFrom(newSize);
+  }
+
+  created(path: string): TrackedFile {
+    const file = new TrackedFile(path, this.blockSize);
+    this.byPath.set(path, file);
+    return file;
+  }
+
+  unlinked(path: string): void {
+    this.byPath.delete(path);
+  }
+
+  linked(existing: string, newPath: string): void {
+    this.byPath.set(newPath, this.acquire(existing));
+  }
+
+  /** Follows a rename of a file or of a whole directory. */
+  renamed(from: string, to: string): void {
+    for (const path of [...this.byPath.keys()]) {
+      if (path === to || isUnder(path, to)) this.byPath.delete(path);
+    }
+    for (const [path, file] of [...this.byPath]) {
+      if (path !== from && !isUnder(path, from)) continue;
+      const moved = to + path.slice(from.length);
+      this.byPath.delete(path);
+      this.byPath.set(moved, file);
+      if (file.path === path) file.path = moved;
+    }
+  }
+
+  entries(): IterableIterator<[string, TrackedFile]> {
+    return this.byPath.entries();
+  }
+}

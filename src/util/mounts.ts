@@ -1,0 +1,76 @@
+import { readFile, stat } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { errnoCode } from './user-error.js';
+
+const run = promisify(execFile);
+
+export interface MountEntry {
+  mountpoint: string;
+  fstype: string;
+  source: string;
+}
+
+/** mountinfo escapes space, tab, newline and backslash as octal. */
+function unescapeMountField(field: string): string {
+  return field.replace(/\\([0-7]{3})/g, (_, oct: string) => String.fromCharCode(parseInt(oct, 8)));
+}
+
+export async function listMounts(): Promise<MountEntry[]> {
+  const text = await readFile('/proc/self/mountinfo', 'utf8');
+  const mounts: MountEntry[] = [];
+  for (const line of text.split('\n')) {
+    if (!line) continue;
+    const [left, right] = line.split(' - ');
+    const fields = left.split(' ');
+    const [fstype, source] = right.split(' ');
+    mounts.push({ mountpoint: unescapeMountField(fields[4]), fstype, source: unescapeMountField(source) });
+  }
+  return mounts;
+}
+
+export async function findMount(mountpoint: string): Promise<MountEntry | undefined> {
+  const mounts = await listMounts();
+  // The last entry wins: it is the one stacked on top.
+  return mounts.filter((m) => m.mountpoint === mountpoint).at(-1);
+}
+
+/** A FUSE mount whose server is gone answers every access with ENOTCONN. */
+export async function isDeadMount(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return false;
+  } catch (err) {
+    return errnoCode(err) === 'ENOTCONN';
+  }
+}
+
+export async function lazyUnmount(mountpoint: string): Promise<void> {
+  try {
+    await run('fusermount', ['-uz', mountpoint]);
+  } catch {
+    await run('umount', ['-l', mountpoint]);
+  }
+}
+
+/**
+ * Aborts a hung FUSE connection (the only way out when its server stops answering):
+ * writes 1 to /sys/fs/fuse/connections/<minor>/abort, mounting fusectl there if needed.
+ */
+export async function abortFuseConnection(mountpoint: string): Promise<boolean> {
+  const text = await readFile('/proc/self/mountinfo', 'utf8');
+  const line = text.split('\n').find((l) => l.split(' ')[4] !== undefined && unescapeMountField(l.split(' ')[4]) === mountpoint);
+  if (!line || !line.split(' - ')[1]?.startsWith('fuse')) return false;
+  const minor = line.split(' ')[2].split(':')[1];
+  const connections = '/sys/fs/fuse/connections';
+  const { writeFile, readdir } = await import('node:fs/promises');
+  if ((await readdir(connections).catch(() => [])).length === 0) {
+    await run('mount', ['-t', 'fusectl', 'fusectl', connections]).catch(() => undefined);
+  }
+  try {
+    await writeFile(`${connections}/${minor}/abort`, '1');
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,101 @@
+import { mkdtemp, mkdir, readFile, rm, writeFile, readdir } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { ferry, type Result } from './cli.js';
+
+export const TEST_ROOT_PREFIX = join(tmpdir(), 'ferry-test-');
+
+export interface TestMount {
+  root: string;
+  datastore: string;
+  mountpoint: string;
+  stateDir: string;
+  /** Runs the ferry CLI against this mount's state dir. */
+  cli(args: string[], env?: NodeJS.ProcessEnv): Promise<Result>;
+  /** Daemon status, as `ferry status --json` reports it. */
+  status(): Promise<Record<string, any>>;
+  dirty(path: string): Promise<{ size: number; dirtyBytes: number; extents: [number, number][]; blockSize: number }>;
+  stop(): Promise<void>;
+}
+
+/** Mounts listed in /proc/self/mountinfo whose mount point lies under `prefix`. */
+export async function mountsUnder(prefix: string): Promise<string[]> {
+  const text = await readFile('/proc/self/mountinfo', 'utf8');
+  return text
+    .split('\n')
+    .map((line) => line.split(' ')[4])
+    .filter((mp): mp is string => !!mp && mp.startsWith(prefix));
+}
+
+/** Last-resort cleanup: abort the FUSE connection (a hung server ignores everything else) and detach. */
+export function forceUnmount(mountpoint: string): void {
+  const line = execFileSync('cat', ['/proc/self/mountinfo'], { encoding: 'utf8' })
+    .split('\n')
+    .find((l) => l.split(' ')[4] === mountpoint);
+  if (line && line.includes(' - fuse')) {
+    const minor = line.split(' ')[2].split(':')[1];
+    try {
+      execFileSync('sh', ['-c', `[ -d /sys/fs/fuse/connections/${minor} ] || mount -t fusectl fusectl /sys/fs/fuse/connections; echo 1 > /sys/fs/fuse/connections/${minor}/abort`], { stdio: 'ignore' });
+    } catch {
+      // already gone
+    }
+  }
+  try {
+    execFileSync('umount', ['-l', mountpoint], { stdio: 'ignore' });
+  } catch {
+    // not mounted any more
+  }
+}
+
+export async function makeRoot(): Promise<string> {
+  return mkdtemp(TEST_ROOT_PREFIX);
+}
+
+export async function mountFerry(options: { args?: string[]; root?: string; datastore?: string } = {}): Promise<TestMount> {
+  const root = options.root ?? (await makeRoot());
+  const datastore = options.datastore ?? join(root, 'datastore');
+  const mountpoint = join(root, 'mnt');
+  const stateDir = join(root, 'state');
+  await mkdir(datastore, { recursive: true });
+  await mkdir(mountpoint, { recursive: true });
+  const cli = (args: string[], env?: NodeJS.ProcessEnv) => ferry([...args, '--state-dir', stateDir], { env });
+  const mounted = await cli(['mount', datastore, mountpoint, ...(options.args ?? [])]);
+  if (mounted.code !== 0) throw new Error(`ferry mount failed (${mounted.code}): ${mounted.stderr}`);
+  const mount: TestMount = {
+    root,
+    datastore,
+    mountpoint,
+    stateDir,
+    cli,
+    async status() {
+      const r = await cli(['status', mountpoint, '--json']);
+      if (r.code !== 0) throw new Error(`status failed: ${r.stderr}`);
+      return JSON.parse(r.stdout);
+    },
+    async dirty(path: string) {
+      const r = await cli(['dirty', join(mountpoint, path), '--json']);
+      if (r.code !== 0) throw new Error(`dirty failed: ${r.stderr}`);
+      return JSON.parse(r.stdout);
+    },
+    async stop() {
+      await cli(['unmount', mountpoint, '--force']);
+      if ((await mountsUnder(mountpoint)).length > 0) forceUnmount(mountpoint);
+      await rm(root, { recursive: true, force: true });
+    },
+  };
+  return mount;
+}
+
+export async function writeTree(base: string, files: Record<string, string | Buffer>): Promise<void> {
+  for (const [rel, content] of Object.entries(files)) {
+    const path = join(base, rel);
+    await mkdir(join(path, '..'), { recursive: true });
+    await writeFile(path, content);
+  }
+}
+
+export async function listTree(base: string): Promise<string[]> {
+  const entries = await readdir(base, { recursive: true });
+  return entries.sort();
+}

@@ -1,0 +1,173 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import { join } from 'node:path';
+import { createHash, randomBytes } from 'node:crypto';
+import { mountFerry, type TestMount } from '../helpers/mounts.js';
+import { run } from '../helpers/cli.js';
+
+let m: TestMount;
+const inMount = (p: string) => join(m.mountpoint, p);
+const inStore = (p: string) => join(m.datastore, p);
+
+async function errnoOf(fn: () => Promise<unknown>): Promise<string | undefined> {
+  try {
+    await fn();
+    return undefined;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code;
+  }
+}
+
+function sha(buf: Buffer): string {
+  return createHash('sha256').update(buf).digest('hex');
+}
+
+beforeAll(async () => {
+  m = await mountFerry({ args: ['--allow-other'] });
+});
+afterAll(async () => {
+  await m?.stop();
+});
+
+describe('passthrough: bytes', () => {
+  it('writes random ranges of a 256 MiB sparse file exactly as the datastore stores them', async () => {
+    const size = 256 << 20;
+    const fd = fs.openSync(inMount('sparse.img'), 'w+');
+    fs.ftruncateSync(fd, size);
+    const model = new Map<number, Buffer>();
+    let seed = 7;
+    const rand = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2 ** 31), seed % n);
+    for (let i = 0; i < 200; i++) {
+      const length = 1 + rand(300_000);
+      const offset = rand(size - length);
+      const data = randomBytes(length);
+      fs.writeSync(fd, data, 0, length, offset);
+      model.set(offset, data);
+    }
+    fs.closeSync(fd);
+    const viaMount = fs.openSync(inMount('sparse.img'), 'r');
+    const viaStore = fs.openSync(inStore('sparse.img'), 'r');
+    for (const [offset, data] of model) {
+      const a = Buffer.alloc(data.length);
+      const b = Buffer.alloc(data.length);
+      fs.readSync(viaMount, a, 0, a.length, offset);
+      fs.readSync(viaStore, b, 0, b.length, offset);
+      expect(a.equals(b)).toBe(true);
+    }
+    fs.closeSync(viaMount);
+    fs.closeSync(viaStore);
+    // Whole-file equality, and the file stays sparse in the datastore.
+    const [hm, hs] = await Promise.all([run('sha256sum', [inMount('sparse.img')]), run('sha256sum', [inStore('sparse.img')])]);
+    expect(hm.stdout.split(' ')[0]).toBe(hs.stdout.split(' ')[0]);
+    const st = fs.statSync(inStore('sparse.img'));
+    expect(st.size).toBe(size);
+    expect(st.blocks * 512).toBeLessThan(size / 2);
+  });
+
+  it('reads what the datastore holds and reports its size and inode', async () => {
+    const data = randomBytes(3 * 1024 * 1024 + 17);
+    await fsp.writeFile(inStore('direct.bin'), data);
+    expect(sha(await fsp.readFile(inMount('direct.bin')))).toBe(sha(data));
+    const [a, b] = [fs.statSync(inMount('direct.bin')), fs.statSync(inStore('direct.bin'))];
+    expect(a.size).toBe(b.size);
+    expect(a.ino).toBe(b.ino);
+    expect(a.mode).toBe(b.mode);
+  });
+
+  it('serves several writer processes at once', async () => {
+    const writers = 4;
+    const chunk = 1 << 20;
+    const script = `const fs=require('fs');const [file,idx,chunk]=process.argv.slice(1);const fd=fs.openSync(file,'r+');const b=Buffer.alloc(+chunk,+idx+1);for(let r=0;r<8;r++)fs.writeSync(fd,b,0,b.length,(+idx*8+r)*+chunk);fs.closeSync(fd);`;
+    await fsp.writeFile(inMount('shared.img'), Buffer.alloc(0));
+    const results = await Promise.all(Array.from({ length: writers }, (_, i) => run(process.execPath, ['-e', script, inMount('shared.img'), String(i), String(chunk)])));
+    expect(results.map((r) => r.code)).toEqual([0, 0, 0, 0]);
+    const content = await fsp.readFile(inStore('shared.img'));
+    expect(content.length).toBe(writers * 8 * chunk);
+    for (let i = 0; i < writers; i++) {
+      const region = content.subarray(i * 8 * chunk, (i + 1) * 8 * chunk);
+      expect(region.every((byte) => byte === i + 1)).toBe(true);
+    }
+  });
+});
+
+describe('passthrough: namespace and errors', () => {
+  it('creates, renames, links and removes entries in the datastore', async () => {
+    await fsp.mkdir(inMount('vm1/sub'), { recursive: true, mode: 0o750 });
+    expect(fs.statSync(inStore('vm1/sub')).isDirectory()).toBe(true);
+    expect(fs.statSync(inStore('vm1/sub')).mode & 0o777).toBe(0o750);
+    await fsp.writeFile(inMount('vm1/a.txt'), 'alpha');
+    await fsp.rename(inMount('vm1/a.txt'), inMount('vm1/sub/b.txt'));
+    expect(await fsp.readFile(inStore('vm1/sub/b.txt'), 'utf8')).toBe('alpha');
+    await fsp.link(inMount('vm1/sub/b.txt'), inMount('vm1/hard.txt'));
+    expect(fs.statSync(inMount('vm1/hard.txt')).nlink).toBe(2);
+    expect(fs.statSync(inStore('vm1/hard.txt')).ino).toBe(fs.statSync(inStore('vm1/sub/b.txt')).ino);
+    await fsp.symlink('sub/b.txt', inMount('vm1/link'));
+    expect(await fsp.readlink(inMount('vm1/link'))).toBe('sub/b.txt');
+    expect(await fsp.readlink(inStore('vm1/link'))).toBe('sub/b.txt');
+    expect(await fsp.readFile(inMount('vm1/link'), 'utf8')).toBe('alpha');
+    expect((await fsp.readdir(inMount('vm1'))).sort()).toEqual(['hard.txt', 'link', 'sub']);
+    await fsp.chmod(inMount('vm1/hard.txt'), 0o640);
+    expect(fs.statSync(inStore('vm1/sub/b.txt')).mode & 0o777).toBe(0o640);
+    await fsp.chown(inMount('vm1/hard.txt'), 1234, 5678);
+    expect([fs.statSync(inStore('vm1/hard.txt')).uid, fs.statSync(inStore('vm1/hard.txt')).gid]).toEqual([1234, 5678]);
+    await fsp.truncate(inMount('vm1/hard.txt'), 2);
+    expect(await fsp.readFile(inStore('vm1/sub/b.txt'), 'utf8')).toBe('al');
+    await fsp.unlink(inMount('vm1/hard.txt'));
+    await fsp.unlink(inMount('vm1/link'));
+    expect(fs.existsSync(inStore('vm1/hard.txt'))).toBe(false);
+    await fsp.rm(inMount('vm1'), { recursive: true });
+    expect(fs.existsSync(inStore('vm1'))).toBe(false);
+  });
+
+  it('returns the datastore errno unchanged', async () => {
+    await fsp.mkdir(inMount('errs/full'), { recursive: true });
+    await fsp.writeFile(inMount('errs/full/x'), 'x');
+    expect(await errnoOf(() => fsp.readFile(inMount('errs/missing')))).toBe('ENOENT');
+    expect(await errnoOf(() => fsp.mkdir(inMount('errs/full')))).toBe('EEXIST');
+    expect(await errnoOf(() => fsp.rmdir(inMount('errs/full')))).toBe('ENOTEMPTY');
+    expect(await errnoOf(() => fsp.rmdir(inMount('errs/full/x')))).toBe('ENOTDIR');
+    expect(await errnoOf(() => fsp.unlink(inMount('errs/full')))).toBe('EISDIR');
+    expect(await errnoOf(() => fsp.open(inMount('errs/full/x'), fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_WRONLY))).toBe('EEXIST');
+    expect(await errnoOf(() => fsp.readlink(inMount('errs/full/x')))).toBe('EINVAL');
+    expect(await errnoOf(() => fsp.rename(inMount('errs/full'), inMount('errs/full/x/y')))).toBe('ENOTDIR');
+    await fsp.writeFile(inMount('errs/secret'), 'no');
+    await fsp.chmod(inMount('errs/secret'), 0o600);
+    await fsp.chmod(inMount('errs'), 0o755);
+    const asNobody = await run('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', 'cat', inMount('errs/secret')]);
+    expect(asNobody.code).not.toBe(0);
+    expect(asNobody.stderr).toContain('Permission denied');
+  });
+
+  it('answers statfs with the datastore filesystem figures', async () => {
+    const [a, b] = [await fsp.statfs(m.mountpoint), await fsp.statfs(m.datastore)];
+    expect(a.bsize * a.blocks).toBe(b.bsize * b.blocks);
+    expect(Math.abs(a.bavail * a.bsize - b.bavail * b.bsize)).toBeLessThan(64 << 20);
+  });
+
+  it('keeps working on open files that are renamed or unlinked', async () => {
+    const fd = fs.openSync(inMount('open.img'), 'w+');
+    fs.writeSync(fd, Buffer.from('before'), 0, 6, 0);
+    await fsp.rename(inMount('open.img'), inMount('moved.img'));
+    fs.writeSync(fd, Buffer.from('after!'), 0, 6, 6);
+    expect(await fsp.readFile(inStore('moved.img'), 'utf8')).toBe('beforeafter!');
+    const dirty = await m.dirty('moved.img');
+    expect(dirty.extents).toEqual([[0, 12]]);
+    await fsp.unlink(inMount('moved.img'));
+    fs.writeSync(fd, Buffer.from('ghost'), 0, 5, 12);
+    expect(fs.fstatSync(fd).size).toBe(17);
+    const back = Buffer.alloc(17);
+    fs.readSync(fd, back, 0, 17, 0);
+    expect(back.toString()).toBe('beforeafter!ghost');
+    fs.closeSync(fd);
+    expect(fs.existsSync(inMount('moved.img'))).toBe(false);
+    expect((await fsp.readdir(m.datastore)).filter((n) => n.startsWith('.fuse_hidden'))).toEqual([]);
+  });
+
+  it('appends where the file ends, with O_APPEND through the mount', async () => {
+    await fsp.writeFile(inMount('log.txt'), 'one\n');
+    await fsp.appendFile(inMount('log.txt'), 'two\n');
+    await fsp.appendFile(inMount('log.txt'), 'three\n');
+    expect(await fsp.readFile(inStore('log.txt'), 'utf8')).toBe('one\ntwo\nthree\n');
+  });
+});
