@@ -4,6 +4,10 @@ import { mountCommand } from './mount.js';
 import { unmountCommand } from './unmount.js';
 import { dirtyCommand } from './dirty.js';
 import { statusCommand } from './status.js';
+import { migrateCommand, cancelCommand } from './migrate.js';
+
+// Guest I/O and the migration copier share libuv's threadpool: 4 threads would let a copy starve the guest.
+process.env.UV_THREADPOOL_SIZE ??= '16';
 
 const program = new Command('ferry')
   .description('live storage migration for running virtual machines')
@@ -11,7 +15,7 @@ const program = new Command('ferry')
   .exitOverride()
   .configureOutput({ outputError: (text, write) => write(`ferry: ${text.replace(/^error: /, '')}`) });
 
-for (const command of [mountCommand(), unmountCommand(), dirtyCommand(), statusCommand()]) {
+for (const command of [mountCommand(), unmountCommand(), migrateCommand(), cancelCommand(), statusCommand(), dirtyCommand()]) {
   program.addCommand(command.exitOverride().configureOutput({ outputError: (text, write) => write(`ferry: ${text.replace(/^error: /, '')}`) }));
 }
 

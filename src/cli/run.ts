@@ -2,7 +2,7 @@ import { DaemonError, UnreachableError } from '../control/client.js';
 import { UserError, errorMessage } from '../util/user-error.js';
 
 /** Daemon error codes that mean "your request was wrong", which exit 2 like any refused input. */
-const INPUT_CODES = new Set(['EINVAL', 'ENOENT', 'ENOTDIR', 'EBUSY', 'EEXIST', 'EPROTO', 'ENOSYS']);
+const INPUT_CODES = new Set(['EINVAL', 'ENOENT', 'ENOTDIR', 'EBUSY', 'EEXIST', 'EPROTO', 'ENOSYS', 'EREFUSED']);
 
 export function fail(message: string, exitCode: number): never {
   process.stderr.write(`ferry: ${message}\n`);

@@ -1,23 +1,18 @@
 import { lstat } from 'node:fs/promises';
 import type { FsContext } from '../fs/ops.js';
 import type { Handler } from '../control/server.js';
-import { ControlError, booleanParam, stringParam } from '../control/protocol.js';
+import { ControlError, booleanParam } from '../control/protocol.js';
 import type { MountRecord } from '../state/registry.js';
 import { errnoCode } from '../util/user-error.js';
+import type { Migration } from '../migrate/engine.js';
+import { summarize, virtualParam } from './migration-handlers.js';
 
 export interface DaemonView {
   record: MountRecord;
   fs: FsContext;
   startedAtMs: number;
+  migrations: Migration[];
   shutdown(reason: string): void;
-}
-
-function virtualPath(params: Record<string, unknown>): string {
-  const path = stringParam(params, 'path');
-  if (!path.startsWith('/') || path.split('/').some((part) => part === '..' || part === '.')) {
-    throw new ControlError('EINVAL', `'${path}' is not an absolute path inside the mount`);
-  }
-  return path.length > 1 ? path.replace(/\/+$/, '') : path;
 }
 
 async function sizeOf(backing: string): Promise<number | undefined> {
@@ -56,11 +51,12 @@ export function controlHandlers(view: DaemonView): Record<string, Handler> {
         trackedFiles: files.sort((a, b) => a.path.localeCompare(b.path)),
         dirtyBytes: files.reduce((sum, f) => sum + f.dirtyBytes, 0),
         mappings: fs.paths.list(),
+        migrations: view.migrations.map(summarize),
       };
     },
 
     async dirty(params) {
-      const path = virtualPath(params);
+      const path = virtualParam(params);
       const clear = booleanParam(params, 'clear');
       let st;
       try {
@@ -85,6 +81,10 @@ export function controlHandlers(view: DaemonView): Record<string, Handler> {
 
     async unmount(params) {
       const force = booleanParam(params, 'force');
+      const migrating = view.migrations.filter((m) => m.isRunning).map((m) => m.options.virtual);
+      if (migrating.length > 0 && !force) {
+        throw new ControlError('EBUSY', `a migration of ${migrating.join(', ')} is running: cancel it first (ferry cancel), or use --force to cancel and unmount`);
+      }
       if (fs.handles.size > 0 && !force) {
         throw new ControlError('EBUSY', `${view.record.mountpoint} is busy: ${fs.handles.size} file(s) open through it (close them, or use --force)`);
       }

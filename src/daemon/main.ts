@@ -16,6 +16,10 @@ import { checkMountPaths } from './preflight.js';
 import { controlHandlers } from './control-handlers.js';
 import { createLogger, type LogFormat } from './logger.js';
 import { startWatchdog } from './watchdog.js';
+import { migrationHandlers } from './migration-handlers.js';
+import { DatastoreState } from '../state/datastore-state.js';
+import { Migration, type MountServices } from '../migrate/engine.js';
+import { recoverMigrations } from '../migrate/recovery.js';
 
 export interface DaemonOptions {
   datastore: string;
@@ -79,10 +83,15 @@ async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
     }
   }
 
+  const state = new DatastoreState(opts.stateDir, datastore);
+  await state.init(datastore);
+  const paths = new PathMap(datastore, await state.loadMappings());
+  await recoverMigrations(state, paths, log);
+
   // Modes and owners arrive from the kernel already final; the daemon's umask must not change them.
   process.umask(0);
   const fsContext: FsContext = {
-    paths: new PathMap(datastore),
+    paths,
     handles: new HandleTable(),
     tracker: new Tracker(opts.blockSize, opts.track),
     gate: new IoGate(),
@@ -109,13 +118,24 @@ async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
   const stopped = new Promise<void>((resolve) => (resolveStopped = resolve));
   let stopping = false;
   const watchdog = startWatchdog(fsContext.gate, log);
+  const migrations: Migration[] = [];
+  const services: MountServices = {
+    mountpoint,
+    paths,
+    gate: fsContext.gate,
+    tracker: fsContext.tracker,
+    handles: fsContext.handles,
+    state,
+    log,
+    running: () => migrations.filter((m) => m.isRunning).map((m) => m.options.virtual),
+  };
   const shutdown = (reason: string) => {
     if (stopping) return;
     stopping = true;
     log.info({ reason }, 'unmounting');
     watchdog.stop();
     control.close();
-    fuse.unmount((err) => {
+    void Promise.all(migrations.map((m) => m.cancel())).then(() => fuse.unmount((err) => {
       if (err) {
         log.warn({ err: err.message }, 'fusermount failed, detaching lazily');
         void lazyUnmount(mountpoint).catch(() => undefined);
@@ -125,10 +145,14 @@ async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
         log.info('unmounted');
         resolveStopped();
       });
-    });
+    }));
   };
 
-  const control = new ControlServer(controlHandlers({ record, fs: fsContext, startedAtMs: Date.now(), shutdown }), log);
+  const handlers = {
+    ...controlHandlers({ record, fs: fsContext, startedAtMs: Date.now(), shutdown, migrations }),
+    ...migrationHandlers(services, migrations),
+  };
+  const control = new ControlServer(handlers, log);
   try {
     await control.listen(record.socket);
     await writeRecord(opts.stateDir, record);

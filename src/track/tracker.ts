@@ -31,21 +31,12 @@ export class Tracker {
   }
 
   written(file: TrackedFile, offset: number, length: number): void {
-    if (this.enabled) file.dirty.mark(offset, length);
+    if (this.enabled) file.mark(offset, length);
   }
 
   /** A size change dirties the bytes between the two sizes (a shrink zeroes the tail of the new last block). */
   resized(file: TrackedFile, oldSize: number, newSize: number): void {
-    if (!this.enabled || oldSize === newSize) return;
-    const low = Math.min(oldSize, newSize);
-    file.dirty.mark(low, Math.max(oldSize, newSize) - low);
-    file.dirty.clearFrom(newSize);
-  }
-
-  created(path: string): TrackedFile {
-    const file = new TrackedFile(path, this.blockSize);
-    this.byPath.set(path, file);
-    return file;
+    if (this.enabled && oldSize !== newSize) file.resize(oldSize, newSize);
   }
 
   unlinked(path: string): void {

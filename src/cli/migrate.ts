@@ -1,0 +1,98 @@
+import { Command } from 'commander';
+import { resolve } from 'node:path';
+import { request } from '../control/client.js';
+import { stateDirFrom } from '../state/state-dir.js';
+import { parseDuration } from '../util/duration.js';
+import { formatBytes, parseSize } from '../util/size.js';
+import { UserError } from '../util/user-error.js';
+import { locate } from './locate.js';
+import { MigrationProgress } from './progress.js';
+import { action, fail, printJson } from './run.js';
+
+interface MigrateFlags {
+  to: string;
+  maxDowntime: string;
+  maxIterations: string;
+  rateLimit?: string;
+  keepSource?: boolean;
+  detach?: boolean;
+  json?: boolean;
+  stateDir?: string;
+}
+
+interface Final {
+  type: 'done' | 'error';
+  [key: string]: unknown;
+}
+
+function parseRate(input: string): number {
+  return parseSize(input.replace(/\/s$/, ''), '--rate-limit');
+}
+
+export function migrateCommand(): Command {
+  return new Command('migrate')
+    .description("move a running VM's directory (or one file) to another datastore, live")
+    .argument('<path>', 'a directory or file inside a ferry mount')
+    .requiredOption('--to <dest>', 'destination directory (absent or empty), outside the mount')
+    .option('--max-downtime <duration>', 'longest allowed I/O freeze at the switchover', '5s')
+    .option('--max-iterations <n>', 'give up after this many copy passes without converging', '30')
+    .option('--rate-limit <bytes/s>', 'cap the copy rate, e.g. 100M (the switchover itself is not capped)')
+    .option('--keep-source', 'leave the source files in place after the switch')
+    .option('--detach', 'return once the migration has started (follow it with ferry status)')
+    .option('--json', 'print one JSON object per event')
+    .option('--state-dir <dir>', 'state dir (default $FERRY_STATE_DIR or /var/lib/ferry)')
+    .action(
+      action(async (path: string, flags: MigrateFlags) => {
+        const maxDowntimeMs = parseDuration(flags.maxDowntime, '--max-downtime');
+        const maxIterations = Number(flags.maxIterations);
+        if (!Number.isInteger(maxIterations) || maxIterations < 1) throw new UserError('--max-iterations must be a whole number >= 1');
+        const rateLimit = flags.rateLimit ? parseRate(flags.rateLimit) : 0;
+        const { record, inside } = await locate(stateDirFrom(flags.stateDir), path);
+        const params = { path: inside, to: resolve(flags.to), maxDowntimeMs, maxIterations, rateLimit, keepSource: !!flags.keepSource, detach: !!flags.detach };
+
+        if (flags.detach) {
+          const started = (await request(record.socket, 'migrate', params)) as { id: string };
+          if (flags.json) return printJson({ type: 'started', ...started });
+          console.log(`migration ${started.id} of ${inside} started; follow it with \`ferry status ${record.mountpoint}\``);
+          return;
+        }
+        const progress = flags.json ? undefined : new MigrationProgress(process.stdout.isTTY);
+        let cancelling = false;
+        process.on('SIGINT', () => {
+          if (cancelling) process.exit(130);
+          cancelling = true;
+          process.stderr.write('\nferry: cancelling the migration (Ctrl-C again to stop waiting)\n');
+          void request(record.socket, 'cancel', { path: inside }).catch(() => undefined);
+        });
+        const final = (await request(record.socket, 'migrate', params, {
+          onEvent: (event) => (flags.json ? printJson(event) : progress!.show(event as { type: string })),
+        })) as Final;
+        progress?.stop();
+        if (final.type === 'error') {
+          if (flags.json) process.exit(1);
+          fail(`migration aborted: ${final.message}`, 1);
+        }
+        if (!flags.json) {
+          console.log(
+            `migrated ${inside} to ${final.destination}: ${final.passes} passes, ${formatBytes(Number(final.bytesCopied))} copied in ${(Number(final.durationMs) / 1000).toFixed(1)} s, downtime ${final.downtimeMs} ms`,
+          );
+        }
+      }),
+    );
+}
+
+export function cancelCommand(): Command {
+  return new Command('cancel')
+    .description('cancel a running migration: the VM stays on the source, the partial copy is removed')
+    .argument('<path>', 'the path being migrated, inside a ferry mount')
+    .option('--json', 'print the migration as JSON')
+    .option('--state-dir <dir>', 'state dir (default $FERRY_STATE_DIR or /var/lib/ferry)')
+    .action(
+      action(async (path: string, flags: { json?: boolean; stateDir?: string }) => {
+        const { record, inside } = await locate(stateDirFrom(flags.stateDir), path);
+        const summary = await request(record.socket, 'cancel', { path: inside });
+        if (flags.json) return printJson(summary);
+        console.log(`cancelled the migration of ${inside}; the source is intact`);
+      }),
+    );
+}

@@ -1,0 +1,55 @@
+import cliProgress from 'cli-progress';
+import { formatBytes } from '../util/size.js';
+
+interface Event {
+  type: string;
+  [key: string]: unknown;
+}
+
+/** Shows migration events: a progress bar on a TTY, one line per event otherwise. */
+export class MigrationProgress {
+  private bar: cliProgress.SingleBar | undefined;
+  private phase = 'preflight';
+
+  constructor(tty: boolean) {
+    if (tty) {
+      this.bar = new cliProgress.SingleBar(
+        {
+          format: '{phase} pass {pass} |{bar}| {copied} copied, {dirty} dirty, {rate}/s, switchover ~{eta}',
+          hideCursor: true,
+          clearOnComplete: true,
+        },
+        cliProgress.Presets.shades_classic,
+      );
+      this.bar.start(1, 0, { phase: this.phase, pass: 0, copied: '0 B', dirty: '-', rate: '-', eta: '-' });
+    }
+  }
+
+  show(event: Event): void {
+    if (event.type === 'phase') this.phase = String(event.phase);
+    if (!this.bar) {
+      if (event.type === 'phase') console.log(`phase: ${event.phase}`);
+      if (event.type === 'pass') console.log(`pass ${event.pass}: copied ${formatBytes(Number(event.copiedBytes))}, ${formatBytes(Number(event.throughputBytesPerSec))}/s, ~${event.estimatedSwitchoverMs} ms to switch over`);
+      return;
+    }
+    if (event.type === 'pass') {
+      const dirty = Number(event.dirtyBytes);
+      const copied = Number(event.copiedBytes);
+      this.bar.setTotal(Math.max(1, dirty, copied));
+      this.bar.update(copied, {
+        phase: this.phase,
+        pass: event.pass,
+        copied: formatBytes(copied),
+        dirty: formatBytes(dirty),
+        rate: formatBytes(Number(event.throughputBytesPerSec)),
+        eta: `${event.estimatedSwitchoverMs} ms`,
+      });
+    } else {
+      this.bar.update({ phase: this.phase });
+    }
+  }
+
+  stop(): void {
+    this.bar?.stop();
+  }
+}

@@ -1,0 +1,79 @@
+import type { Handler } from '../control/server.js';
+import { ControlError, booleanParam, stringParam } from '../control/protocol.js';
+import { Migration, type MountServices } from '../migrate/engine.js';
+import { RefusedError } from '../migrate/preflight.js';
+
+function numberParam(params: Record<string, unknown>, name: string, fallback: number, min: number): number {
+  const value = params[name] ?? fallback;
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < min) throw new ControlError('EINVAL', `parameter '${name}' must be a number >= ${min}`);
+  return value;
+}
+
+export function virtualParam(params: Record<string, unknown>): string {
+  const path = stringParam(params, 'path');
+  if (!path.startsWith('/') || path.split('/').some((part) => part === '..' || part === '.')) {
+    throw new ControlError('EINVAL', `'${path}' is not an absolute path inside the mount`);
+  }
+  return path.length > 1 ? path.replace(/\/+$/, '') : path;
+}
+
+export function summarize(m: Migration) {
+  return {
+    id: m.id,
+    path: m.options.virtual,
+    destination: m.plan?.destRoot ?? m.options.dest,
+    phase: m.phase,
+    running: m.isRunning,
+    startedAt: new Date(m.startedAt).toISOString(),
+    passes: m.passes.length,
+    lastPass: m.passes.at(-1),
+    result: m.result,
+  };
+}
+
+export function migrationHandlers(services: MountServices, migrations: Migration[]): Record<string, Handler> {
+  const running = (path: string) => migrations.find((m) => m.isRunning && m.options.virtual === path);
+  return {
+    async migrate(params, emit) {
+      const migration = new Migration(
+        {
+          virtual: virtualParam(params),
+          dest: stringParam(params, 'to'),
+          maxDowntimeMs: numberParam(params, 'maxDowntimeMs', 5000, 1),
+          maxIterations: numberParam(params, 'maxIterations', 30, 1),
+          rateLimit: numberParam(params, 'rateLimit', 0, 0),
+          keepSource: booleanParam(params, 'keepSource'),
+        },
+        services,
+      );
+      const detach = booleanParam(params, 'detach');
+      if (!detach) migration.onEvent(emit);
+      try {
+        await migration.preflight();
+      } catch (err) {
+        if (err instanceof RefusedError) throw new ControlError('EREFUSED', err.message);
+        throw err;
+      }
+      migrations.push(migration);
+      const finished = migration.start();
+      if (detach) return { id: migration.id, detached: true };
+      return finished;
+    },
+
+    async cancel(params) {
+      const path = virtualParam(params);
+      const migration = running(path);
+      if (!migration) throw new ControlError('ENOENT', `no migration of ${path} is running`);
+      await migration.cancel();
+      return summarize(migration);
+    },
+
+    async 'set-rate'(params) {
+      const path = virtualParam(params);
+      const migration = running(path);
+      if (!migration) throw new ControlError('ENOENT', `no migration of ${path} is running`);
+      migration.setRateLimit(numberParam(params, 'rateLimit', 0, 0));
+      return summarize(migration);
+    },
+  };
+}

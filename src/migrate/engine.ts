@@ -1,0 +1,399 @@
+import fsp from 'node:fs/promises';
+import { close, open } from 'node:fs';
+import { randomUUID } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { PathMap, Mapping } from '../fs/path-map.js';
+import type { IoGate, Freeze } from '../fs/gate.js';
+import type { HandleTable, Handle } from '../fs/handles.js';
+import { backingFlags } from '../fs/ops.js';
+import type { Tracker } from '../track/tracker.js';
+import type { TrackedFile, TrackingSession } from '../track/tracked-file.js';
+import type { DatastoreState } from '../state/datastore-state.js';
+import { errorMessage } from '../util/user-error.js';
+import { Mover, CancelledError } from './mover.js';
+import { Shadow } from './shadow.js';
+import { walkTree, under, type Tree } from './walk.js';
+import { mergeExtents } from './extents.js';
+import { decide, estimateSwitchoverMs, type PassFigures } from './policy.js';
+import { isInside, planMigration, type Plan } from './preflight.js';
+import { faultPoint } from './faults.js';
+
+export type Phase = 'preflight' | 'prepare' | 'bulk' | 'iterate' | 'switchover' | 'cleanup' | 'done' | 'abort';
+
+export interface MigrationOptions {
+  virtual: string;
+  dest: string;
+  maxDowntimeMs: number;
+  maxIterations: number;
+  rateLimit: number;
+  keepSource: boolean;
+}
+
+/** What the engine needs from the mount: narrow handles on the write path, never the other way round. */
+export interface MountServices {
+  mountpoint: string;
+  paths: PathMap;
+  gate: IoGate;
+  tracker: Tracker;
+  handles: HandleTable;
+  state: DatastoreState;
+  log: Logger;
+  /** Virtual paths of migrations still running on this mount. */
+  running(): string[];
+}
+
+export interface PassEvent {
+  type: 'pass';
+  pass: number;
+  dirtyBytes: number;
+  copiedBytes: number;
+  throughputBytesPerSec: number;
+  estimatedSwitchoverMs: number;
+  durationMs: number;
+}
+
+export interface DoneEvent {
+  type: 'done';
+  downtimeMs: number;
+  passes: number;
+  bytesCopied: number;
+  durationMs: number;
+  source: string;
+  destination: string;
+}
+
+export interface ErrorEvent {
+  type: 'error';
+  code: string;
+  message: string;
+  sourceIntact: true;
+}
+
+export type MigrationEvent = { type: 'phase'; phase: Phase } | PassEvent | DoneEvent | ErrorEvent;
+
+/** Minimum bytes a pass must move for its throughput to count (small passes are dominated by overhead). */
+const MEASURABLE_BYTES = 8 << 20;
+
+function errorCode(err: unknown): string {
+  if (err instanceof CancelledError) return 'ECANCELED';
+  const code = (err as { code?: unknown })?.code;
+  return typeof code === 'string' ? code : 'EIO';
+}
+
+/**
+ * One live migration, as an explicit state machine:
+ * preflight → prepare → bulk → iterate → switchover → cleanup → done, or abort from any state before the commit.
+ */
+export class Migration implements TrackingSession {
+  readonly id = randomUUID().slice(0, 8);
+  readonly startedAt = Date.now();
+  phase: Phase = 'preflight';
+  readonly passes: PassEvent[] = [];
+  result: DoneEvent | ErrorEvent | undefined;
+  plan: Plan | undefined;
+
+  private readonly listeners: ((event: MigrationEvent) => void)[] = [];
+  private readonly abortController = new AbortController();
+  private readonly mover = new Mover(this.abortController.signal);
+  private readonly attached = new Set<TrackedFile>();
+  private shadow: Shadow | undefined;
+  private throughput = 0;
+  private bytesCopied = 0;
+  private committed = false;
+  private finished: Promise<void> = Promise.resolve();
+
+  constructor(
+    readonly options: MigrationOptions,
+    private readonly mount: MountServices,
+  ) {
+    this.mover.rateLimit = options.rateLimit;
+  }
+
+  get prefix(): string {
+    return this.options.virtual;
+  }
+
+  onEvent(listener: (event: MigrationEvent) => void): void {
+    this.listeners.push(listener);
+  }
+
+  setRateLimit(bytesPerSec: number): void {
+    this.mover.rateLimit = bytesPerSec;
+  }
+
+  /** Checks everything; throws RefusedError with nothing changed. */
+  async preflight(): Promise<void> {
+    this.emit({ type: 'phase', phase: 'preflight' });
+    this.plan = await planMigration({
+      virtual: this.options.virtual,
+      dest: this.options.dest,
+      mountpoint: this.mount.mountpoint,
+      paths: this.mount.paths,
+      tracking: this.mount.tracker.enabled,
+      running: this.mount.running().filter((v) => v !== this.options.virtual),
+    });
+  }
+
+  /** Runs to the end; resolves with the last event (done or error). */
+  start(): Promise<DoneEvent | ErrorEvent> {
+    const run = this.run();
+    this.finished = run.then(() => undefined);
+    return run;
+  }
+
+  /** Cancels a migration that has not committed yet; resolves when it has stopped. */
+  async cancel(): Promise<void> {
+    if (!this.committed) this.abortController.abort();
+    await this.finished;
+  }
+
+  get isRunning(): boolean {
+    return this.result === undefined;
+  }
+
+  private emit(event: MigrationEvent): void {
+    if (event.type === 'phase') this.phase = event.phase;
+    this.mount.log.info({ migration: this.id, virtual: this.options.virtual, ...event }, `migration ${event.type}`);
+    for (const listener of this.listeners) listener(event);
+  }
+
+  private async run(): Promise<DoneEvent | ErrorEvent> {
+    const plan = this.plan!;
+    try {
+      this.emit({ type: 'phase', phase: 'prepare' });
+      await this.mount.state.writeJournal({
+        id: this.id,
+        virtual: plan.virtual,
+        source: plan.source,
+        dest: plan.destRoot,
+        destDir: plan.destDir,
+        destDirExisted: plan.destDirExisted,
+        isFile: plan.isFile,
+        keepSource: this.options.keepSource,
+        startedAt: new Date(this.startedAt).toISOString(),
+      });
+      await fsp.mkdir(plan.destDir, { recursive: true, mode: 0o700 });
+      this.shadow = new Shadow(plan.destRoot, plan.isFile, this.id);
+      await faultPoint('prepare');
+
+      this.emit({ type: 'phase', phase: 'bulk' });
+      await this.pass(0, true);
+      this.emit({ type: 'phase', phase: 'iterate' });
+      for (let pass = 1; ; pass++) {
+        const decision = decide({
+          dirtyBytes: this.pendingDirtyBytes(),
+          throughput: this.throughput,
+          maxDowntimeMs: this.options.maxDowntimeMs,
+          history: this.passes.map((p) => ({ dirtyBytes: p.dirtyBytes, copiedBytes: p.copiedBytes, durationMs: p.durationMs }) as PassFigures),
+          maxIterations: this.options.maxIterations,
+        });
+        if (decision.action === 'switchover') break;
+        if (decision.action === 'abort') throw Object.assign(new Error(decision.reason), { code: 'ENOCONVERGE' });
+        await this.pass(pass, true);
+        await faultPoint('iterate');
+      }
+      // Flush what the passes wrote now, so the fsync inside the freeze only has the last delta to flush.
+      await this.shadow!.flush();
+      const downtimeMs = await this.switchover();
+      this.emit({ type: 'phase', phase: 'cleanup' });
+      await this.cleanup();
+      const done: DoneEvent = {
+        type: 'done',
+        downtimeMs,
+        passes: this.passes.length,
+        bytesCopied: this.bytesCopied,
+        durationMs: Date.now() - this.startedAt,
+        source: plan.source,
+        destination: plan.destRoot,
+      };
+      this.result = done;
+      this.emit({ type: 'phase', phase: 'done' });
+      this.emit(done);
+      return done;
+    } catch (err) {
+      if (this.committed) {
+        // Past the commit the destination is authoritative: only the source deletion can be left over.
+        this.mount.log.error({ err, migration: this.id }, 'cleanup after commit failed');
+        const done: DoneEvent = { type: 'done', downtimeMs: 0, passes: this.passes.length, bytesCopied: this.bytesCopied, durationMs: Date.now() - this.startedAt, source: plan.source, destination: plan.destRoot };
+        this.result = done;
+        this.emit(done);
+        return done;
+      }
+      return this.abort(err);
+    }
+  }
+
+  /** Dirty bytes waiting in this migration's maps (block granularity). */
+  private pendingDirtyBytes(): number {
+    let total = 0;
+    for (const file of this.attached) total += file.peekFor(this)?.dirtyBytes(Infinity) ?? 0;
+    return total;
+  }
+
+  /** One copy pass: sync the namespace, then copy what each file needs (all of it, or its dirty extents). */
+  private async pass(pass: number, throttle: boolean): Promise<PassEvent> {
+    const started = Date.now();
+    const dirtyBytes = pass === 0 ? 0 : this.pendingDirtyBytes();
+    const tree = await walkTree(this.plan!.source);
+    const copied = await this.copyTree(tree, await this.shadow!.sync(tree), throttle);
+    const durationMs = Math.max(1, Date.now() - started);
+    if (copied >= MEASURABLE_BYTES || this.throughput === 0) this.throughput = (copied / durationMs) * 1000 || this.throughput;
+    const event: PassEvent = {
+      type: 'pass',
+      pass,
+      dirtyBytes: pass === 0 ? copied : dirtyBytes,
+      copiedBytes: copied,
+      throughputBytesPerSec: Math.round(this.throughput),
+      estimatedSwitchoverMs: Math.round(estimateSwitchoverMs(this.pendingDirtyBytes(), this.throughput)),
+      durationMs,
+    };
+    this.passes.push(event);
+    this.emit(event);
+    return event;
+  }
+
+  private async copyTree(tree: Tree, fresh: Set<bigint>, throttle: boolean): Promise<number> {
+    const plan = this.plan!;
+    let copied = 0;
+    for (const group of tree.groups) {
+      const files = group.paths.map((rel) => this.mount.tracker.acquire(rel === '' ? plan.virtual : `${plan.virtual}/${rel}`));
+      const full = fresh.has(group.ino) || files.some((f) => !f.isAttached(this));
+      // Take the dirty maps before reading: a write racing this copy dirties the fresh map and is copied again.
+      const maps = files.map((f) => f.takeFor(this));
+      for (const f of files) this.attached.add(f);
+      let src: fsp.FileHandle;
+      try {
+        src = await fsp.open(under(plan.source, group.paths[0]), 'r');
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue; // gone since the walk: the next pass sees it
+        throw err;
+      }
+      const dst = await fsp.open(this.shadow!.pathOf(group.ino), 'r+');
+      try {
+        const size = (await src.stat()).size;
+        if ((await dst.stat()).size !== size) await dst.truncate(size);
+        const ranges = full ? [[0, size] as [number, number]] : mergeExtents(maps.map((m) => m.extents(size)));
+        copied += await this.mover.copy(src.fd, dst.fd, ranges, { sparse: fresh.has(group.ino), throttle });
+      } finally {
+        await src.close();
+        await dst.close();
+      }
+    }
+    this.bytesCopied += copied;
+    return copied;
+  }
+
+  /**
+   * Freeze the subtree, copy the rest, make it durable, commit, remap, move every open handle, thaw.
+   * Returns the freeze time: the downtime the guest sees.
+   */
+  private async switchover(): Promise<number> {
+    const plan = this.plan!;
+    this.emit({ type: 'phase', phase: 'switchover' });
+    const frozenAt = Date.now();
+    const freeze: Freeze = await this.mount.gate.freeze(plan.virtual);
+    const reopened: { handle: Handle; fd: number }[] = [];
+    try {
+      const tree = await walkTree(plan.source);
+      const copied = await this.copyTree(tree, await this.shadow!.sync(tree), false);
+      await this.shadow!.applyMetadata(tree);
+      await this.shadow!.flush();
+      for (const [, handle] of this.mount.handles.entries()) {
+        if (!isInside(handle.file.path, plan.virtual)) continue;
+        const rel = handle.file.path.slice(plan.virtual.length + 1);
+        const fd = await new Promise<number>((resolve, reject) =>
+          open(under(plan.destRoot, rel), backingFlags(handle.flags), (err, opened) => (err ? reject(err) : resolve(opened))),
+        );
+        reopened.push({ handle, fd });
+      }
+      await faultPoint('before-commit');
+      if (this.abortController.signal.aborted) throw new CancelledError('migration cancelled');
+      await this.commit();
+      // Infallible from here: every destination fd is already open.
+      for (const { handle, fd } of reopened) {
+        closeQuietly(handle.fd);
+        handle.fd = fd;
+      }
+      await faultPoint('after-commit');
+      this.passes.push({ type: 'pass', pass: this.passes.length, dirtyBytes: copied, copiedBytes: copied, throughputBytesPerSec: Math.round(this.throughput), estimatedSwitchoverMs: 0, durationMs: Date.now() - frozenAt });
+    } catch (err) {
+      if (!this.committed) for (const { fd } of reopened) closeQuietly(fd);
+      throw err;
+    } finally {
+      this.mount.gate.thaw(freeze);
+    }
+    return Date.now() - frozenAt;
+  }
+
+  /** The commit point: the path map, written atomically, names the destination. */
+  private async commit(): Promise<void> {
+    const plan = this.plan!;
+    const { paths } = this.mount;
+    const without = paths.list().filter((m) => m.virtual !== plan.virtual);
+    const natural = naturalBacking(without, plan.virtual);
+    const next: Mapping[] = natural === plan.destRoot ? without : [...without, { virtual: plan.virtual, backing: plan.destRoot }];
+    await this.mount.state.saveMappings(next.filter((m) => m.virtual !== '/'));
+    this.committed = true;
+    if (natural === plan.destRoot) paths.remove(plan.virtual);
+    else paths.set({ virtual: plan.virtual, backing: plan.destRoot });
+  }
+
+  private async cleanup(): Promise<void> {
+    const plan = this.plan!;
+    this.detachAll();
+    await faultPoint('cleanup');
+    if (!this.options.keepSource) await fsp.rm(plan.source, { recursive: true, force: true });
+    await this.mount.state.removeJournal(this.id);
+  }
+
+  private async abort(err: unknown): Promise<ErrorEvent> {
+    const plan = this.plan!;
+    this.emit({ type: 'phase', phase: 'abort' });
+    this.detachAll();
+    const code = errorCode(err);
+    let message = errorMessage(err);
+    if (code === 'ENOSPC') message = `the destination ran out of space (${message})`;
+    try {
+      await removePartialCopy(plan.destDir, plan.destRoot, plan.isFile, plan.destDirExisted, this.id);
+      await this.mount.state.removeJournal(this.id);
+    } catch (cleanupErr) {
+      this.mount.log.error({ err: cleanupErr, migration: this.id }, 'could not remove the partial copy');
+      message += `; the partial copy at ${plan.destRoot} could not be removed: ${errorMessage(cleanupErr)}`;
+    }
+    const event: ErrorEvent = { type: 'error', code, message: `${message}; the VM keeps running on the source`, sourceIntact: true };
+    this.result = event;
+    this.emit(event);
+    return event;
+  }
+
+  private detachAll(): void {
+    for (const file of this.attached) file.detach(this);
+    this.attached.clear();
+  }
+}
+
+function closeQuietly(fd: number): void {
+  close(fd, () => undefined);
+}
+
+/** Where `virtual` would live without its own mapping. */
+export function naturalBacking(mappings: Mapping[], virtual: string): string {
+  const parent = [...mappings].sort((a, b) => b.virtual.length - a.virtual.length).find((m) => m.virtual === '/' || isInside(virtual, m.virtual));
+  if (!parent) throw new Error(`no mapping covers ${virtual}`);
+  return parent.virtual === '/' ? parent.backing + virtual : parent.backing + virtual.slice(parent.virtual.length);
+}
+
+/** Undo of everything a migration wrote at its destination. */
+export async function removePartialCopy(destDir: string, destRoot: string, isFile: boolean, destDirExisted: boolean, id: string): Promise<void> {
+  if (isFile) {
+    await fsp.rm(destRoot, { force: true });
+    await fsp.rm(`${destDir}/.ferry-staging-${id}`, { recursive: true, force: true });
+    if (!destDirExisted) await fsp.rmdir(destDir).catch(() => undefined);
+    return;
+  }
+  if (!destDirExisted) {
+    await fsp.rm(destDir, { recursive: true, force: true });
+    return;
+  }
+  for (const name of await fsp.readdir(destDir).catch(() => [] as string[])) await fsp.rm(`${destDir}/${name}`, { recursive: true, force: true });
+}

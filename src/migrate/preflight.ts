@@ -1,0 +1,119 @@
+import fsp from 'node:fs/promises';
+import { basename, dirname, isAbsolute, join, resolve, sep } from 'node:path';
+import type { PathMap } from '../fs/path-map.js';
+import { formatBytes } from '../util/size.js';
+import { allocatedBytes, walkTree, type Tree } from './walk.js';
+
+export class RefusedError extends Error {
+  readonly code = 'EREFUSED';
+}
+
+export function isInside(child: string, parent: string): boolean {
+  return parent === '/' ? child.startsWith('/') : child === parent || child.startsWith(parent + '/');
+}
+
+/**
+ * realpath that never enters the mount: each component is resolved by hand and checked against the
+ * mountpoint before it is touched (a daemon that looks into its own mount deadlocks).
+ * Returns the resolved existing prefix and the components below it that do not exist yet.
+ */
+export async function resolveOutsideMount(path: string, mountpoint: string): Promise<{ existing: string; missing: string[] }> {
+  const pending = path.split(sep).filter(Boolean);
+  let current = '/';
+  let hops = 0;
+  while (pending.length > 0) {
+    const name = pending.shift()!;
+    if (name === '.') continue;
+    const next = name === '..' ? dirname(current) : join(current, name);
+    if (isInside(next, mountpoint)) throw new RefusedError(`destination ${path} leads into the ferry mount ${mountpoint}: give a directory outside it`);
+    const st = await fsp.lstat(next).catch(() => undefined);
+    if (!st) return { existing: current, missing: [name, ...pending] };
+    if (st.isSymbolicLink()) {
+      if (++hops > 40) throw new RefusedError(`destination ${path}: too many symbolic links`);
+      const target = await fsp.readlink(next);
+      pending.unshift(...target.split(sep).filter(Boolean));
+      if (isAbsolute(target)) current = '/';
+      continue;
+    }
+    current = next;
+  }
+  return { existing: current, missing: [] };
+}
+
+export interface Plan {
+  virtual: string;
+  source: string;
+  isFile: boolean;
+  /** Where the subtree's root will live: the destination directory itself, or the file inside it. */
+  destRoot: string;
+  destDir: string;
+  destDirExisted: boolean;
+  tree: Tree;
+  neededBytes: number;
+}
+
+export interface PreflightInput {
+  virtual: string;
+  dest: string;
+  mountpoint: string;
+  paths: PathMap;
+  tracking: boolean;
+  running: string[];
+}
+
+/** Space kept free beyond the subtree's allocated bytes: metadata, and writes during the copy. */
+function marginFor(bytes: number): number {
+  return Math.max(16 << 20, Math.ceil(bytes * 0.02));
+}
+
+/** Every refusal of `ferry migrate`, checked before anything is written anywhere. */
+export async function planMigration(input: PreflightInput): Promise<Plan> {
+  const { virtual, mountpoint, paths } = input;
+  if (!input.tracking) throw new RefusedError('this mount runs with --no-track: remount with tracking to migrate');
+  if (virtual === '/') throw new RefusedError('cannot migrate the root of the mount: name a directory or file inside it');
+  const overlapping = input.running.find((v) => isInside(v, virtual) || isInside(virtual, v));
+  if (overlapping) throw new RefusedError(`${virtual} overlaps the running migration of ${overlapping}`);
+  const nested = paths.list().find((m) => m.virtual !== virtual && m.virtual !== '/' && isInside(m.virtual, virtual));
+  if (nested) throw new RefusedError(`${virtual} contains ${nested.virtual}, which already lives at ${nested.backing}: migrate that first`);
+
+  const source = paths.resolve(virtual);
+  const sourceStat = await fsp.lstat(source).catch(() => undefined);
+  if (!sourceStat) throw new RefusedError(`no such file or directory in the mount: ${virtual}`);
+  if (!sourceStat.isDirectory() && !sourceStat.isFile()) throw new RefusedError(`${virtual} is neither a directory nor a regular file`);
+  const isFile = sourceStat.isFile();
+
+  if (!isAbsolute(input.dest)) throw new RefusedError(`destination ${input.dest} must be an absolute path`);
+  const lexical = resolve(input.dest);
+  if (isInside(lexical, mountpoint)) throw new RefusedError(`destination ${lexical} is inside the ferry mount ${mountpoint}: give a directory outside it`);
+  const { existing, missing } = await resolveOutsideMount(lexical, mountpoint);
+  if (missing.length > 1) throw new RefusedError(`the parent directory of ${lexical} does not exist: create it first`);
+  const destDir = missing.length === 1 ? join(existing, missing[0]) : existing;
+  const destDirExisted = missing.length === 0;
+  const destRoot = isFile ? join(destDir, basename(source)) : destDir;
+
+  if (destDirExisted) {
+    const st = await fsp.stat(destDir);
+    if (!st.isDirectory()) throw new RefusedError(`destination ${destDir} is not a directory`);
+    if (!isFile && (await fsp.readdir(destDir)).length > 0) throw new RefusedError(`destination ${destDir} is not empty: give an empty or absent directory`);
+    if (isFile && (await fsp.lstat(destRoot).catch(() => undefined))) throw new RefusedError(`destination ${destRoot} already exists`);
+  }
+  if (destRoot === source) throw new RefusedError(`destination ${destRoot} is the source itself`);
+  if (isInside(destRoot, source)) throw new RefusedError(`destination ${destRoot} is inside the source tree ${source}`);
+  if (isInside(source, destRoot)) throw new RefusedError(`the source ${source} is inside the destination ${destRoot}`);
+  for (const m of paths.list()) {
+    if (!isInside(destRoot, m.backing)) continue;
+    const alias = m.virtual === '/' ? destRoot.slice(m.backing.length) || '/' : m.virtual + destRoot.slice(m.backing.length);
+    if (alias !== virtual) {
+      throw new RefusedError(`destination ${destRoot} lies inside ${m.backing}, which this mount serves (it would show up as ${alias}): choose a directory outside the datastore`);
+    }
+  }
+
+  const tree = await walkTree(source);
+  const neededBytes = allocatedBytes(tree) + marginFor(allocatedBytes(tree));
+  const fs = await fsp.statfs(existing);
+  const freeBytes = fs.bavail * fs.bsize;
+  if (freeBytes < neededBytes) {
+    throw new RefusedError(`not enough space at ${existing}: ${formatBytes(freeBytes)} free, the migration needs ${formatBytes(neededBytes)} (data plus margin)`);
+  }
+  return { virtual, source, isFile, destRoot, destDir, destDirExisted, tree, neededBytes };
+}

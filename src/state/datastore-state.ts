@@ -1,0 +1,74 @@
+import { mkdir, readdir, readFile, unlink } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { join } from 'node:path';
+import { writeFileAtomic } from './atomic.js';
+
+export interface StoredMapping {
+  virtual: string;
+  backing: string;
+}
+
+/** A migration's durable record: enough to finish or undo it after a crash. */
+export interface MigrationJournal {
+  id: string;
+  virtual: string;
+  source: string;
+  dest: string;
+  /** The destination directory existed (empty) before: undo empties it instead of removing it. */
+  destDirExisted: boolean;
+  destDir: string;
+  isFile: boolean;
+  keepSource: boolean;
+  startedAt: string;
+}
+
+/**
+ * Durable state of one datastore, kept across mounts: which subtrees live elsewhere (the path map) and
+ * the journals of migrations in flight. Writing the path map is the commit point of a migration.
+ */
+export class DatastoreState {
+  readonly dir: string;
+
+  constructor(stateDir: string, datastore: string) {
+    this.dir = join(stateDir, 'datastores', createHash('sha256').update(datastore).digest('hex').slice(0, 16));
+  }
+
+  private get journalsDir(): string {
+    return join(this.dir, 'migrations');
+  }
+
+  async init(datastore: string): Promise<void> {
+    await mkdir(this.journalsDir, { recursive: true, mode: 0o700 });
+    await writeFileAtomic(join(this.dir, 'datastore'), datastore + '\n');
+  }
+
+  async loadMappings(): Promise<StoredMapping[]> {
+    try {
+      return JSON.parse(await readFile(join(this.dir, 'mappings.json'), 'utf8')) as StoredMapping[];
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw err;
+    }
+  }
+
+  async saveMappings(mappings: StoredMapping[]): Promise<void> {
+    await writeFileAtomic(join(this.dir, 'mappings.json'), JSON.stringify(mappings, null, 2) + '\n');
+  }
+
+  async writeJournal(journal: MigrationJournal): Promise<void> {
+    await writeFileAtomic(join(this.journalsDir, `${journal.id}.json`), JSON.stringify(journal, null, 2) + '\n');
+  }
+
+  async removeJournal(id: string): Promise<void> {
+    await unlink(join(this.journalsDir, `${id}.json`)).catch(() => undefined);
+  }
+
+  async journals(): Promise<MigrationJournal[]> {
+    const names = await readdir(this.journalsDir).catch(() => [] as string[]);
+    const journals: MigrationJournal[] = [];
+    for (const name of names.filter((n) => n.endsWith('.json'))) {
+      journals.push(JSON.parse(await readFile(join(this.journalsDir, name), 'utf8')) as MigrationJournal);
+    }
+    return journals;
+  }
+}
