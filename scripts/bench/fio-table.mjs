@@ -48,7 +48,7 @@ function result(jobId, target) {
     p50: lat['50.000000'] / 1000,
     p99: lat['99.000000'] / 1000,
     ios: (job.read?.total_ios ?? 0) + (job.write?.total_ios ?? 0),
-    runtimeMs: job.job_runtime ?? side.runtime,
+    runtimeMs: side.runtime, // wall time of the run (job_runtime sums the threads' times)
   };
 }
 
@@ -104,7 +104,7 @@ for (const t of ferryTargets) {
     const before = readJson(`${base}.before.json`);
     const after = readJson(`${base}.after.json`);
     const r = table[job.id][t.id];
-    if (!before || !after || r.error) continue;
+    if (!before?.ops || !after?.ops || r.error) continue; // an unresponsive daemon's status has no counters
     const delta = {};
     for (const [op, n] of Object.entries(after.ops ?? {})) delta[op] = n - (before.ops?.[op] ?? 0);
     const reads = delta.read ?? 0;

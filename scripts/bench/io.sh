@@ -106,7 +106,9 @@ abort_connection() { # aborts the FUSE connection behind <mountpoint>: every wai
 }
 
 responsive() { # statfs always reaches the FUSE server: a hung one leaves this in D state until SIGKILL
-  timeout -s KILL 5 stat -f "$1" >/dev/null 2>&1
+  local rc=0
+  timeout -s KILL 5 stat -f "$1" >/dev/null 2>&1 || rc=$?
+  ((rc != 137)) # an error (ENOTCONN: already aborted) is an answer
 }
 
 pid_of_cmdline() { # the pid whose argv is exactly the given words (to find the daemonized bindfs we started)
@@ -300,6 +302,7 @@ ferry_status() { # <target> <out file>
 }
 
 declare -A hung=()
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 started=$SECONDS
 for j in "${jobs[@]}"; do
   IFS='|' read -r id label args <<<"$j"
@@ -312,7 +315,7 @@ for j in "${jobs[@]}"; do
     [ "${kind_of[$t]}" = ferry ] && ferry_status "$t" "$out.before.json"
     rc=0
     # shellcheck disable=SC2086 # $common and $args are word lists
-    run_bounded $((runtime * 3 + 120)) fio --name="$id" --filename="${file_of[$t]}" $common $args \
+    run_bounded $((runtime * 2 + 60)) fio --name="$id" --filename="${file_of[$t]}" $common $args \
       --output-format=json --output="$out.json" 2>"$out.stderr" || rc=$?
     if ((rc == 124 || rc == 137)); then
       echo "fio timed out: the mount hung" >"$out.error"
@@ -328,6 +331,7 @@ for j in "${jobs[@]}"; do
   done
 done
 drop_caches
+load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---- report ---------------------------------------------------------------------------------------------
 if [ "$use_tmpfs" = 1 ]; then
@@ -340,6 +344,7 @@ echo "## ferry I/O benchmark"
 echo
 echo "- machine: $(nproc) CPUs ($(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)), $(awk '/^MemTotal:/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo) RAM, kernel $(uname -r), $(. /etc/os-release && echo "$PRETTY_NAME")"
 echo "- backing store: $where"
+echo "- load average (1/5/15 min) before the jobs: $load_start, after: $load_end (anything else running skews the numbers)"
 echo "- versions: $(fio --version), bindfs $(bindfs --version 2>&1 | awk '{print $2; exit}'), node $(node --version), ferry $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$root" diff --quiet HEAD 2>/dev/null || echo '+local changes')"
 echo "- I/O: $([ "$direct" = 1 ] && echo 'O_DIRECT (direct=1)' || echo 'buffered (direct=0)'); 16 in flight = $qd16_desc; one $(numfmt --to=iec "$size") file per target, laid out beforehand"
 [ -z "$bindfs_cmd" ] || echo "- bindfs: \`$bindfs_cmd\` (default options: single-threaded, O_DIRECT not forwarded, xattrs mirrored)"

@@ -55,11 +55,12 @@ export function unmountCommand(): Command {
           return;
         }
         const mount = await findMount(mountpoint);
-        if (mount && (await isDeadMount(mountpoint))) {
+        if (mount) {
+          if (!record && mount.fstype !== 'fuse.ferry') throw new UserError(`${mountpoint} is a ${mount.fstype} mount, not a ferry mount`);
           if (!force) throw new UserError(`${mountpoint} is a dead mount (its daemon is gone): clear it with \`ferry unmount --force ${mountpoint}\``);
+          // The daemon may still be exiting with the connection open: abort it so nothing waits on it.
+          await abortFuseConnection(mountpoint);
           await lazyUnmount(mountpoint);
-        } else if (mount) {
-          throw new UserError(`${mountpoint} is a ${mount.fstype} mount not served by ferry (state dir ${stateDir})`);
         } else if (!record) {
           throw new UserError(`${mountpoint} is not a ferry mount`);
         }

@@ -5,7 +5,7 @@ import type FuseClass from 'fuse-native';
 import { UserError, errorMessage } from '../util/user-error.js';
 
 /** The patch level this code is written against (patches/fuse-native+2.2.6+*.patch). */
-export const EXPECTED_PATCHSET = 1;
+export const EXPECTED_PATCHSET = 2;
 
 export type Fuse = typeof FuseClass;
 

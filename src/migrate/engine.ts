@@ -130,7 +130,7 @@ export class Migration implements TrackingSession {
       mountpoint: this.mount.mountpoint,
       paths: this.mount.paths,
       tracking: this.mount.tracker.enabled,
-      running: this.mount.running().filter((v) => v !== this.options.virtual),
+      running: this.mount.running(),
     });
   }
 
@@ -278,6 +278,7 @@ export class Migration implements TrackingSession {
         await src.close();
         await dst.close();
       }
+      await faultPoint(this.phase);
     }
     this.bytesCopied += copied;
     return copied;

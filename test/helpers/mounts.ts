@@ -52,7 +52,7 @@ export async function makeRoot(): Promise<string> {
   return mkdtemp(TEST_ROOT_PREFIX);
 }
 
-export async function mountFerry(options: { args?: string[]; root?: string; datastore?: string } = {}): Promise<TestMount> {
+export async function mountFerry(options: { args?: string[]; root?: string; datastore?: string; env?: NodeJS.ProcessEnv } = {}): Promise<TestMount> {
   const root = options.root ?? (await makeRoot());
   const datastore = options.datastore ?? join(root, 'datastore');
   const mountpoint = join(root, 'mnt');
@@ -60,7 +60,7 @@ export async function mountFerry(options: { args?: string[]; root?: string; data
   await mkdir(datastore, { recursive: true });
   await mkdir(mountpoint, { recursive: true });
   const cli = (args: string[], env?: NodeJS.ProcessEnv) => ferry([...args, '--state-dir', stateDir], { env });
-  const mounted = await cli(['mount', datastore, mountpoint, ...(options.args ?? [])]);
+  const mounted = await cli(['mount', datastore, mountpoint, ...(options.args ?? [])], options.env);
   if (mounted.code !== 0) throw new Error(`ferry mount failed (${mounted.code}): ${mounted.stderr}`);
   const mount: TestMount = {
     root,

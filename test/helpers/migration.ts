@@ -1,0 +1,42 @@
+import { spawn } from 'node:child_process';
+import { CLI } from './cli.js';
+import type { TestMount } from './mounts.js';
+
+export interface MigrationRun {
+  code: number;
+  events: Record<string, any>[];
+  stderr: string;
+  final: Record<string, any> | undefined;
+}
+
+/** Runs `ferry migrate --json` to the end, collecting its events. */
+export function migrate(m: TestMount, path: string, dest: string, args: string[] = [], onEvent?: (e: Record<string, any>) => void): { done: Promise<MigrationRun>; pid: number } {
+  const child = spawn(process.execPath, [CLI, 'migrate', path, '--to', dest, '--json', '--state-dir', m.stateDir, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const events: Record<string, any>[] = [];
+  let buffered = '';
+  let stderr = '';
+  child.stdout.on('data', (d) => {
+    buffered += d;
+    let nl: number;
+    while ((nl = buffered.indexOf('\n')) >= 0) {
+      const event = JSON.parse(buffered.slice(0, nl));
+      buffered = buffered.slice(nl + 1);
+      events.push(event);
+      onEvent?.(event);
+    }
+  });
+  child.stderr.on('data', (d) => (stderr += d));
+  const done = new Promise<MigrationRun>((resolve) =>
+    child.on('exit', (code) => resolve({ code: code ?? 1, events, stderr, final: events.filter((e) => e.type === 'done' || e.type === 'error').at(-1) })),
+  );
+  return { done, pid: child.pid! };
+}
+
+export async function waitFor(predicate: () => boolean | Promise<boolean>, timeoutMs = 30_000, what = 'condition'): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await predicate()) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}

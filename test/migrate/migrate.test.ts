@@ -1,0 +1,255 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import { join } from 'node:path';
+import { randomBytes, createHash } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
+import { mountFerry, listTree, type TestMount } from '../helpers/mounts.js';
+import { startWriter } from '../helpers/writer.js';
+import { migrate, waitFor } from '../helpers/migration.js';
+
+const MiB = 1 << 20;
+let mounts: TestMount[] = [];
+afterEach(async () => {
+  for (const m of mounts) await m.stop();
+  mounts = [];
+});
+
+async function setup(diskMiB = 32, args: string[] = []): Promise<TestMount & { dest: string; home: string }> {
+  const m = await mountFerry({ args });
+  mounts.push(m);
+  const home = join(m.datastore, 'vm1');
+  await fsp.mkdir(home);
+  await fsp.writeFile(join(home, 'disk.img'), randomBytes(diskMiB * MiB));
+  await fsp.writeFile(join(home, 'vm.cfg'), 'memory=1G\n');
+  await fsp.writeFile(join(home, 'vm.log'), 'boot\n');
+  await fsp.mkdir(join(m.root, 'dest'));
+  return Object.assign(m, { dest: join(m.root, 'dest', 'vm1'), home });
+}
+
+const sha = (buf: Buffer) => createHash('sha256').update(buf).digest('hex');
+const fileSha = async (path: string) => sha(await fsp.readFile(path));
+
+describe('ferry migrate: live', () => {
+  it('moves a VM home while a writer hammers its disk: destination equals the writer model, source gone, fds keep working', async () => {
+    const m = await setup(64);
+    const writer = await startWriter({ file: join(m.mountpoint, 'vm1/disk.img'), modelOut: join(m.root, 'model'), seed: 11, maxWrite: 256 * 1024, bytesPerSec: 8 * MiB, fsyncEvery: 50 });
+    await new Promise((r) => setTimeout(r, 300));
+    const run = await migrate(m, join(m.mountpoint, 'vm1'), m.dest).done;
+    // Keep writing through the same fd after the switch.
+    await new Promise((r) => setTimeout(r, 500));
+    const report = await writer.stop();
+    expect(run.stderr).toBe('');
+    expect(run.code).toBe(0);
+    expect(run.final).toMatchObject({ type: 'done', source: m.home, destination: m.dest });
+    expect(run.events.filter((e) => e.type === 'phase').map((e) => e.phase)).toEqual(['preflight', 'prepare', 'bulk', 'iterate', 'switchover', 'cleanup', 'done']);
+    expect(report.errors).toEqual([]);
+    expect(report.writes).toBeGreaterThan(20);
+    expect(fs.existsSync(m.home)).toBe(false);
+    const model = await fsp.readFile(join(m.root, 'model'));
+    expect(sha(await fsp.readFile(join(m.dest, 'disk.img')))).toBe(sha(model));
+    expect(sha(await fsp.readFile(join(m.mountpoint, 'vm1/disk.img')))).toBe(sha(model));
+    expect(await fsp.readFile(join(m.dest, 'vm.cfg'), 'utf8')).toBe('memory=1G\n');
+    const passes = run.events.filter((e) => e.type === 'pass');
+    expect(passes[0]).toMatchObject({ pass: 0, copiedBytes: 64 * MiB + 10 + 5 });
+    for (const p of passes) expect(p).toEqual(expect.objectContaining({ dirtyBytes: expect.any(Number), throughputBytesPerSec: expect.any(Number), estimatedSwitchoverMs: expect.any(Number) }));
+    expect(run.final!.downtimeMs).toBeLessThan(5000);
+    // The path map is durable: a remount serves the destination.
+    await m.cli(['unmount', m.mountpoint]);
+    expect((await m.cli(['mount', m.datastore, m.mountpoint])).code).toBe(0);
+    expect(sha(await fsp.readFile(join(m.mountpoint, 'vm1/disk.img')))).toBe(sha(model));
+    expect((await fsp.readdir(m.mountpoint)).sort()).toEqual(['vm1']);
+  });
+
+  it('replays creates, appends, renames, truncates, chmod and times made during the migration', async () => {
+    const m = await setup(48);
+    await fsp.writeFile(join(m.home, 'old-name'), 'renamed');
+    await fsp.writeFile(join(m.home, 'doomed'), 'x');
+    await fsp.writeFile(join(m.home, 'shrink.img'), randomBytes(MiB));
+    await fsp.link(join(m.home, 'vm.cfg'), join(m.home, 'vm.cfg.hardlink'));
+    await fsp.symlink('disk.img', join(m.home, 'current'));
+    const inMount = (p: string) => join(m.mountpoint, 'vm1', p);
+    const running = migrate(m, join(m.mountpoint, 'vm1'), m.dest, ['--rate-limit', '16M']);
+    await new Promise((r) => setTimeout(r, 800));
+    await fsp.appendFile(inMount('vm.log'), 'running\n');
+    await fsp.mkdir(inMount('snapshots'));
+    await fsp.writeFile(inMount('snapshots/overlay.qcow2'), 'overlay');
+    await fsp.rename(inMount('old-name'), inMount('new-name'));
+    await fsp.unlink(inMount('doomed'));
+    await fsp.truncate(inMount('shrink.img'), 1000);
+    await fsp.chmod(inMount('vm.cfg'), 0o600);
+    await fsp.utimes(inMount('vm.cfg'), new Date('2020-01-02T03:04:05Z'), new Date('2021-02-03T04:05:06Z'));
+    await fsp.appendFile(inMount('vm.log'), 'still running\n');
+    const run = await running.done;
+    expect(run.code).toBe(0);
+    expect(await listTree(m.dest)).toEqual(['current', 'disk.img', 'new-name', 'shrink.img', 'snapshots', 'snapshots/overlay.qcow2', 'vm.cfg', 'vm.cfg.hardlink', 'vm.log']);
+    expect(await fsp.readFile(join(m.dest, 'vm.log'), 'utf8')).toBe('boot\nrunning\nstill running\n');
+    expect(await fsp.readFile(join(m.dest, 'new-name'), 'utf8')).toBe('renamed');
+    expect(await fsp.readFile(join(m.dest, 'snapshots/overlay.qcow2'), 'utf8')).toBe('overlay');
+    expect((await fsp.stat(join(m.dest, 'shrink.img'))).size).toBe(1000);
+    const cfg = await fsp.stat(join(m.dest, 'vm.cfg'));
+    expect(cfg.mode & 0o777).toBe(0o600);
+    expect(cfg.mtime.toISOString()).toBe('2021-02-03T04:05:06.000Z');
+    expect(cfg.nlink).toBe(2);
+    expect((await fsp.stat(join(m.dest, 'vm.cfg.hardlink'))).ino).toBe(cfg.ino);
+    expect(await fsp.readlink(join(m.dest, 'current'))).toBe('disk.img');
+    expect(await listTree(join(m.mountpoint, 'vm1'))).toEqual(await listTree(m.dest));
+  });
+
+  it('keeps a sparse file sparse', async () => {
+    const m = await setup(1);
+    const fd = fs.openSync(join(m.home, 'sparse.img'), 'w');
+    fs.ftruncateSync(fd, 256 * MiB);
+    for (const at of [0, 100 * MiB, 255 * MiB]) fs.writeSync(fd, randomBytes(MiB), 0, MiB, at);
+    fs.closeSync(fd);
+    const before = await fileSha(join(m.home, 'sparse.img'));
+    const run = await migrate(m, join(m.mountpoint, 'vm1'), m.dest).done;
+    expect(run.code).toBe(0);
+    const st = await fsp.stat(join(m.dest, 'sparse.img'));
+    expect(st.size).toBe(256 * MiB);
+    expect(st.blocks * 512).toBeLessThanOrEqual(4 * MiB);
+    expect(await fileSha(join(m.dest, 'sparse.img'))).toBe(before);
+  });
+
+  it('moves a single file, keeping the rest of the directory where it is', async () => {
+    const m = await setup(8);
+    const before = await fileSha(join(m.home, 'disk.img'));
+    const run = await migrate(m, join(m.mountpoint, 'vm1/disk.img'), join(m.root, 'dest', 'disks')).done;
+    expect(run.code).toBe(0);
+    expect(await fileSha(join(m.root, 'dest/disks/disk.img'))).toBe(before);
+    expect(await fileSha(join(m.mountpoint, 'vm1/disk.img'))).toBe(before);
+    expect((await fsp.readdir(m.home)).sort()).toEqual(['vm.cfg', 'vm.log']);
+    expect((await fsp.readdir(join(m.mountpoint, 'vm1'))).sort()).toEqual(['disk.img', 'vm.cfg', 'vm.log']);
+  });
+
+  it('migrates there and back again (A → B → A)', async () => {
+    const m = await setup(8);
+    const writer = await startWriter({ file: join(m.mountpoint, 'vm1/disk.img'), modelOut: join(m.root, 'model'), seed: 5, maxWrite: 65536, bytesPerSec: 4 * MiB });
+    expect((await migrate(m, join(m.mountpoint, 'vm1'), m.dest).done).code).toBe(0);
+    const back = await migrate(m, join(m.mountpoint, 'vm1'), m.home).done;
+    expect(back.code).toBe(0);
+    const report = await writer.stop();
+    expect(report.errors).toEqual([]);
+    expect(fs.existsSync(m.dest)).toBe(false);
+    expect(await fileSha(join(m.home, 'disk.img'))).toBe(sha(await fsp.readFile(join(m.root, 'model'))));
+    expect((await m.status()).mappings).toEqual([{ virtual: '/', backing: m.datastore }]);
+  });
+});
+
+describe('ferry migrate: clean aborts (VM stays on the source, partial copy removed)', () => {
+  it('destination runs out of space mid-copy', async () => {
+    const m = await setup(40);
+    const small = join(m.root, 'small');
+    await fsp.mkdir(small);
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64m', 'tmpfs', small]);
+    try {
+      const before = await fileSha(join(m.home, 'disk.img'));
+      const running = migrate(m, join(m.mountpoint, 'vm1'), join(small, 'vm1'), ['--rate-limit', '8M']);
+      await waitFor(() => fs.existsSync(join(small, 'vm1/disk.img')), 10_000, 'copy to start');
+      await fsp.writeFile(join(small, 'filler'), Buffer.alloc(40 * MiB)).catch(() => undefined);
+      const run = await running.done;
+      expect(run.code).toBe(1);
+      expect(run.final).toMatchObject({ type: 'error', code: 'ENOSPC', sourceIntact: true });
+      expect(run.final!.message).toMatch(/ran out of space/);
+      expect(fs.existsSync(join(small, 'vm1'))).toBe(false);
+      expect(await fileSha(join(m.home, 'disk.img'))).toBe(before);
+      expect(await fileSha(join(m.mountpoint, 'vm1/disk.img'))).toBe(before);
+    } finally {
+      execFileSync('umount', ['-l', small]);
+    }
+  });
+
+  it('a writer faster than the rate-limited copy: no convergence, with both rates named', async () => {
+    const m = await setup(32);
+    const writer = await startWriter({ file: join(m.mountpoint, 'vm1/disk.img'), modelOut: join(m.root, 'model'), seed: 3, maxWrite: 512 * 1024, bytesPerSec: 24 * MiB });
+    const run = await migrate(m, join(m.mountpoint, 'vm1'), m.dest, ['--rate-limit', '4M', '--max-downtime', '100ms', '--max-iterations', '6']).done;
+    const report = await writer.stop();
+    expect(run.code).toBe(1);
+    expect(run.final).toMatchObject({ type: 'error', code: 'ENOCONVERGE', sourceIntact: true });
+    expect(run.final!.message).toMatch(/write rate ~[\d.]+ MB\/s, copy rate ~[\d.]+ MB\/s/);
+    expect(report.errors).toEqual([]);
+    expect(fs.existsSync(m.dest)).toBe(false);
+    expect(await fileSha(join(m.home, 'disk.img'))).toBe(sha(await fsp.readFile(join(m.root, 'model'))));
+  });
+
+  it('ferry cancel mid-copy, and Ctrl-C on an attached migrate', async () => {
+    const m = await setup(64);
+    const running = migrate(m, join(m.mountpoint, 'vm1'), m.dest, ['--rate-limit', '8M']);
+    await waitFor(() => fs.existsSync(join(m.dest, 'disk.img')), 10_000, 'copy to start');
+    const cancelled = await m.cli(['cancel', join(m.mountpoint, 'vm1')]);
+    expect(cancelled.code).toBe(0);
+    const run = await running.done;
+    expect(run.code).toBe(1);
+    expect(run.final).toMatchObject({ type: 'error', code: 'ECANCELED', sourceIntact: true });
+    expect(fs.existsSync(m.dest)).toBe(false);
+
+    const again = migrate(m, join(m.mountpoint, 'vm1'), m.dest, ['--rate-limit', '8M']);
+    await waitFor(() => fs.existsSync(join(m.dest, 'disk.img')), 10_000, 'copy to start');
+    process.kill(again.pid, 'SIGINT');
+    const interrupted = await again.done;
+    expect(interrupted.code).toBe(1);
+    expect(interrupted.final).toMatchObject({ type: 'error', code: 'ECANCELED' });
+    expect(fs.existsSync(m.dest)).toBe(false);
+    expect((await m.status()).mappings).toHaveLength(1);
+  });
+});
+
+describe('ferry migrate: preflight refusals change nothing', () => {
+  it('refuses each bad request with exit 2 and one line', async () => {
+    const m = await setup(1);
+    await fsp.mkdir(join(m.root, 'full'));
+    await fsp.writeFile(join(m.root, 'full/x'), 'x');
+    await fsp.mkdir(join(m.root, 'tiny'));
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', join(m.root, 'tiny')]);
+    try {
+      const cases: [string, string, RegExp][] = [
+        ['vm1', join(m.mountpoint, 'elsewhere'), /inside the ferry mount/],
+        ['vm1', join(m.root, 'full'), /is not empty/],
+        ['vm1', join(m.root, 'no/such/parent'), /parent directory .* does not exist/],
+        ['vm1', join(m.home, 'inner'), /inside the source tree/],
+        ['vm1', join(m.datastore, 'other'), /inside .*which this mount serves/],
+        ['vm1', join(m.root, 'tiny/vm1'), /not enough space/],
+        ['nope', join(m.root, 'dest/x'), /no such file or directory in the mount/],
+        ['', join(m.root, 'dest/x'), /cannot migrate the root/],
+      ];
+      for (const [path, dest, error] of cases) {
+        const r = await m.cli(['migrate', join(m.mountpoint, path), '--to', dest]);
+        expect(r.code, `${path} → ${dest}`).toBe(2);
+        expect(r.stderr).toMatch(error);
+        expect(r.stderr.trim().split('\n')).toHaveLength(1);
+      }
+      for (const [flag, value] of [['--max-downtime', 'soon'], ['--rate-limit', 'fast'], ['--max-iterations', '0']]) {
+        const r = await m.cli(['migrate', join(m.mountpoint, 'vm1'), '--to', m.dest, flag, value]);
+        expect(r.code).toBe(2);
+        expect(r.stderr).toMatch(new RegExp(flag));
+      }
+      expect(await listTree(join(m.root, 'dest'))).toEqual([]);
+      expect(await fsp.readdir(join(m.root, 'tiny'))).toEqual([]);
+      expect((await fsp.readdir(m.home)).sort()).toEqual(['disk.img', 'vm.cfg', 'vm.log']);
+    } finally {
+      execFileSync('umount', ['-l', join(m.root, 'tiny')]);
+    }
+  });
+
+  it('refuses a migration overlapping a running one, and one on a --no-track mount', async () => {
+    const m = await setup(32);
+    const running = migrate(m, join(m.mountpoint, 'vm1'), m.dest, ['--rate-limit', '4M']);
+    await waitFor(() => fs.existsSync(join(m.dest, 'disk.img')), 10_000, 'copy to start');
+    for (const path of ['vm1', 'vm1/disk.img']) {
+      const r = await m.cli(['migrate', join(m.mountpoint, path), '--to', join(m.root, 'dest', 'other')]);
+      expect(r.code).toBe(2);
+      expect(r.stderr).toMatch(/overlaps the running migration of \/vm1/);
+    }
+    const status = await m.status();
+    expect(status.migrations[0]).toMatchObject({ path: '/vm1', running: true });
+    await m.cli(['cancel', join(m.mountpoint, 'vm1')]);
+    await running.done;
+
+    const untracked = await mountFerry({ args: ['--no-track'] });
+    mounts.push(untracked);
+    await fsp.mkdir(join(untracked.datastore, 'vm'));
+    const r = await untracked.cli(['migrate', join(untracked.mountpoint, 'vm'), '--to', join(untracked.root, 'd')]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/--no-track/);
+  });
+});
