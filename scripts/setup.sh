@@ -17,6 +17,7 @@ need_cmd g++ g++
 need_cmd python3 python3
 need_cmd setpriv util-linux
 need_cmd unshare util-linux
+need_cmd setfattr attr
 for extra in ${FERRY_EXTRA_PACKAGES:-}; do dpkg -s "$extra" >/dev/null 2>&1 || missing+=("$extra"); done
 
 if ((${#missing[@]})); then

@@ -15,6 +15,7 @@ interface MountStatus extends MountRecord {
   dirtyBytes?: number;
   openFiles?: unknown[];
   trackedFiles?: { path: string; size: number; dirtyBytes: number }[];
+  migrations?: { id: string; path: string; destination: string; phase: string; running: boolean; passes: number; result?: { type: string; downtimeMs?: number; message?: string } }[];
 }
 
 async function statusOf(record: MountRecord): Promise<MountStatus> {
@@ -42,6 +43,10 @@ function printHuman(s: MountStatus): void {
   console.log(`  ${s.totalOps} ops, ${formatBytes(s.bytesRead ?? 0)} read, ${formatBytes(s.bytesWritten ?? 0)} written, ${s.openFiles?.length ?? 0} open file(s)`);
   console.log(`  ${s.trackedFiles?.length ?? 0} file(s) with dirty blocks, ${formatBytes(s.dirtyBytes ?? 0)} dirty`);
   for (const f of s.trackedFiles ?? []) console.log(`    ${f.path}\t${formatBytes(f.dirtyBytes)} of ${formatBytes(f.size)}`);
+  for (const m of s.migrations ?? []) {
+    const outcome = m.running ? `running, ${m.phase}` : m.result?.type === 'done' ? `done, downtime ${m.result.downtimeMs} ms` : `aborted: ${m.result?.message}`;
+    console.log(`  migration ${m.id}: ${m.path} → ${m.destination} (${outcome}, ${m.passes} passes)`);
+  }
 }
 
 export function statusCommand(): Command {

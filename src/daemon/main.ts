@@ -97,6 +97,7 @@ async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
     gate: new IoGate(),
     counters: new Counters(),
     openFlags: Fuse.OPEN_DIRECT_IO,
+    io: Fuse.io,
   };
   const fuse = new Fuse(mountpoint, createOps(fsContext), { timeout: false, mountOptions: mountOptions(opts) });
   await new Promise<void>((resolve, reject) => {
@@ -126,6 +127,7 @@ async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
     tracker: fsContext.tracker,
     handles: fsContext.handles,
     state,
+    io: Fuse.io,
     log,
     running: () => migrations.filter((m) => m.isRunning).map((m) => m.options.virtual),
   };

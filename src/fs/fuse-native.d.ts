@@ -43,12 +43,26 @@ declare module 'fuse-native' {
     subtype?: string;
     debug?: boolean;
   }
+  export interface FerryIo {
+    lgetxattr(path: string, name: string, cb: (err: number, value?: Buffer) => void): void;
+    lsetxattr(path: string, name: string, value: Buffer, flags: number, cb: (err: number) => void): void;
+    llistxattr(path: string, cb: (err: number, names?: string[]) => void): void;
+    lremovexattr(path: string, name: string, cb: (err: number) => void): void;
+    seek(fd: number, offset: number, whence: number, cb: (err: number, offset?: number) => void): void;
+    copyRange(fdIn: number, offIn: number, fdOut: number, offOut: number, length: number, cb: (err: number, copied?: number) => void): void;
+    punchHole(fd: number, offset: number, length: number, cb: (err: number) => void): void;
+    readonly SEEK_DATA: number;
+    readonly SEEK_HOLE: number;
+    readonly XATTR_CREATE: number;
+    readonly XATTR_REPLACE: number;
+  }
   class Fuse {
     constructor(mnt: string, ops: FuseOps, opts?: FuseOptions);
     mount(cb: (err: Error | null) => void): void;
     unmount(cb: (err: Error | null) => void): void;
     static unmount(mnt: string, cb: (err: Error | null) => void): void;
     static readonly FERRY_PATCHSET: number | undefined;
+    static readonly io: FerryIo;
     static readonly BINDING_PATH: string;
     static readonly UTIME_NOW: number;
     static readonly UTIME_OMIT: number;

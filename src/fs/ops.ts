@@ -3,7 +3,7 @@ import fsp from 'node:fs/promises';
 import { constants as C } from 'node:fs';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import type { FuseOps } from 'fuse-native';
+import type { FuseOps, FerryIo } from 'fuse-native';
 import type { PathMap } from './path-map.js';
 import type { HandleTable } from './handles.js';
 import type { IoGate } from './gate.js';
@@ -32,6 +32,8 @@ export interface FsContext {
   counters: Counters;
   /** FUSE per-open flags (direct_io, keep_cache) given to every regular file opened. */
   openFlags: number;
+  /** Syscalls Node lacks (xattrs), from ferry's patched addon. */
+  io: FerryIo;
 }
 
 type Reply = (result: number) => void;
@@ -342,6 +344,48 @@ export function createOps(ctx: FsContext): FuseOps {
         }
         await giveToCaller(backing, backing, uid, gid);
         return 0;
+      });
+    },
+
+    getxattr(path, name, _position, cb) {
+      counters.count('getxattr');
+      gate.admit(path, undefined, (ticket) => {
+        ctx.io.lgetxattr(paths.resolve(path), name, (err, value) => {
+          gate.leave(ticket);
+          if (err) cb(err);
+          else cb(0, value);
+        });
+      });
+    },
+
+    setxattr(path, name, value, _position, flags, cb) {
+      counters.count('setxattr');
+      gate.admit(path, undefined, (ticket) => {
+        ctx.io.lsetxattr(paths.resolve(path), name, value, flags, (err) => {
+          gate.leave(ticket);
+          cb(err);
+        });
+      });
+    },
+
+    listxattr(path, cb) {
+      counters.count('listxattr');
+      gate.admit(path, undefined, (ticket) => {
+        ctx.io.llistxattr(paths.resolve(path), (err, names) => {
+          gate.leave(ticket);
+          if (err) cb(err);
+          else cb(0, names);
+        });
+      });
+    },
+
+    removexattr(path, name, cb) {
+      counters.count('removexattr');
+      gate.admit(path, undefined, (ticket) => {
+        ctx.io.lremovexattr(paths.resolve(path), name, (err) => {
+          gate.leave(ticket);
+          cb(err);
+        });
       });
     },
 

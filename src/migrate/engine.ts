@@ -2,6 +2,7 @@ import fsp from 'node:fs/promises';
 import { close, open } from 'node:fs';
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
+import type { FerryIo } from 'fuse-native';
 import type { PathMap, Mapping } from '../fs/path-map.js';
 import type { IoGate, Freeze } from '../fs/gate.js';
 import type { HandleTable, Handle } from '../fs/handles.js';
@@ -37,6 +38,7 @@ export interface MountServices {
   tracker: Tracker;
   handles: HandleTable;
   state: DatastoreState;
+  io: FerryIo;
   log: Logger;
   /** Virtual paths of migrations still running on this mount. */
   running(): string[];
@@ -94,7 +96,7 @@ export class Migration implements TrackingSession {
 
   private readonly listeners: ((event: MigrationEvent) => void)[] = [];
   private readonly abortController = new AbortController();
-  private readonly mover = new Mover(this.abortController.signal);
+  private readonly mover: Mover;
   private readonly attached = new Set<TrackedFile>();
   private shadow: Shadow | undefined;
   private throughput = 0;
@@ -106,6 +108,7 @@ export class Migration implements TrackingSession {
     readonly options: MigrationOptions,
     private readonly mount: MountServices,
   ) {
+    this.mover = new Mover(this.abortController.signal, mount.io);
     this.mover.rateLimit = options.rateLimit;
   }
 
@@ -173,7 +176,7 @@ export class Migration implements TrackingSession {
         startedAt: new Date(this.startedAt).toISOString(),
       });
       await fsp.mkdir(plan.destDir, { recursive: true, mode: 0o700 });
-      this.shadow = new Shadow(plan.destRoot, plan.isFile, this.id);
+      this.shadow = new Shadow(plan.destRoot, plan.isFile, this.id, plan.source, this.mount.io);
       await faultPoint('prepare');
 
       this.emit({ type: 'phase', phase: 'bulk' });

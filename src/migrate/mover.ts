@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import { promisify } from 'node:util';
+import type { FerryIo } from 'fuse-native';
 import type { Extent } from '../track/dirty-map.js';
 
 const read = promisify(fs.read);
@@ -13,9 +14,14 @@ export class CancelledError extends Error {
   readonly code = 'ECANCELED';
 }
 
+function errnoError(err: number, what: string): Error {
+  return Object.assign(new Error(`${what} failed (errno ${-err})`), { errno: err, code: err === -28 ? 'ENOSPC' : err === -5 ? 'EIO' : `E${-err}` });
+}
+
 /**
  * Copies byte ranges between backing files (never through the mount): 1 MiB chunks, several in flight,
- * an optional rate limit that can change while it runs, and all-zero chunks left as holes in a fresh file.
+ * an optional rate limit that can change while it runs. Into a fresh file it copies only the source's
+ * data segments (SEEK_DATA) and leaves all-zero chunks as holes; otherwise the kernel copies (copy_file_range).
  */
 export class Mover {
   /** Bytes per second; 0 means unlimited. */
@@ -23,10 +29,14 @@ export class Mover {
   private windowStart = Date.now();
   private windowBytes = 0;
 
-  constructor(private readonly signal: AbortSignal) {}
+  constructor(
+    private readonly signal: AbortSignal,
+    private readonly io: FerryIo,
+  ) {}
 
   /** Returns the bytes read from the source (the work done, for throughput). */
-  async copy(srcFd: number, dstFd: number, ranges: Extent[], options: { sparse: boolean; throttle: boolean }): Promise<number> {
+  async copy(srcFd: number, dstFd: number, wanted: Extent[], options: { sparse: boolean; throttle: boolean }): Promise<number> {
+    const ranges = options.sparse ? await this.dataIn(srcFd, wanted) : wanted;
     const chunks: Extent[] = [];
     for (const [offset, length] of ranges) {
       for (let at = offset; at < offset + length; at += CHUNK_BYTES) chunks.push([at, Math.min(CHUNK_BYTES, offset + length - at)]);
@@ -39,6 +49,10 @@ export class Mover {
         const [offset, length] = chunks[next++];
         if (this.signal.aborted) throw new CancelledError('migration cancelled');
         if (options.throttle) await this.throttle(length);
+        if (!options.sparse) {
+          moved += await this.copyRange(srcFd, dstFd, offset, length);
+          continue;
+        }
         const { bytesRead } = await read(srcFd, buffer, 0, length, offset);
         if (bytesRead === 0) return; // the file shrank under us: the size is fixed up separately
         moved += bytesRead;
@@ -51,6 +65,35 @@ export class Mover {
     };
     await Promise.all(Array.from({ length: Math.min(IN_FLIGHT, chunks.length) }, worker));
     return moved;
+  }
+
+  private copyRange(srcFd: number, dstFd: number, offset: number, length: number): Promise<number> {
+    return new Promise((resolve, reject) =>
+      this.io.copyRange(srcFd, offset, dstFd, offset, length, (err, copied) => (err ? reject(errnoError(err, 'copy')) : resolve(copied!))),
+    );
+  }
+
+  private seek(fd: number, offset: number, whence: number): Promise<number | undefined> {
+    return new Promise((resolve, reject) =>
+      this.io.seek(fd, offset, whence, (err, at) => (err === -6 ? resolve(undefined) : err ? reject(errnoError(err, 'seek')) : resolve(at))),
+    );
+  }
+
+  /** The parts of `ranges` that hold data in the source (holes need no copy into a fresh file). */
+  private async dataIn(fd: number, ranges: Extent[]): Promise<Extent[]> {
+    const data: Extent[] = [];
+    for (const [offset, length] of ranges) {
+      const end = offset + length;
+      let at = offset;
+      while (at < end) {
+        const start = await this.seek(fd, at, this.io.SEEK_DATA);
+        if (start === undefined || start >= end) break;
+        const stop = Math.min((await this.seek(fd, start, this.io.SEEK_HOLE)) ?? end, end);
+        data.push([start, stop - start]);
+        at = stop;
+      }
+    }
+    return data;
   }
 
   private async throttle(bytes: number): Promise<void> {

@@ -3,6 +3,7 @@ import { constants as C } from 'node:fs';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { dirname, join } from 'node:path';
+import type { FerryIo } from 'fuse-native';
 import { type Tree, type Entry, under, walkTree } from './walk.js';
 
 const runFile = promisify(execFile);
@@ -38,6 +39,8 @@ export class Shadow {
     readonly root: string,
     readonly isFile: boolean,
     id: string,
+    private readonly source: string,
+    private readonly io: FerryIo,
   ) {
     this.staging = isFile ? join(dirname(root), `.ferry-staging-${id}`) : join(root, `.ferry-staging-${id}`);
   }
@@ -129,9 +132,13 @@ export class Shadow {
     }
   }
 
-  /** Owners, modes and times as the source has them: files first, then directories deepest first. */
+  /** Extended attributes, owners, modes and times as the source has them: files first, then directories deepest first. */
   async applyMetadata(tree: Tree): Promise<void> {
-    for (const group of tree.groups) await setMetadata(this.pathOf(group.ino), group.stat);
+    for (const group of tree.groups) {
+      await this.copyXattrs(under(this.source, group.paths[0]), this.pathOf(group.ino));
+      await setMetadata(this.pathOf(group.ino), group.stat);
+    }
+    for (const dir of tree.dirs) await this.copyXattrs(under(this.source, dir.rel), under(this.root, dir.rel));
     for (const link of tree.symlinks) {
       const path = under(this.root, link.rel);
       await fsp.lchown(path, Number(link.stat.uid), Number(link.stat.gid));
@@ -140,6 +147,16 @@ export class Shadow {
     for (const special of tree.specials) await setMetadata(under(this.root, special.rel), special.stat);
     const dirs = [...tree.dirs].sort((a, b) => b.rel.split('/').length - a.rel.split('/').length);
     for (const dir of dirs) await setMetadata(under(this.root, dir.rel), dir.stat);
+  }
+
+  private async copyXattrs(from: string, to: string): Promise<void> {
+    const call = <T>(fn: (cb: (err: number, value?: T) => void) => void) =>
+      new Promise<T | undefined>((resolve, reject) => fn((err, value) => (err === -61 || err === -95 ? resolve(undefined) : err ? reject(Object.assign(new Error(`xattr copy failed for ${from} (errno ${-err})`), { errno: err })) : resolve(value))));
+    const names = (await call<string[]>((cb) => this.io.llistxattr(from, cb))) ?? [];
+    for (const name of names) {
+      const value = await call<Buffer>((cb) => this.io.lgetxattr(from, name, cb));
+      if (value) await call((cb) => this.io.lsetxattr(to, name, value, 0, cb));
+    }
   }
 
   /** fsync every file and directory of the copy, and the directory holding its root. */

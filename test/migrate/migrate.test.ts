@@ -102,6 +102,8 @@ describe('ferry migrate: live', () => {
     fs.ftruncateSync(fd, 256 * MiB);
     for (const at of [0, 100 * MiB, 255 * MiB]) fs.writeSync(fd, randomBytes(MiB), 0, MiB, at);
     fs.closeSync(fd);
+    await fsp.writeFile(join(m.home, 'zeros.img'), Buffer.alloc(16 * MiB));
+    execFileSync('setfattr', ['-n', 'user.ferry', '-v', 'kept', join(m.home, 'zeros.img')]);
     const before = await fileSha(join(m.home, 'sparse.img'));
     const run = await migrate(m, join(m.mountpoint, 'vm1'), m.dest).done;
     expect(run.code).toBe(0);
@@ -109,6 +111,10 @@ describe('ferry migrate: live', () => {
     expect(st.size).toBe(256 * MiB);
     expect(st.blocks * 512).toBeLessThanOrEqual(4 * MiB);
     expect(await fileSha(join(m.dest, 'sparse.img'))).toBe(before);
+    // A file written full of zeros arrives as a hole of the same size, with its extended attributes.
+    const zeros = await fsp.stat(join(m.dest, 'zeros.img'));
+    expect([zeros.size, zeros.blocks]).toEqual([16 * MiB, 0]);
+    expect(execFileSync('getfattr', ['--only-values', '-n', 'user.ferry', join(m.dest, 'zeros.img')], { encoding: 'utf8' })).toBe('kept');
   });
 
   it('moves a single file, keeping the rest of the directory where it is', async () => {
