@@ -331,7 +331,6 @@ for j in "${jobs[@]}"; do
   done
 done
 drop_caches
-load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---- report ---------------------------------------------------------------------------------------------
 if [ "$use_tmpfs" = 1 ]; then
@@ -344,7 +343,7 @@ echo "## ferry I/O benchmark"
 echo
 echo "- machine: $(nproc) CPUs ($(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)), $(awk '/^MemTotal:/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo) RAM, kernel $(uname -r), $(. /etc/os-release && echo "$PRETTY_NAME")"
 echo "- backing store: $where"
-echo "- load average (1/5/15 min) before the jobs: $load_start, after: $load_end (anything else running skews the numbers)"
+echo "- load average (1/5/15 min) when the jobs started: $load_start (anything else running on the machine skews the numbers)"
 echo "- versions: $(fio --version), bindfs $(bindfs --version 2>&1 | awk '{print $2; exit}'), node $(node --version), ferry $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$root" diff --quiet HEAD 2>/dev/null || echo '+local changes')"
 echo "- I/O: $([ "$direct" = 1 ] && echo 'O_DIRECT (direct=1)' || echo 'buffered (direct=0)'); 16 in flight = $qd16_desc; one $(numfmt --to=iec "$size") file per target, laid out beforehand"
 [ -z "$bindfs_cmd" ] || echo "- bindfs: \`$bindfs_cmd\` (default options: single-threaded, O_DIRECT not forwarded, xattrs mirrored)"

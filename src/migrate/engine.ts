@@ -154,10 +154,12 @@ export class Migration implements TrackingSession {
     return this.result === undefined;
   }
 
+  /** Every event carries `at` (ms since the epoch) so scripts can draw a timeline. */
   private emit(event: MigrationEvent): void {
     if (event.type === 'phase') this.phase = event.phase;
-    this.mount.log.info({ migration: this.id, virtual: this.options.virtual, ...event }, `migration ${event.type}`);
-    for (const listener of this.listeners) listener(event);
+    const stamped = { ...event, at: Date.now() };
+    this.mount.log.info({ migration: this.id, virtual: this.options.virtual, ...stamped }, `migration ${event.type}`);
+    for (const listener of this.listeners) listener(stamped);
   }
 
   private async run(): Promise<DoneEvent | ErrorEvent> {
@@ -195,8 +197,6 @@ export class Migration implements TrackingSession {
         await this.pass(pass, true);
         await faultPoint('iterate');
       }
-      // Flush what the passes wrote now, so the fsync inside the freeze only has the last delta to flush.
-      await this.shadow!.flush();
       const downtimeMs = await this.switchover();
       this.emit({ type: 'phase', phase: 'cleanup' });
       await this.cleanup();
@@ -239,6 +239,9 @@ export class Migration implements TrackingSession {
     const dirtyBytes = pass === 0 ? 0 : this.pendingDirtyBytes();
     const tree = await walkTree(this.plan!.source);
     const copied = await this.copyTree(tree, await this.shadow!.sync(tree), throttle);
+    // Each pass ends durable: the freeze then flushes only the last delta, and the measured rate includes the
+    // flush, as the switchover's copy will.
+    await this.shadow!.flush();
     const durationMs = Math.max(1, Date.now() - started);
     if (copied >= MEASURABLE_BYTES || this.throughput === 0) this.throughput = (copied / durationMs) * 1000 || this.throughput;
     const event: PassEvent = {
@@ -276,7 +279,8 @@ export class Migration implements TrackingSession {
         const size = (await src.stat()).size;
         if ((await dst.stat()).size !== size) await dst.truncate(size);
         const ranges = full ? [[0, size] as [number, number]] : mergeExtents(maps.map((m) => m.extents(size)));
-        copied += await this.mover.copy(src.fd, dst.fd, ranges, { sparse: fresh.has(group.ino), throttle });
+        const moved = await this.mover.copy(src.fd, dst.fd, ranges, { sparse: fresh.has(group.ino), throttle });
+        copied += moved;
       } finally {
         await src.close();
         await dst.close();
@@ -296,23 +300,33 @@ export class Migration implements TrackingSession {
     this.emit({ type: 'phase', phase: 'switchover' });
     const frozenAt = Date.now();
     const freeze: Freeze = await this.mount.gate.freeze(plan.virtual);
+    const steps: Record<string, number> = { drainMs: Date.now() - frozenAt };
+    const step = async <T>(name: string, work: () => Promise<T>): Promise<T> => {
+      const t0 = Date.now();
+      const result = await work();
+      steps[name] = Date.now() - t0;
+      return result;
+    };
     const reopened: { handle: Handle; fd: number }[] = [];
     try {
-      const tree = await walkTree(plan.source);
-      const copied = await this.copyTree(tree, await this.shadow!.sync(tree), false);
-      await this.shadow!.applyMetadata(tree);
-      await this.shadow!.flush();
-      for (const [, handle] of this.mount.handles.entries()) {
-        if (!isInside(handle.file.path, plan.virtual)) continue;
-        const rel = handle.file.path.slice(plan.virtual.length + 1);
-        const fd = await new Promise<number>((resolve, reject) =>
-          open(under(plan.destRoot, rel), backingFlags(handle.flags), (err, opened) => (err ? reject(err) : resolve(opened))),
-        );
-        reopened.push({ handle, fd });
-      }
+      const tree = await step('walkMs', () => walkTree(plan.source));
+      const copied = await step('copyMs', async () => this.copyTree(tree, await this.shadow!.sync(tree), false));
+      steps.copiedBytes = copied;
+      await step('metadataMs', () => this.shadow!.applyMetadata(tree));
+      await step('flushMs', () => this.shadow!.flush());
+      await step('reopenMs', async () => {
+        for (const [, handle] of this.mount.handles.entries()) {
+          if (!isInside(handle.file.path, plan.virtual)) continue;
+          const rel = handle.file.path.slice(plan.virtual.length + 1);
+          const fd = await new Promise<number>((resolve, reject) =>
+            open(under(plan.destRoot, rel), backingFlags(handle.flags), (err, opened) => (err ? reject(err) : resolve(opened))),
+          );
+          reopened.push({ handle, fd });
+        }
+      });
       await faultPoint('before-commit');
       if (this.abortController.signal.aborted) throw new CancelledError('migration cancelled');
-      await this.commit();
+      await step('commitMs', () => this.commit());
       // Infallible from here: every destination fd is already open.
       for (const { handle, fd } of reopened) {
         closeQuietly(handle.fd);
@@ -325,6 +339,7 @@ export class Migration implements TrackingSession {
       throw err;
     } finally {
       this.mount.gate.thaw(freeze);
+      this.mount.log.info({ migration: this.id, frozenMs: Date.now() - frozenAt, ...steps }, 'switchover freeze');
     }
     return Date.now() - frozenAt;
   }

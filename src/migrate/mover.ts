@@ -7,7 +7,8 @@ const read = promisify(fs.read);
 const write = promisify(fs.write);
 
 export const CHUNK_BYTES = 1 << 20;
-const IN_FLIGHT = 4;
+/** Requests in flight per file: enough to keep small dirty extents streaming (the daemon runs 16 threadpool threads). */
+const IN_FLIGHT = 8;
 const ZERO = Buffer.alloc(CHUNK_BYTES);
 
 export class CancelledError extends Error {
@@ -50,7 +51,9 @@ export class Mover {
         if (this.signal.aborted) throw new CancelledError('migration cancelled');
         if (options.throttle) await this.throttle(length);
         if (!options.sparse) {
-          moved += await this.copyRange(srcFd, dstFd, offset, length);
+          // Not `moved += await …`: that reads `moved` before the await and loses other workers' counts.
+          const copied = await this.copyRange(srcFd, dstFd, offset, length);
+          moved += copied;
           continue;
         }
         const { bytesRead } = await read(srcFd, buffer, 0, length, offset);

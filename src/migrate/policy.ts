@@ -11,12 +11,15 @@ export type Decision = { action: 'switchover' } | { action: 'copy' } | { action:
 /** Passes in a row without a shrinking dirty set before giving up. */
 const STALL_PASSES = 4;
 /** A freeze this short is taken at once, even if more passes could shrink it. */
-const SMALL_FREEZE_MS = 100;
+const SMALL_FREEZE_MS = 50;
+/** A pass must leave less than this share of the previous pass's dirty data to count as progress. */
+const SHRINK_FACTOR = 0.8;
 
 /**
  * When to switch over, as Storage vMotion does: once the remaining dirty data can be copied within the
- * allowed downtime at the measured copy rate. Below that bound, keep iterating while a pass still halves
- * the dirty set, so the real freeze is as short as the guest's write rate allows.
+ * allowed downtime at the measured copy rate. Below that bound, keep iterating while each pass still shrinks
+ * the dirty set clearly, so the real freeze is as short as the guest's write rate allows.
+ * `history[0]` is the bulk pass; the others are pre-copy iterations.
  */
 export function decide(input: {
   dirtyBytes: number;
@@ -27,19 +30,17 @@ export function decide(input: {
 }): Decision {
   const { dirtyBytes, throughput, maxDowntimeMs, history } = input;
   const estimateMs = estimateSwitchoverMs(dirtyBytes, throughput);
-  const previous = history.at(-1);
-  if (dirtyBytes === 0) return { action: 'switchover' };
-  if (estimateMs <= maxDowntimeMs) {
-    const stillHalving = previous !== undefined && dirtyBytes < previous.dirtyBytes / 2;
-    if (estimateMs <= SMALL_FREEZE_MS || !stillHalving || history.length >= input.maxIterations) return { action: 'switchover' };
-  }
   const iterations = history.length - 1;
+  const previous = iterations > 0 ? history.at(-1) : undefined;
+  const shrinking = previous === undefined || dirtyBytes < previous.dirtyBytes * SHRINK_FACTOR;
+  if (dirtyBytes === 0 || estimateMs <= SMALL_FREEZE_MS) return { action: 'switchover' };
+  if (estimateMs <= maxDowntimeMs && (!shrinking || iterations >= input.maxIterations)) return { action: 'switchover' };
   if (iterations >= input.maxIterations) {
     return { action: 'abort', reason: `no convergence after ${iterations} passes: ${rates(dirtyBytes, history, throughput)}` };
   }
-  const recent = history.slice(-STALL_PASSES - 1);
-  const stalled = recent.length > STALL_PASSES && recent.slice(1).every((p, i) => p.dirtyBytes >= recent[i].dirtyBytes * 0.95);
-  if (stalled && iterations >= STALL_PASSES) {
+  const recent = history.slice(1).slice(-STALL_PASSES);
+  const stalled = recent.length === STALL_PASSES && [...recent.slice(1), { dirtyBytes }].every((p, i) => p.dirtyBytes >= recent[i].dirtyBytes * 0.95);
+  if (stalled) {
     return { action: 'abort', reason: `the guest writes faster than the copy: dirty data stopped shrinking (${rates(dirtyBytes, history, throughput)})` };
   }
   return { action: 'copy' };

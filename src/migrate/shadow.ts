@@ -163,14 +163,17 @@ export class Shadow {
   async flush(): Promise<void> {
     const tree = await walkTree(this.root);
     const paths = [...tree.groups.map((g) => under(this.root, g.paths[0])), ...tree.dirs.map((d) => under(this.root, d.rel)), dirname(this.root)];
-    for (const path of paths) {
-      const handle = await fsp.open(path, 'r');
-      try {
-        await handle.sync();
-      } finally {
-        await handle.close();
-      }
-    }
+    // In parallel: the filesystem can fold the flushes into one journal commit.
+    await Promise.all(
+      paths.map(async (path) => {
+        const handle = await fsp.open(path, 'r');
+        try {
+          await handle.sync();
+        } finally {
+          await handle.close();
+        }
+      }),
+    );
   }
 }
 

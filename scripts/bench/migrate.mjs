@@ -1,0 +1,142 @@
+#!/usr/bin/env node
+// Migration benchmark (`npm run bench:migrate`): in one run on one machine,
+//  1. ferry migrate of an idle 1 GiB file vs `cp --sparse=always` between the same directories,
+//  2. the same for a sparse 8 GiB file holding 1 GiB of data,
+//  3. a migration under an fio random-write load through the mount: passes, time, freeze, fio's worst latency.
+// Env: FERRY_BENCH_DIR (scratch dir on the disk under test, default /var/tmp), FERRY_BENCH_SCALE (1 = sizes above).
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const cli = path.join(root, 'dist/cli/main.js');
+const scale = Number(process.env.FERRY_BENCH_SCALE ?? 1);
+const GiB = 1024 ** 3;
+const MiB = 1024 ** 2;
+const work = fs.mkdtempSync(path.join(process.env.FERRY_BENCH_DIR ?? '/var/tmp', 'ferry-bench-'));
+const state = path.join(work, 'state');
+const mounts = [];
+
+function sh(cmd, args, opts = {}) {
+  return execFileSync(cmd, args, { encoding: 'utf8', maxBuffer: 256 * MiB, ...opts });
+}
+function ferry(...args) {
+  return sh(process.execPath, [cli, ...args, '--state-dir', state]);
+}
+function dropCaches() {
+  spawnSync('sync');
+  fs.writeFileSync('/proc/sys/vm/drop_caches', '3');
+}
+function seconds(fn) {
+  const t0 = process.hrtime.bigint();
+  fn();
+  return Number(process.hrtime.bigint() - t0) / 1e9;
+}
+function fill(file, size, dataEvery = 1) {
+  // Random data in 64 MiB pieces; with dataEvery > 1 only every n-th piece is written (the rest stays a hole).
+  const fd = fs.openSync(file, 'w');
+  fs.ftruncateSync(fd, size);
+  const piece = 64 * MiB;
+  const buf = Buffer.alloc(piece);
+  for (let at = 0, i = 0; at < size; at += piece, i++) {
+    if (i % dataEvery !== 0) continue;
+    for (let j = 0; j < piece; j += 65536) buf.writeUInt32LE((Math.random() * 2 ** 32) >>> 0, j);
+    fs.writeSync(fd, buf, 0, Math.min(piece, size - at), at);
+  }
+  fs.fsyncSync(fd);
+  fs.closeSync(fd);
+}
+function mount(datastore, mountpoint) {
+  fs.mkdirSync(mountpoint, { recursive: true });
+  ferry('mount', datastore, mountpoint);
+  mounts.push(mountpoint);
+}
+function unmountAll() {
+  for (const mp of mounts.splice(0)) spawnSync(process.execPath, [cli, 'unmount', mp, '--force', '--state-dir', state]);
+}
+function migrateJson(from, to, extra = []) {
+  const out = ferry('migrate', from, '--to', to, '--json', ...extra);
+  return out.trim().split('\n').map((l) => JSON.parse(l));
+}
+
+function idleCase(label, size, dataEvery) {
+  const src = path.join(work, `${label}-src`);
+  const ds = path.join(work, `${label}-ds`);
+  fs.mkdirSync(path.join(ds, 'vm'), { recursive: true });
+  fs.mkdirSync(src);
+  const image = path.join(ds, 'vm', 'disk.img');
+  fill(image, size, dataEvery);
+  const allocated = fs.statSync(image).blocks * 512;
+  fs.mkdirSync(path.join(work, `${label}-cp`));
+  dropCaches();
+  const cpSeconds = seconds(() => sh('cp', ['--sparse=always', image, path.join(work, `${label}-cp`, 'disk.img')]));
+  fs.rmSync(path.join(work, `${label}-cp`), { recursive: true });
+  mount(ds, path.join(work, `${label}-mnt`));
+  dropCaches();
+  let events;
+  const ferrySeconds = seconds(() => (events = migrateJson(path.join(work, `${label}-mnt`, 'vm'), path.join(work, `${label}-dest`))));
+  const done = events.at(-1);
+  const destBlocks = fs.statSync(path.join(work, `${label}-dest`, 'disk.img')).blocks * 512;
+  unmountAll();
+  return { label, size, allocated, cpSeconds, ferrySeconds, ratio: cpSeconds / ferrySeconds, downtimeMs: done.downtimeMs, passes: done.passes, destBlocks };
+}
+
+function loadedCase() {
+  const size = Math.round(GiB * scale);
+  const ds = path.join(work, 'load-ds');
+  fs.mkdirSync(path.join(ds, 'vm'), { recursive: true });
+  fill(path.join(ds, 'vm', 'disk.img'), size);
+  const mnt = path.join(work, 'load-mnt');
+  mount(ds, mnt);
+  const latLog = path.join(work, 'fio');
+  const fio = spawn('fio', [
+    '--name=guest', `--filename=${path.join(mnt, 'vm', 'disk.img')}`, '--rw=randwrite', '--bs=4k', '--ioengine=psync', '--direct=1',
+    `--size=${size}`, '--time_based', '--runtime=600', `--write_lat_log=${latLog}`, '--log_avg_msec=0', '--output-format=json',
+  ], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const fioStart = Date.now();
+  sh('sleep', ['3']);
+  let events;
+  const total = seconds(() => (events = migrateJson(path.join(mnt, 'vm'), path.join(work, 'load-dest'))));
+  sh('sleep', ['2']);
+  fio.kill('SIGINT');
+  spawnSync('sleep', ['2']);
+  const done = events.at(-1);
+  const switchAt = events.find((e) => e.type === 'phase' && e.phase === 'switchover').at - fioStart;
+  // fio's lat log: msec since fio start, latency in ns, direction, bs, offset.
+  const logFile = fs.readdirSync(work).find((n) => n.startsWith('fio_lat') && n.endsWith('.log'));
+  let maxLatencyMs = 0;
+  let maxAroundSwitchMs = 0;
+  if (logFile) {
+    for (const line of fs.readFileSync(path.join(work, logFile), 'utf8').split('\n')) {
+      const [t, lat] = line.split(',').map(Number);
+      if (!Number.isFinite(lat)) continue;
+      maxLatencyMs = Math.max(maxLatencyMs, lat / 1e6);
+      // fio stamps its log from its own start, a little after the spawn: allow half a second either side.
+      if (t >= switchAt - 500 && t <= switchAt + done.downtimeMs + 500) maxAroundSwitchMs = Math.max(maxAroundSwitchMs, lat / 1e6);
+    }
+  }
+  unmountAll();
+  return { size, total, downtimeMs: done.downtimeMs, passes: done.passes, maxLatencyMs, maxAroundSwitchMs };
+}
+
+const fmtS = (s) => `${s.toFixed(2)} s`;
+const fmtB = (b) => (b >= GiB ? `${(b / GiB).toFixed(2)} GiB` : `${(b / MiB).toFixed(1)} MiB`);
+try {
+  const fsType = sh('stat', ['-f', '-c', '%T', work]).trim();
+  console.log(`machine: ${os.cpus().length} cores, kernel ${os.release()}, scratch ${work} (${fsType}); caches dropped before each copy`);
+  const idle = [idleCase('dense', Math.round(GiB * scale), 1), idleCase('sparse', Math.round(8 * GiB * scale), 8)];
+  console.log('\n| idle file | size (allocated) | cp --sparse=always | ferry migrate | cp/ferry | freeze | passes | dest allocated |');
+  console.log('|---|---|---|---|---|---|---|---|');
+  for (const r of idle) {
+    console.log(`| ${r.label} | ${fmtB(r.size)} (${fmtB(r.allocated)}) | ${fmtS(r.cpSeconds)} | ${fmtS(r.ferrySeconds)} | ${r.ratio.toFixed(2)} | ${r.downtimeMs} ms | ${r.passes} | ${fmtB(r.destBlocks)} |`);
+  }
+  const load = loadedCase();
+  console.log('\n| under fio randwrite 4k (psync, direct) | disk | passes | total | freeze (downtime) | fio max latency, whole run | fio max latency around the switch |');
+  console.log('|---|---|---|---|---|---|---|');
+  console.log(`| ferry migrate | ${fmtB(load.size)} | ${load.passes} | ${fmtS(load.total)} | ${load.downtimeMs} ms | ${load.maxLatencyMs.toFixed(1)} ms | ${load.maxAroundSwitchMs.toFixed(1)} ms |`);
+} finally {
+  unmountAll();
+  fs.rmSync(work, { recursive: true, force: true });
+}

@@ -1,0 +1,63 @@
+#!/bin/sh
+# /init of the ferry guest (busybox sh). Parameters come from the kernel command line, which hands key=value
+# arguments without dots to init as environment variables: seed, writes, seconds, region, bs, direct, fsync,
+# delay_us, start_delay. Writes to /dev/vda, checksums what is there after dropping caches, prints
+#   FERRY-RESULT-BEGIN / one JSON line / FERRY-RESULT-END
+# on the serial console and powers off. Markers on the way: FERRY-GUEST-UP (disk found, before start_delay) and
+# FERRY-WORKLOAD-START (from the workload, as its first write goes out). Any failure: FERRY-ERROR <why>.
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+# Kernel messages (I/O errors above all) would break into the result lines; dmesg still keeps them for counting.
+echo 1 >/proc/sys/kernel/printk
+
+finish() {
+  sync
+  poweroff -f
+  sleep 10
+}
+fail() {
+  echo "FERRY-ERROR $*"
+  finish
+}
+
+# The package has no modules.dep, so dependencies come first by hand. build.sh leaves out any that are built in.
+for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk; do
+  [ -e "/lib/modules/$m.ko" ] || continue
+  insmod "/lib/modules/$m.ko" || fail "insmod $m"
+done
+
+tries=0
+while [ ! -b /dev/vda ]; do
+  tries=$((tries + 1))
+  [ "$tries" -le 100 ] || fail "no /dev/vda after 10 s"
+  sleep 0.1
+done
+
+disk=$(($(cat /sys/block/vda/size) * 512))
+max_default=$((64 << 20))
+if [ -z "$region" ]; then
+  region=$disk
+  [ "$region" -le "$max_default" ] || region=$max_default
+fi
+read -r up_s _ </proc/uptime
+echo "FERRY-GUEST-UP uptime=$up_s"
+[ "${start_delay:-0}" -eq 0 ] || sleep "$start_delay"
+
+[ -n "$writes$seconds" ] || writes=1000
+args="seed=${seed:-1} region=$region bs=${bs:-4096} direct=${direct:-0} fsync=${fsync:-0} delay_us=${delay_us:-0}"
+[ -z "$writes" ] || args="$args writes=$writes"
+[ -z "$seconds" ] || args="$args seconds=$seconds"
+# shellcheck disable=SC2086 # word splitting of $args is the point
+write=$(workload write /dev/vda $args) || fail "workload write $args: exit $?"
+
+sync
+echo 3 >/proc/sys/vm/drop_caches
+checksum=$(workload checksum /dev/vda "$region") || fail "workload checksum: exit $?"
+io_errors=$(dmesg | grep -c -e 'I/O error' -e 'blk_update_request' -e 'Buffer I/O error')
+
+echo FERRY-RESULT-BEGIN
+echo "{\"write\":$write,\"checksum\":$checksum,\"dmesg_io_errors\":${io_errors:-0},\"disk_bytes\":$disk,\"up_s\":$up_s}"
+echo FERRY-RESULT-END
+finish
