@@ -1,4 +1,4 @@
-import { Command } from 'commander';
+import { Command, Option } from 'commander';
 import { resolve } from 'node:path';
 import { request } from '../control/client.js';
 import { stateDirFrom } from '../state/state-dir.js';
@@ -10,7 +10,10 @@ import { MigrationProgress } from './progress.js';
 import { action, fail, printJson } from './run.js';
 
 interface MigrateFlags {
-  to: string;
+  to?: string;
+  mode: string;
+  guestIoPriority?: boolean;
+  setRate?: string;
   maxDowntime: string;
   maxIterations: string;
   rateLimit?: string;
@@ -33,7 +36,10 @@ export function migrateCommand(): Command {
   return new Command('migrate')
     .description("move a running VM's directory (or one file) to another datastore, live")
     .argument('<path>', 'a directory or file inside a ferry mount')
-    .requiredOption('--to <dest>', 'destination directory (absent or empty), outside the mount')
+    .option('--to <dest>', 'destination directory (absent or empty), outside the mount')
+    .addOption(new Option('--mode <mode>', 'iterative: pre-copy passes; mirror: one pass, then guest writes go to both sides; auto: iterative, mirroring when that stops converging').choices(['iterative', 'mirror', 'auto']).default('auto'))
+    .option('--guest-io-priority', 'pause the copy while the guest writes heavily to the subtree')
+    .option('--set-rate <bytes/s>', 'change the rate limit of the running migration of <path> (0 = unlimited)')
     .option('--max-downtime <duration>', 'longest allowed I/O freeze at the switchover', '5s')
     .option('--max-iterations <n>', 'give up after this many copy passes without converging', '30')
     .option('--rate-limit <bytes/s>', 'cap the copy rate, e.g. 100M (the switchover itself is not capped)')
@@ -43,12 +49,24 @@ export function migrateCommand(): Command {
     .option('--state-dir <dir>', 'state dir (default $FERRY_STATE_DIR or /var/lib/ferry)')
     .action(
       action(async (path: string, flags: MigrateFlags) => {
+        if (flags.setRate !== undefined) return setRate(path, flags);
+        if (!flags.to) throw new UserError("missing --to <dest>: where should the files go?");
         const maxDowntimeMs = parseDuration(flags.maxDowntime, '--max-downtime');
         const maxIterations = Number(flags.maxIterations);
         if (!Number.isInteger(maxIterations) || maxIterations < 1) throw new UserError('--max-iterations must be a whole number >= 1');
         const rateLimit = flags.rateLimit ? parseRate(flags.rateLimit) : 0;
         const { record, inside } = await locate(stateDirFrom(flags.stateDir), path);
-        const params = { path: inside, to: resolve(flags.to), maxDowntimeMs, maxIterations, rateLimit, keepSource: !!flags.keepSource, detach: !!flags.detach };
+        const params = {
+          path: inside,
+          to: resolve(flags.to),
+          mode: flags.mode,
+          maxDowntimeMs,
+          maxIterations,
+          rateLimit,
+          keepSource: !!flags.keepSource,
+          guestIoPriority: !!flags.guestIoPriority,
+          detach: !!flags.detach,
+        };
 
         if (flags.detach) {
           const started = (await request(record.socket, 'migrate', params)) as { id: string };
@@ -74,11 +92,20 @@ export function migrateCommand(): Command {
         }
         if (!flags.json) {
           console.log(
-            `migrated ${inside} to ${final.destination}: ${final.passes} passes, ${formatBytes(Number(final.bytesCopied))} copied in ${(Number(final.durationMs) / 1000).toFixed(1)} s, downtime ${final.downtimeMs} ms`,
+            `migrated ${inside} to ${final.destination} (${final.mode}): ${final.passes} passes, ${formatBytes(Number(final.bytesCopied))} copied in ${(Number(final.durationMs) / 1000).toFixed(1)} s, downtime ${final.downtimeMs} ms` +
+            (Number(final.mirroredWrites) > 0 ? `, ${final.mirroredWrites} writes mirrored (+${final.mirrorLatencyP50Ms} ms p50, +${final.mirrorLatencyP99Ms} ms p99)` : ''),
           );
         }
       }),
     );
+}
+
+async function setRate(path: string, flags: MigrateFlags): Promise<void> {
+  const rateLimit = flags.setRate === '0' ? 0 : parseRate(flags.setRate!);
+  const { record, inside } = await locate(stateDirFrom(flags.stateDir), path);
+  const summary = await request(record.socket, 'set-rate', { path: inside, rateLimit });
+  if (flags.json) return printJson(summary);
+  console.log(`rate limit of the migration of ${inside}: ${rateLimit ? `${formatBytes(rateLimit)}/s` : 'unlimited'}`);
 }
 
 export function cancelCommand(): Command {

@@ -27,8 +27,10 @@ export class MigrationProgress {
 
   show(event: Event): void {
     if (event.type === 'phase') this.phase = String(event.phase);
+    if (event.type === 'mode') this.phase = `${this.phase} (${event.mode})`;
     if (!this.bar) {
       if (event.type === 'phase') console.log(`phase: ${event.phase}`);
+      if (event.type === 'mode') console.log(`switching to ${event.mode} mode: ${event.reason}`);
       if (event.type === 'pass') console.log(`pass ${event.pass}: copied ${formatBytes(Number(event.copiedBytes))}, ${formatBytes(Number(event.throughputBytesPerSec))}/s, ~${event.estimatedSwitchoverMs} ms to switch over`);
       return;
     }

@@ -1,12 +1,18 @@
 import type { Handler } from '../control/server.js';
 import { ControlError, booleanParam, stringParam } from '../control/protocol.js';
-import { Migration, type MountServices } from '../migrate/engine.js';
+import { Migration, type Mode, type MountServices } from '../migrate/engine.js';
 import { RefusedError } from '../migrate/preflight.js';
 
 function numberParam(params: Record<string, unknown>, name: string, fallback: number, min: number): number {
   const value = params[name] ?? fallback;
   if (typeof value !== 'number' || !Number.isFinite(value) || value < min) throw new ControlError('EINVAL', `parameter '${name}' must be a number >= ${min}`);
   return value;
+}
+
+function modeParam(params: Record<string, unknown>): Mode {
+  const mode = params.mode ?? 'auto';
+  if (mode !== 'iterative' && mode !== 'mirror' && mode !== 'auto') throw new ControlError('EINVAL', "parameter 'mode' must be iterative, mirror or auto");
+  return mode;
 }
 
 export function virtualParam(params: Record<string, unknown>): string {
@@ -23,6 +29,7 @@ export function summarize(m: Migration) {
     path: m.options.virtual,
     destination: m.plan?.destRoot ?? m.options.dest,
     phase: m.phase,
+    mode: m.options.mode,
     running: m.isRunning,
     startedAt: new Date(m.startedAt).toISOString(),
     passes: m.passes.length,
@@ -39,6 +46,8 @@ export function migrationHandlers(services: MountServices, migrations: Migration
         {
           virtual: virtualParam(params),
           dest: stringParam(params, 'to'),
+          mode: modeParam(params),
+          guestIoPriority: booleanParam(params, 'guestIoPriority'),
           maxDowntimeMs: numberParam(params, 'maxDowntimeMs', 5000, 1),
           maxIterations: numberParam(params, 'maxIterations', 30, 1),
           rateLimit: numberParam(params, 'rateLimit', 0, 0),

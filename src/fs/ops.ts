@@ -11,6 +11,7 @@ import type { Counters } from './counters.js';
 import type { Tracker } from '../track/tracker.js';
 import { E, toErrno } from './errno.js';
 import { giveToCaller } from './owner.js';
+import { mirrorWrites } from '../track/mirror-write.js';
 
 const runFile = promisify(execFile);
 const BIGINT = { bigint: true } as const;
@@ -207,10 +208,16 @@ export function createOps(ctx: FsContext): FuseOps {
             return cb(toErrno(err));
           }
           // Only after the backing write succeeded, and before the op leaves the gate.
-          tracker.written(handle.file, pos, bytes);
           counters.bytesWritten += bytes;
-          gate.leave(ticket);
-          cb(bytes);
+          const mirrors = tracker.written(handle.file, pos, bytes);
+          if (!mirrors) {
+            gate.leave(ticket);
+            return cb(bytes);
+          }
+          mirrorWrites(mirrors, buf, bytes, pos, () => {
+            gate.leave(ticket);
+            cb(bytes);
+          });
         });
       });
     },

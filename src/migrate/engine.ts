@@ -15,19 +15,25 @@ import { Mover, CancelledError } from './mover.js';
 import { Shadow } from './shadow.js';
 import { walkTree, under, type Tree } from './walk.js';
 import { mergeExtents } from './extents.js';
-import { decide, estimateSwitchoverMs, type PassFigures } from './policy.js';
+import { decide, estimateSwitchoverMs, mirrorReason, type PassFigures } from './policy.js';
+import { CopyWindow } from '../track/copy-window.js';
 import { isInside, planMigration, type Plan } from './preflight.js';
 import { faultPoint } from './faults.js';
 
 export type Phase = 'preflight' | 'prepare' | 'bulk' | 'iterate' | 'switchover' | 'cleanup' | 'done' | 'abort';
 
+export type Mode = 'iterative' | 'mirror' | 'auto';
+
 export interface MigrationOptions {
   virtual: string;
   dest: string;
+  mode: Mode;
   maxDowntimeMs: number;
   maxIterations: number;
   rateLimit: number;
   keepSource: boolean;
+  /** Pause the (throttled) copy while the guest writes heavily to the subtree. */
+  guestIoPriority: boolean;
 }
 
 /** What the engine needs from the mount: narrow handles on the write path, never the other way round. */
@@ -44,9 +50,18 @@ export interface MountServices {
   running(): string[];
 }
 
-export interface PassEvent {
+export interface MirrorFigures {
+  mirroredBytes: number;
+  mirroredWrites: number;
+  /** Extra guest write latency caused by mirroring. */
+  mirrorLatencyP50Ms: number;
+  mirrorLatencyP99Ms: number;
+}
+
+export interface PassEvent extends MirrorFigures {
   type: 'pass';
   pass: number;
+  mode: 'iterative' | 'mirror';
   dirtyBytes: number;
   copiedBytes: number;
   throughputBytesPerSec: number;
@@ -54,8 +69,9 @@ export interface PassEvent {
   durationMs: number;
 }
 
-export interface DoneEvent {
+export interface DoneEvent extends MirrorFigures {
   type: 'done';
+  mode: 'iterative' | 'mirror';
   downtimeMs: number;
   passes: number;
   bytesCopied: number;
@@ -71,7 +87,20 @@ export interface ErrorEvent {
   sourceIntact: true;
 }
 
-export type MigrationEvent = { type: 'phase'; phase: Phase } | PassEvent | DoneEvent | ErrorEvent;
+export interface ModeEvent {
+  type: 'mode';
+  mode: 'mirror';
+  reason: string;
+}
+
+export type MigrationEvent = { type: 'phase'; phase: Phase } | ModeEvent | PassEvent | DoneEvent | ErrorEvent;
+
+/** Guest writes to the subtree above this rate make a --guest-io-priority copy pause. */
+const GUEST_BUSY_BYTES_PER_SEC = 2 << 20;
+/** Passes in mirror mode before switching over whatever the estimate (mirroring keeps the copy in sync). */
+const MIRROR_MAX_PASSES = 5;
+/** Latency samples kept for the mirror percentiles. */
+const MAX_SAMPLES = 100_000;
 
 /** Minimum bytes a pass must move for its throughput to count (small passes are dominated by overhead). */
 const MEASURABLE_BYTES = 8 << 20;
@@ -103,6 +132,15 @@ export class Migration implements TrackingSession {
   private bytesCopied = 0;
   private committed = false;
   private finished: Promise<void> = Promise.resolve();
+  /** Guest bytes written under the subtree (the write path counts them). */
+  guestBytes = 0;
+  private guestSample = { at: Date.now(), bytes: 0, busy: false };
+  private mirroring: boolean;
+  private mirrorPasses = 0;
+  private readonly windows = new Map<bigint, CopyWindow>();
+  private readonly mirrorSamples: number[] = [];
+  private mirroredBytes = 0;
+  private mirroredWrites = 0;
 
   constructor(
     readonly options: MigrationOptions,
@@ -110,6 +148,8 @@ export class Migration implements TrackingSession {
   ) {
     this.mover = new Mover(this.abortController.signal, mount.io);
     this.mover.rateLimit = options.rateLimit;
+    if (options.guestIoPriority) this.mover.guestBusy = () => this.guestIsBusy();
+    this.mirroring = options.mode === 'mirror';
   }
 
   get prefix(): string {
@@ -185,23 +225,19 @@ export class Migration implements TrackingSession {
       await this.pass(0, true);
       this.emit({ type: 'phase', phase: 'iterate' });
       for (let pass = 1; ; pass++) {
-        const decision = decide({
-          dirtyBytes: this.pendingDirtyBytes(),
-          throughput: this.throughput,
-          maxDowntimeMs: this.options.maxDowntimeMs,
-          history: this.passes.map((p) => ({ dirtyBytes: p.dirtyBytes, copiedBytes: p.copiedBytes, durationMs: p.durationMs }) as PassFigures),
-          maxIterations: this.options.maxIterations,
-        });
-        if (decision.action === 'switchover') break;
-        if (decision.action === 'abort') throw Object.assign(new Error(decision.reason), { code: 'ENOCONVERGE' });
+        this.checkMirrors();
+        if (this.decideNext() === 'switchover') break;
         await this.pass(pass, true);
         await faultPoint('iterate');
       }
+      this.checkMirrors();
       const downtimeMs = await this.switchover();
       this.emit({ type: 'phase', phase: 'cleanup' });
       await this.cleanup();
       const done: DoneEvent = {
         type: 'done',
+        mode: this.mirroring ? 'mirror' : 'iterative',
+        ...this.mirrorFigures(),
         downtimeMs,
         passes: this.passes.length,
         bytesCopied: this.bytesCopied,
@@ -217,13 +253,72 @@ export class Migration implements TrackingSession {
       if (this.committed) {
         // Past the commit the destination is authoritative: only the source deletion can be left over.
         this.mount.log.error({ err, migration: this.id }, 'cleanup after commit failed');
-        const done: DoneEvent = { type: 'done', downtimeMs: 0, passes: this.passes.length, bytesCopied: this.bytesCopied, durationMs: Date.now() - this.startedAt, source: plan.source, destination: plan.destRoot };
+        const done: DoneEvent = { type: 'done', mode: this.mirroring ? 'mirror' : 'iterative', ...this.mirrorFigures(), downtimeMs: 0, passes: this.passes.length, bytesCopied: this.bytesCopied, durationMs: Date.now() - this.startedAt, source: plan.source, destination: plan.destRoot };
         this.result = done;
         this.emit(done);
         return done;
       }
       return this.abort(err);
     }
+  }
+
+  /** Iterate or switch over; in auto mode, start mirroring when iterating stops paying off. */
+  private decideNext(): 'switchover' | 'copy' {
+    const dirtyBytes = this.pendingDirtyBytes();
+    const history: PassFigures[] = this.passes.map((p) => ({ dirtyBytes: p.dirtyBytes, copiedBytes: p.copiedBytes, durationMs: p.durationMs }));
+    if (this.mirroring) {
+      this.mirrorPasses++;
+      const estimate = estimateSwitchoverMs(dirtyBytes, this.throughput);
+      return dirtyBytes === 0 || estimate <= this.options.maxDowntimeMs || this.mirrorPasses > MIRROR_MAX_PASSES ? 'switchover' : 'copy';
+    }
+    const decision = decide({ dirtyBytes, throughput: this.throughput, maxDowntimeMs: this.options.maxDowntimeMs, history, maxIterations: this.options.maxIterations });
+    if (decision.action === 'switchover') return 'switchover';
+    const reason = decision.action === 'abort' ? decision.reason : mirrorReason(dirtyBytes, history, this.throughput);
+    if (this.options.mode === 'auto' && reason) {
+      this.mirroring = true;
+      this.emit({ type: 'mode', mode: 'mirror', reason });
+      return 'copy';
+    }
+    if (decision.action === 'abort') throw Object.assign(new Error(decision.reason), { code: 'ENOCONVERGE' });
+    return 'copy';
+  }
+
+  /** A destination write failed while mirroring: the migration cannot finish. */
+  private checkMirrors(): void {
+    for (const window of this.windows.values()) if (window.failure) throw window.failure;
+  }
+
+  private guestIsBusy(): boolean {
+    const now = Date.now();
+    if (now - this.guestSample.at >= 100) {
+      const rate = ((this.guestBytes - this.guestSample.bytes) / (now - this.guestSample.at)) * 1000;
+      this.guestSample = { at: now, bytes: this.guestBytes, busy: rate > GUEST_BUSY_BYTES_PER_SEC };
+    }
+    return this.guestSample.busy;
+  }
+
+  private recordMirror(ms: number, bytes: number): void {
+    this.mirroredBytes += bytes;
+    this.mirroredWrites++;
+    if (this.mirrorSamples.length < MAX_SAMPLES) this.mirrorSamples.push(ms);
+    else this.mirrorSamples[Math.floor(Math.random() * MAX_SAMPLES)] = ms;
+  }
+
+  private mirrorFigures(): MirrorFigures {
+    const sorted = [...this.mirrorSamples].sort((a, b) => a - b);
+    const at = (q: number) => (sorted.length ? Math.round(sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] * 1000) / 1000 : 0);
+    return { mirroredBytes: this.mirroredBytes, mirroredWrites: this.mirroredWrites, mirrorLatencyP50Ms: at(0.5), mirrorLatencyP99Ms: at(0.99) };
+  }
+
+  /** The destination file of a source inode, opened once for mirror writes. */
+  private async windowFor(ino: bigint): Promise<CopyWindow> {
+    let window = this.windows.get(ino);
+    if (!window) {
+      const fd = await new Promise<number>((resolve, reject) => open(this.shadow!.pathOf(ino), 'r+', (err, opened) => (err ? reject(err) : resolve(opened))));
+      window = new CopyWindow(fd, (ms, bytes) => this.recordMirror(ms, bytes));
+      this.windows.set(ino, window);
+    }
+    return window;
   }
 
   /** Dirty bytes waiting in this migration's maps (block granularity). */
@@ -247,6 +342,8 @@ export class Migration implements TrackingSession {
     const event: PassEvent = {
       type: 'pass',
       pass,
+      mode: this.mirroring ? 'mirror' : 'iterative',
+      ...this.mirrorFigures(),
       dirtyBytes: pass === 0 ? copied : dirtyBytes,
       copiedBytes: copied,
       throughputBytesPerSec: Math.round(this.throughput),
@@ -264,8 +361,11 @@ export class Migration implements TrackingSession {
     for (const group of tree.groups) {
       const files = group.paths.map((rel) => this.mount.tracker.acquire(rel === '' ? plan.virtual : `${plan.virtual}/${rel}`));
       const full = fresh.has(group.ino) || files.some((f) => !f.isAttached(this));
+      const window = this.mirroring && throttle ? await this.windowFor(group.ino) : undefined;
       // Take the dirty maps before reading: a write racing this copy dirties the fresh map and is copied again.
-      const maps = files.map((f) => f.takeFor(this));
+      // With a window the write path mirrors or classifies writes against the copier from here on.
+      window?.beginPlanning();
+      const maps = files.map((f) => f.takeFor(this, window));
       for (const f of files) this.attached.add(f);
       let src: fsp.FileHandle;
       try {
@@ -279,7 +379,7 @@ export class Migration implements TrackingSession {
         const size = (await src.stat()).size;
         if ((await dst.stat()).size !== size) await dst.truncate(size);
         const ranges = full ? [[0, size] as [number, number]] : mergeExtents(maps.map((m) => m.extents(size)));
-        const moved = await this.mover.copy(src.fd, dst.fd, ranges, { sparse: fresh.has(group.ino), throttle });
+        const moved = await this.mover.copy(src.fd, dst.fd, ranges, { sparse: fresh.has(group.ino), throttle, window });
         copied += moved;
       } finally {
         await src.close();
@@ -333,7 +433,7 @@ export class Migration implements TrackingSession {
         handle.fd = fd;
       }
       await faultPoint('after-commit');
-      this.passes.push({ type: 'pass', pass: this.passes.length, dirtyBytes: copied, copiedBytes: copied, throughputBytesPerSec: Math.round(this.throughput), estimatedSwitchoverMs: 0, durationMs: Date.now() - frozenAt });
+      this.passes.push({ type: 'pass', pass: this.passes.length, mode: this.mirroring ? 'mirror' : 'iterative', ...this.mirrorFigures(), dirtyBytes: copied, copiedBytes: copied, throughputBytesPerSec: Math.round(this.throughput), estimatedSwitchoverMs: 0, durationMs: Date.now() - frozenAt });
     } catch (err) {
       if (!this.committed) for (const { fd } of reopened) closeQuietly(fd);
       throw err;
@@ -388,6 +488,8 @@ export class Migration implements TrackingSession {
   private detachAll(): void {
     for (const file of this.attached) file.detach(this);
     this.attached.clear();
+    for (const window of this.windows.values()) closeQuietly(window.fd);
+    this.windows.clear();
   }
 }
 

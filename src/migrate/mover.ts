@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import { promisify } from 'node:util';
 import type { FerryIo } from 'fuse-native';
 import type { Extent } from '../track/dirty-map.js';
+import type { CopyWindow } from '../track/copy-window.js';
 
 const read = promisify(fs.read);
 const write = promisify(fs.write);
@@ -10,6 +11,9 @@ export const CHUNK_BYTES = 1 << 20;
 /** Requests in flight per file: enough to keep small dirty extents streaming (the daemon runs 16 threadpool threads). */
 const IN_FLIGHT = 8;
 const ZERO = Buffer.alloc(CHUNK_BYTES);
+const BACKOFF_STEP_MS = 20;
+/** The copy still progresses under constant guest load: at most this pause per chunk. */
+const BACKOFF_MAX_MS = 200;
 
 export class CancelledError extends Error {
   readonly code = 'ECANCELED';
@@ -27,6 +31,8 @@ function errnoError(err: number, what: string): Error {
 export class Mover {
   /** Bytes per second; 0 means unlimited. */
   rateLimit = 0;
+  /** When set and true, guest I/O is heavy: throttled copies pause (up to BACKOFF_MAX_MS per chunk). */
+  guestBusy: (() => boolean) | undefined;
   private windowStart = Date.now();
   private windowBytes = 0;
 
@@ -36,38 +42,53 @@ export class Mover {
   ) {}
 
   /** Returns the bytes read from the source (the work done, for throughput). */
-  async copy(srcFd: number, dstFd: number, wanted: Extent[], options: { sparse: boolean; throttle: boolean }): Promise<number> {
+  /**
+   * With a window (mirror mode), the copier reports each chunk as dispatched and done, so the write path
+   * knows which guest writes it must mirror.
+   */
+  async copy(srcFd: number, dstFd: number, wanted: Extent[], options: { sparse: boolean; throttle: boolean; window?: CopyWindow }): Promise<number> {
+    const { window } = options;
+    window?.beginPlanning();
     const ranges = options.sparse ? await this.dataIn(srcFd, wanted) : wanted;
     const chunks: Extent[] = [];
     for (const [offset, length] of ranges) {
       for (let at = offset; at < offset + length; at += CHUNK_BYTES) chunks.push([at, Math.min(CHUNK_BYTES, offset + length - at)]);
     }
+    window?.plan(chunks);
     let next = 0;
     let moved = 0;
     const worker = async () => {
       const buffer = Buffer.allocUnsafe(CHUNK_BYTES);
       while (next < chunks.length) {
-        const [offset, length] = chunks[next++];
+        const index = next++;
+        const [offset, length] = chunks[index];
         if (this.signal.aborted) throw new CancelledError('migration cancelled');
         if (options.throttle) await this.throttle(length);
-        if (!options.sparse) {
-          // Not `moved += await …`: that reads `moved` before the await and loses other workers' counts.
-          const copied = await this.copyRange(srcFd, dstFd, offset, length);
-          moved += copied;
-          continue;
-        }
-        const { bytesRead } = await read(srcFd, buffer, 0, length, offset);
-        if (bytesRead === 0) return; // the file shrank under us: the size is fixed up separately
-        moved += bytesRead;
-        if (options.sparse && ZERO.compare(buffer, 0, bytesRead, 0, bytesRead) === 0) continue;
-        let written = 0;
-        while (written < bytesRead) {
-          written += (await write(dstFd, buffer, written, bytesRead - written, offset + written)).bytesWritten;
-        }
+        window?.dispatched(index);
+        // Not `moved += await …`: that reads `moved` before the await and loses other workers' counts.
+        const copied = await this.copyChunk(srcFd, dstFd, buffer, offset, length, options.sparse);
+        moved += copied;
+        window?.completed(index);
       }
     };
-    await Promise.all(Array.from({ length: Math.min(IN_FLIGHT, chunks.length) }, worker));
+    try {
+      await Promise.all(Array.from({ length: Math.min(IN_FLIGHT, chunks.length) }, worker));
+    } finally {
+      window?.finish();
+    }
     return moved;
+  }
+
+  /** Copies one chunk; returns the bytes read. */
+  private async copyChunk(srcFd: number, dstFd: number, buffer: Buffer, offset: number, length: number, sparse: boolean): Promise<number> {
+    if (!sparse) return this.copyRange(srcFd, dstFd, offset, length);
+    const { bytesRead } = await read(srcFd, buffer, 0, length, offset);
+    if (bytesRead === 0 || ZERO.compare(buffer, 0, bytesRead, 0, bytesRead) === 0) return bytesRead;
+    let written = 0;
+    while (written < bytesRead) {
+      written += (await write(dstFd, buffer, written, bytesRead - written, offset + written)).bytesWritten;
+    }
+    return bytesRead;
   }
 
   private copyRange(srcFd: number, dstFd: number, offset: number, length: number): Promise<number> {
@@ -100,6 +121,9 @@ export class Mover {
   }
 
   private async throttle(bytes: number): Promise<void> {
+    for (let waited = 0; this.guestBusy?.() && waited < BACKOFF_MAX_MS; waited += BACKOFF_STEP_MS) {
+      await new Promise((r) => setTimeout(r, BACKOFF_STEP_MS));
+    }
     if (this.rateLimit <= 0) return;
     const now = Date.now();
     if (now - this.windowStart > 1000) {

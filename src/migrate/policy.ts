@@ -60,3 +60,19 @@ function rates(dirtyBytes: number, history: PassFigures[], throughput: number): 
 function mbps(bytesPerSec: number): string {
   return `${(bytesPerSec / 1e6).toFixed(1)} MB/s`;
 }
+
+/**
+ * Auto mode: why iterating no longer pays off and mirroring should take over (undefined while it still
+ * does). Either the guest dirties data faster than it is copied, or two passes in a row barely shrank
+ * the dirty set while the switchover still would not fit.
+ */
+export function mirrorReason(dirtyBytes: number, history: PassFigures[], throughput: number): string | undefined {
+  const iterations = history.slice(1);
+  const last = iterations.at(-1);
+  if (!last) return undefined;
+  const writeRate = last.durationMs > 0 ? (dirtyBytes / last.durationMs) * 1000 : 0;
+  if (writeRate > throughput) return `the guest dirties data faster than the copy (${rates(dirtyBytes, history, throughput)})`;
+  const recent = [...iterations.slice(-2).map((p) => p.dirtyBytes), dirtyBytes];
+  const stuck = recent.length === 3 && recent.slice(1).every((d, i) => d >= recent[i] * SHRINK_FACTOR);
+  return stuck ? `the dirty set stopped shrinking (${rates(dirtyBytes, history, throughput)})` : undefined;
+}

@@ -1,15 +1,33 @@
 import { DirtyMap } from './dirty-map.js';
+import type { CopyWindow } from './copy-window.js';
 
 /** A consumer of dirty blocks with its own maps, independent of `ferry dirty`'s (a migration). */
 export interface TrackingSession {
   readonly prefix: string;
+  /** Guest bytes written under the session's subtree (for copy back-off). */
+  guestBytes: number;
+}
+
+interface SessionEntry {
+  session: TrackingSession;
+  map: DirtyMap;
+  window: CopyWindow | undefined;
+}
+
+/** A guest write that must also reach a migration's destination before it is acknowledged. */
+export interface MirrorJob {
+  window: CopyWindow;
+  /** In-flight copier chunks the write overlaps; the mirror write must land after them. */
+  settled: Promise<void> | undefined;
+  /** Where to record the write if mirroring it fails. */
+  map: DirtyMap;
 }
 
 /** What the write path knows about one file: its current path and the blocks written since each map was last taken. */
 export class TrackedFile {
   /** The map `ferry dirty` reports and clears. */
   dirty: DirtyMap;
-  private sessionMaps: { session: TrackingSession; map: DirtyMap }[] = [];
+  private sessions: SessionEntry[] = [];
 
   constructor(
     public path: string,
@@ -18,16 +36,29 @@ export class TrackedFile {
     this.dirty = new DirtyMap(blockSize);
   }
 
-  mark(offset: number, length: number): void {
+  /** Records a write that reached the backing file; returns the mirror writes it needs, if any. */
+  written(offset: number, length: number): MirrorJob[] | undefined {
     this.dirty.mark(offset, length);
-    for (const s of this.sessionMaps) s.map.mark(offset, length);
+    let jobs: MirrorJob[] | undefined;
+    for (const s of this.sessions) {
+      s.session.guestBytes += length;
+      const fate = s.window ? s.window.fateOf(offset, length) : 'mark';
+      if (fate === 'mark') s.map.mark(offset, length);
+      else if (fate === 'mirror') (jobs ??= []).push({ window: s.window!, settled: s.window!.settled(offset, length), map: s.map });
+    }
+    return jobs;
   }
 
+  /**
+   * A size change dirties the bytes between the two sizes. `ferry dirty` forgets blocks past the new end;
+   * a migration keeps them, so a later write past that end cannot leave stale bytes on its copy.
+   */
   resize(oldSize: number, newSize: number): void {
     const low = Math.min(oldSize, newSize);
-    this.mark(low, Math.max(oldSize, newSize) - low);
+    const length = Math.max(oldSize, newSize) - low;
+    this.dirty.mark(low, length);
     this.dirty.clearFrom(newSize);
-    for (const s of this.sessionMaps) s.map.clearFrom(newSize);
+    for (const s of this.sessions) s.map.mark(low, length);
   }
 
   /** Hands the current dirty set to the caller and starts a fresh one, in one step: a later write dirties the new map. */
@@ -38,27 +69,30 @@ export class TrackedFile {
   }
 
   isAttached(session: TrackingSession): boolean {
-    return this.sessionMaps.some((s) => s.session === session);
+    return this.sessions.some((s) => s.session === session);
   }
 
-  /** Like takeDirty, for a session; attaches the session first if needed (then the taken map is empty). */
-  takeFor(session: TrackingSession): DirtyMap {
-    const entry = this.sessionMaps.find((s) => s.session === session);
-    const fresh = new DirtyMap(this.blockSize);
+  /**
+   * Like takeDirty, for a session; attaches the session first if needed (the taken map is then empty).
+   * With a window, writes are mirrored or classified against the copier's position from now on.
+   */
+  takeFor(session: TrackingSession, window?: CopyWindow): DirtyMap {
+    const entry = this.sessions.find((s) => s.session === session);
     if (!entry) {
-      this.sessionMaps.push({ session, map: fresh });
+      this.sessions.push({ session, map: new DirtyMap(this.blockSize), window });
       return new DirtyMap(this.blockSize);
     }
+    if (window) entry.window = window;
     const taken = entry.map;
-    entry.map = fresh;
+    entry.map = new DirtyMap(this.blockSize);
     return taken;
   }
 
   peekFor(session: TrackingSession): DirtyMap | undefined {
-    return this.sessionMaps.find((s) => s.session === session)?.map;
+    return this.sessions.find((s) => s.session === session)?.map;
   }
 
   detach(session: TrackingSession): void {
-    this.sessionMaps = this.sessionMaps.filter((s) => s.session !== session);
+    this.sessions = this.sessions.filter((s) => s.session !== session);
   }
 }

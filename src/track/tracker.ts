@@ -1,4 +1,4 @@
-import { TrackedFile } from './tracked-file.js';
+import { TrackedFile, type MirrorJob } from './tracked-file.js';
 
 function isUnder(path: string, dir: string): boolean {
   return dir === '/' ? path !== '/' : path.startsWith(dir + '/');
@@ -30,8 +30,9 @@ export class Tracker {
     return this.byPath.get(path);
   }
 
-  written(file: TrackedFile, offset: number, length: number): void {
-    if (this.enabled) file.mark(offset, length);
+  /** Records a successful write; returns the mirror writes the write path must finish before replying. */
+  written(file: TrackedFile, offset: number, length: number): MirrorJob[] | undefined {
+    return this.enabled ? file.written(offset, length) : undefined;
   }
 
   /** A size change dirties the bytes between the two sizes (a shrink zeroes the tail of the new last block). */

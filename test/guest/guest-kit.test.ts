@@ -1,0 +1,82 @@
+import { copyFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { run } from '../helpers/cli.js';
+import { bootGuest, createImage, ensureGuestKit, goldenChecksum, imageChecksum, type GuestParams } from '../helpers/guest.js';
+
+// The kit itself, on plain files (no FUSE): whatever the guest wrote is what the host computes it should have.
+const MiB = 1 << 20;
+const REGION = 16 * MiB;
+
+let dir: string;
+
+beforeAll(async () => {
+  // The first build installs QEMU and downloads a kernel.
+  await ensureGuestKit();
+  dir = await mkdtemp(join(tmpdir(), 'ferry-test-'));
+}, 900_000);
+
+afterAll(async () => {
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+async function runAndCheck(name: string, format: 'raw' | 'qcow2', cache: 'writeback' | 'none', params: GuestParams & { seed: number }, preseed = false) {
+  const image = join(dir, `${name}.${format}`);
+  await createImage(image, format, 32 * MiB);
+  let base: string | undefined;
+  if (preseed) {
+    // Earlier content under the writes, kept aside as the golden computation's starting point.
+    const { workloadHost } = await ensureGuestKit();
+    expect((await run(workloadHost, ['simulate', image, '99', '3000', '4096', String(REGION)])).code).toBe(0);
+    base = join(dir, `${name}.base`);
+    await copyFile(image, base);
+  }
+  const guest = await bootGuest({ image, format, cache, params: { region: REGION, ...params }, timeoutMs: 90_000 });
+  await guest.started;
+  const { report, timing } = await guest.result;
+  expect(timing.readyMs).toBeLessThanOrEqual(timing.startedMs);
+  expect(report.write.errors).toBe(0);
+  expect(report.write.fsync_errors).toBe(0);
+  expect(report.dmesg_io_errors).toBe(0);
+  if (params.writes !== undefined) expect(report.write.writes).toBe(params.writes);
+  expect(report.write.bytes).toBe(report.write.writes * (params.bs ?? 4096));
+  // A timed run is reproduced by its reported count: write i does not depend on how the run is bounded.
+  const golden = await goldenChecksum({ seed: params.seed, writes: report.write.writes, bs: params.bs, region: REGION, base });
+  expect(report.checksum.fnv1a64).toBe(golden);
+  expect(await imageChecksum(image, format, REGION)).toBe(golden);
+  return report;
+}
+
+describe('guest kit', () => {
+  it('raw image with earlier content, cache=writeback: guest checksum = golden = image', async () => {
+    await runAndCheck('raw', 'raw', 'writeback', { seed: 1, writes: 1500 }, true);
+  });
+
+  it('qcow2 image', async () => {
+    await runAndCheck('qcow2', 'qcow2', 'writeback', { seed: 2, writes: 1500 });
+  });
+
+  it('O_DIRECT in the guest, cache=none on the host', async () => {
+    const report = await runAndCheck('direct', 'raw', 'none', { seed: 3, writes: 1500, direct: true });
+    expect(report.write.direct).toBe(1);
+  });
+
+  it('timed run with periodic fsync and 8 KiB writes', async () => {
+    const report = await runAndCheck('timed', 'raw', 'writeback', { seed: 4, seconds: 2, fsync: 16, bs: 8192 });
+    expect(report.write.writes).toBeGreaterThan(0);
+    expect(report.write.fsyncs).toBe(Math.floor(report.write.writes / 16) + 1);
+  });
+
+  it('golden values depend on seed, count and base image', async () => {
+    const a = await goldenChecksum({ seed: 9, writes: 100, region: MiB });
+    expect(await goldenChecksum({ seed: 9, writes: 100, region: MiB })).toBe(a);
+    expect(await goldenChecksum({ seed: 10, writes: 100, region: MiB })).not.toBe(a);
+    expect(await goldenChecksum({ seed: 9, writes: 101, region: MiB })).not.toBe(a);
+    const base = join(dir, 'base.raw');
+    await createImage(base, 'raw', 2 * MiB);
+    expect(await goldenChecksum({ seed: 9, writes: 100, region: MiB, base })).toBe(a);
+    await writeFile(base, Buffer.alloc(MiB, 0xa5));
+    expect(await goldenChecksum({ seed: 9, writes: 100, region: MiB, base })).not.toBe(a);
+  });
+});
