@@ -79,6 +79,7 @@ if [ ! -f "$kdir/.unpacked" ]; then
   deb=$(ls "$cache"/"${pkg}"_*.deb)
   mkdir -p "$kdir"
   dpkg -x "$deb" "$kdir"
+  rm -f "$deb"
   touch "$kdir/.unpacked"
 fi
 vmlinuz=$(ls "$kdir"/boot/vmlinuz-*)

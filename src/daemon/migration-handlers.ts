@@ -30,6 +30,7 @@ export function summarize(m: Migration) {
     destination: m.plan?.destRoot ?? m.options.dest,
     phase: m.phase,
     mode: m.options.mode,
+    rateLimit: m.rateLimit,
     running: m.isRunning,
     startedAt: new Date(m.startedAt).toISOString(),
     passes: m.passes.length,

@@ -164,6 +164,10 @@ export class Migration implements TrackingSession {
     this.mover.rateLimit = bytesPerSec;
   }
 
+  get rateLimit(): number {
+    return this.mover.rateLimit;
+  }
+
   /** Checks everything; throws RefusedError with nothing changed. */
   async preflight(): Promise<void> {
     this.emit({ type: 'phase', phase: 'preflight' });

@@ -131,7 +131,12 @@ export class Mover {
       this.windowBytes = 0;
     }
     this.windowBytes += bytes;
-    const dueMs = (this.windowBytes / this.rateLimit) * 1000 - (now - this.windowStart);
-    if (dueMs > 0) await new Promise((r) => setTimeout(r, dueMs));
+    // Short sleeps, rechecked: a rate changed with --set-rate takes effect within 100 ms.
+    for (;;) {
+      if (this.rateLimit <= 0) return;
+      const dueMs = (this.windowBytes / this.rateLimit) * 1000 - (Date.now() - this.windowStart);
+      if (dueMs <= 0) return;
+      await new Promise((r) => setTimeout(r, Math.min(dueMs, 100)));
+    }
   }
 }

@@ -1,0 +1,93 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import { join } from 'node:path';
+import { randomBytes, createHash } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
+import { mountFerry, type TestMount } from '../helpers/mounts.js';
+import { startWriter } from '../helpers/writer.js';
+import { migrate, waitFor } from '../helpers/migration.js';
+
+const MiB = 1 << 20;
+const sha = (buf: Buffer) => createHash('sha256').update(buf).digest('hex');
+let mounts: TestMount[] = [];
+afterEach(async () => {
+  for (const m of mounts) await m.stop();
+  mounts = [];
+});
+
+async function vm(diskMiB: number): Promise<TestMount & { home: string; dest: string }> {
+  const m = await mountFerry();
+  mounts.push(m);
+  const home = join(m.datastore, 'vm1');
+  await fsp.mkdir(home);
+  await fsp.writeFile(join(home, 'disk.img'), randomBytes(diskMiB * MiB));
+  await fsp.mkdir(join(m.root, 'dest'));
+  return Object.assign(m, { home, dest: join(m.root, 'dest', 'vm1') });
+}
+
+describe.each(['auto', 'mirror'])('--mode %s with a guest writing faster than the copy', (mode) => {
+  it('completes, and the destination equals the writer model', async () => {
+    const m = await vm(32);
+    const writer = await startWriter({ file: join(m.mountpoint, 'vm1/disk.img'), modelOut: join(m.root, 'model'), seed: 21, maxWrite: 256 * 1024, bytesPerSec: 24 * MiB });
+    const run = await migrate(m, join(m.mountpoint, 'vm1'), m.dest, ['--mode', mode, '--rate-limit', '6M', '--max-downtime', '100ms']).done;
+    await new Promise((r) => setTimeout(r, 300));
+    const report = await writer.stop();
+    expect(run.stderr).toBe('');
+    expect(run.code).toBe(0);
+    expect(report.errors).toEqual([]);
+    expect(run.final).toMatchObject({ type: 'done', mode: 'mirror' });
+    expect(run.final!.mirroredWrites).toBeGreaterThan(0);
+    expect(run.final!.mirrorLatencyP99Ms).toBeGreaterThanOrEqual(run.final!.mirrorLatencyP50Ms);
+    if (mode === 'auto') {
+      const switched = run.events.find((e) => e.type === 'mode');
+      expect(switched).toMatchObject({ mode: 'mirror', reason: expect.stringMatching(/faster than the copy|stopped shrinking/) });
+      expect(run.events.some((e) => e.type === 'pass' && e.mode === 'iterative')).toBe(true);
+    }
+    const model = sha(await fsp.readFile(join(m.root, 'model')));
+    expect(sha(await fsp.readFile(join(m.dest, 'disk.img')))).toBe(model);
+    expect(sha(await fsp.readFile(join(m.mountpoint, 'vm1/disk.img')))).toBe(model);
+    expect(fs.existsSync(m.home)).toBe(false);
+  });
+});
+
+describe('mirror mode failures and controls', () => {
+  it('a destination write error while mirroring aborts cleanly: the guest saw nothing, the source is whole', async () => {
+    const m = await vm(40);
+    const small = join(m.root, 'small');
+    await fsp.mkdir(small);
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64m', 'tmpfs', small]);
+    try {
+      const writer = await startWriter({ file: join(m.mountpoint, 'vm1/disk.img'), modelOut: join(m.root, 'model'), seed: 4, maxWrite: 65536, bytesPerSec: 4 * MiB });
+      const running = migrate(m, join(m.mountpoint, 'vm1'), join(small, 'vm1'), ['--mode', 'mirror', '--rate-limit', '8M']);
+      await waitFor(() => fs.existsSync(join(small, 'vm1/disk.img')), 10_000, 'copy to start');
+      await new Promise((r) => setTimeout(r, 1500));
+      await fsp.writeFile(join(small, 'filler'), Buffer.alloc(60 * MiB)).catch(() => undefined);
+      const run = await running.done;
+      const report = await writer.stop();
+      expect(run.code).toBe(1);
+      expect(run.final).toMatchObject({ type: 'error', code: 'ENOSPC', sourceIntact: true });
+      expect(report.errors).toEqual([]);
+      expect(fs.existsSync(join(small, 'vm1'))).toBe(false);
+      expect(sha(await fsp.readFile(join(m.home, 'disk.img')))).toBe(sha(await fsp.readFile(join(m.root, 'model'))));
+    } finally {
+      execFileSync('umount', ['-l', small]);
+    }
+  });
+
+  it('changes the rate limit of a running migration (--set-rate), and pauses for guest I/O on request', async () => {
+    const m = await vm(32);
+    const running = migrate(m, join(m.mountpoint, 'vm1'), m.dest, ['--rate-limit', '1M', '--guest-io-priority']);
+    await waitFor(() => fs.existsSync(join(m.dest, 'disk.img')), 10_000, 'copy to start');
+    const before = (await m.status()).migrations[0];
+    expect(before).toMatchObject({ running: true, rateLimit: 1 << 20, mode: 'auto' });
+    const changed = await m.cli(['migrate', join(m.mountpoint, 'vm1'), '--set-rate', '0', '--json']);
+    expect(changed.code).toBe(0);
+    expect(JSON.parse(changed.stdout)).toMatchObject({ rateLimit: 0 });
+    const run = await running.done;
+    expect(run.code).toBe(0);
+    const notRunning = await m.cli(['migrate', join(m.mountpoint, 'vm1'), '--set-rate', '10M']);
+    expect(notRunning.code).toBe(2);
+    expect(notRunning.stderr).toMatch(/no migration of \/vm1 is running/);
+  });
+});
