@@ -60,7 +60,7 @@ ver=${pkg#linux-image-}
 ver=${ver%-cloud-amd64}
 busybox_version=$(dpkg-query -W -f='${Version}' busybox-static)
 
-stamp=$( (cat "$0" "$src/init.sh" "$src/workload.c"; echo "$pkg $pkg_version busybox $busybox_version") | sha256sum | cut -d' ' -f1)
+stamp=$( (cat "$src/build.sh" "$src/init.sh" "$src/workload.c"; echo "$pkg $pkg_version busybox $busybox_version") | sha256sum | cut -d' ' -f1)
 outputs=("$cache/vmlinuz" "$cache/initrd.img" "$cache/workload-host")
 done_line="guest-kit: ${outputs[*]} (kernel $ver-cloud-amd64)"
 up_to_date=1

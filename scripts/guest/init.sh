@@ -14,6 +14,8 @@ echo 1 >/proc/sys/kernel/printk
 
 finish() {
   sync
+  # The serial port sends what echo queued after echo returns: let it drain before the power goes.
+  sleep 1
   poweroff -f
   sleep 10
 }

@@ -1,13 +1,14 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
-const SCRIPT = fileURLToPath(new URL('./writer.mjs', import.meta.url));
+const SCRIPT = fileURLToPath(new URL('../../scripts/demo/host-writer.mjs', import.meta.url));
 
 export interface WriterReport {
   writes: number;
   bytes: number;
   errors: string[];
   fsyncs: number;
+  maxStallMs: number;
 }
 
 export interface Writer {

@@ -1,5 +1,6 @@
-// A guest stand-in: hammers one file through the mount with seeded random writes on a single fd,
-// keeps its own model of the bytes, and on SIGTERM writes the model out and reports what it saw.
+// A guest stand-in (used by the tests, and by the demo where QEMU cannot run): hammers one file through
+// the mount with seeded random writes on a single fd, keeps its own model of the bytes, and on SIGTERM
+// writes the model out and reports what it saw, including its longest write stall.
 // usage: node writer.mjs <file> <modelOut> <seed> <maxWrite> <bytesPerSec|0> [fsyncEvery]
 import fs from 'node:fs/promises';
 
@@ -16,7 +17,7 @@ const size = model.length;
 let stopping = false;
 process.on('SIGTERM', () => (stopping = true));
 
-const stats = { writes: 0, bytes: 0, errors: [], fsyncs: 0 };
+const stats = { writes: 0, bytes: 0, errors: [], fsyncs: 0, maxStallMs: 0 };
 const started = Date.now();
 process.stdout.write('ready\n');
 while (!stopping) {
@@ -27,7 +28,9 @@ while (!stopping) {
   for (; i + 4 <= length; i += 4) data.writeUInt32LE((random() * 2 ** 32) >>> 0, i);
   for (; i < length; i++) data[i] = (random() * 256) | 0;
   try {
+    const t0 = process.hrtime.bigint();
     const { bytesWritten } = await handle.write(data, 0, length, offset);
+    stats.maxStallMs = Math.max(stats.maxStallMs, Number(process.hrtime.bigint() - t0) / 1e6);
     if (bytesWritten !== length) stats.errors.push(`short write ${bytesWritten}/${length} at ${offset}`);
     data.copy(model, offset, 0, bytesWritten);
     stats.writes++;
