@@ -5,6 +5,7 @@ import { unmountCommand } from './unmount.js';
 import { dirtyCommand } from './dirty.js';
 import { statusCommand } from './status.js';
 import { migrateCommand, cancelCommand } from './migrate.js';
+import { demoCommand } from './demo.js';
 
 // Guest I/O and the migration copier share libuv's threadpool: 4 threads would let a copy starve the guest.
 process.env.UV_THREADPOOL_SIZE ??= '16';
@@ -15,7 +16,7 @@ const program = new Command('ferry')
   .exitOverride()
   .configureOutput({ outputError: (text, write) => write(`ferry: ${text.replace(/^error: /, '')}`) });
 
-for (const command of [mountCommand(), unmountCommand(), migrateCommand(), cancelCommand(), statusCommand(), dirtyCommand()]) {
+for (const command of [mountCommand(), unmountCommand(), migrateCommand(), cancelCommand(), statusCommand(), dirtyCommand(), demoCommand()]) {
   program.addCommand(command.exitOverride().configureOutput({ outputError: (text, write) => write(`ferry: ${text.replace(/^error: /, '')}`) }));
 }
 

@@ -7,6 +7,8 @@ export interface DemoFacts {
   imageBytes: number;
   startedAt: number;
   events: Record<string, any>[];
+  /** Things that happened outside the migration (the guest starting, finishing), for the timeline. */
+  marks: { at: number; label: string }[];
   guest: {
     ioErrors: number;
     writes: number;
@@ -32,10 +34,13 @@ export function textReport(facts: DemoFacts): string {
   lines.push(`ferry demo — ${facts.guestKind === 'qemu' ? 'QEMU guest' : 'host writer process'} on a ${formatBytes(facts.imageBytes)} disk`);
   if (facts.guestNote) lines.push(`  (${facts.guestNote})`);
   lines.push('', 'timeline');
+  const timeline: { at: number; text: string }[] = facts.marks.map((m) => ({ at: m.at, text: m.label }));
   for (const e of facts.events) {
-    if (e.type === 'phase') lines.push(`  ${at(e)}  ${e.phase}`);
-    if (e.type === 'mode') lines.push(`  ${at(e)}  → ${e.mode} mode: ${e.reason}`);
+    if (e.type === 'phase') timeline.push({ at: e.at, text: `migration: ${e.phase}` });
+    if (e.type === 'mode') timeline.push({ at: e.at, text: `migration: ${e.mode} mode (${e.reason})` });
+    if (e.type === 'pass') timeline.push({ at: e.at, text: `  pass ${e.pass}: ${formatBytes(e.copiedBytes)} copied` });
   }
+  for (const t of timeline.sort((a, b) => a.at - b.at)) lines.push(`  ${at(t)}  ${t.text}`);
   const list = passes(facts);
   const widest = Math.max(1, ...list.map((p) => p.copiedBytes));
   lines.push('', 'bytes copied per pass');

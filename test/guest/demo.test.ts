@@ -1,0 +1,24 @@
+import { describe, expect, it } from 'vitest';
+import fs from 'node:fs';
+import { join } from 'node:path';
+import { ferry } from '../helpers/cli.js';
+import { makeRoot, mountsUnder } from '../helpers/mounts.js';
+
+describe('ferry demo (README\'s main command)', () => {
+  it('migrates a live guest, passes every check, writes the HTML report, and cleans up', async () => {
+    const root = await makeRoot();
+    const report = join(root, 'report.html');
+    const r = await ferry(['demo', '--json', '--report', report], { env: { FERRY_DEMO_DIR: root }, timeoutMs: 170_000 });
+    expect(r.code, r.stderr).toBe(0);
+    const facts = JSON.parse(r.stdout);
+    expect(facts.guestKind).toBe('qemu');
+    expect(facts.checks.length).toBeGreaterThanOrEqual(5);
+    expect(facts.checks.filter((c: { ok: boolean }) => !c.ok)).toEqual([]);
+    expect(facts.events.at(-1)).toMatchObject({ type: 'done' });
+    const html = fs.readFileSync(report, 'utf8');
+    expect(html).toContain('<svg');
+    expect(html).toContain('guest I/O errors');
+    expect(fs.readdirSync(root).filter((n) => n.startsWith('ferry-demo-'))).toEqual([]);
+    expect(await mountsUnder(root)).toEqual([]);
+  });
+});
