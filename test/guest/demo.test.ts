@@ -9,7 +9,7 @@ describe('ferry demo (README\'s main command)', () => {
     const root = await makeRoot();
     const report = join(root, 'report.html');
     const r = await ferry(['demo', '--json', '--report', report], { env: { FERRY_DEMO_DIR: root }, timeoutMs: 170_000 });
-    expect(r.code, r.stderr).toBe(0);
+    expect(r.code, `stderr: ${r.stderr}\nstdout: ${r.stdout}`).toBe(0);
     const facts = JSON.parse(r.stdout);
     expect(facts.guestKind).toBe('qemu');
     expect(facts.checks.length).toBeGreaterThanOrEqual(5);
