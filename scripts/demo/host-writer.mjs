@@ -1,10 +1,10 @@
 // A guest stand-in (used by the tests, and by the demo where QEMU cannot run): hammers one file through
 // the mount with seeded random writes on a single fd, keeps its own model of the bytes, and on SIGTERM
 // writes the model out and reports what it saw, including its longest write stall.
-// usage: node writer.mjs <file> <modelOut> <seed> <maxWrite> <bytesPerSec|0> [fsyncEvery]
+// usage: node host-writer.mjs <file> <modelOut> <seed> <maxWrite> <bytesPerSec|0> [fsyncEvery] [span: bytes of the file written]
 import fs from 'node:fs/promises';
 
-const [file, modelOut, seedArg, maxWriteArg, rateArg, fsyncEveryArg] = process.argv.slice(2);
+const [file, modelOut, seedArg, maxWriteArg, rateArg, fsyncEveryArg, spanArg] = process.argv.slice(2);
 let seed = Number(seedArg) >>> 0 || 1;
 const random = () => ((seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) / 2 ** 32);
 const maxWrite = Number(maxWriteArg);
@@ -13,7 +13,7 @@ const fsyncEvery = Number(fsyncEveryArg ?? 0);
 
 const handle = await fs.open(file, 'r+');
 const model = await handle.readFile();
-const size = model.length;
+const size = Math.min(model.length, Number(spanArg) || model.length);
 let stopping = false;
 process.on('SIGTERM', () => (stopping = true));
 

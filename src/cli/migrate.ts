@@ -11,6 +11,7 @@ import { action, fail, printJson } from './run.js';
 
 interface MigrateFlags {
   to?: string;
+  resume?: boolean;
   mode: string;
   guestIoPriority?: boolean;
   setRate?: string;
@@ -40,6 +41,7 @@ export function migrateCommand(): Command {
     .addOption(new Option('--mode <mode>', 'iterative: pre-copy passes; mirror: one pass, then guest writes go to both sides; auto: iterative, mirroring when that stops converging').choices(['iterative', 'mirror', 'auto']).default('auto'))
     .option('--guest-io-priority', 'pause the copy while the guest writes heavily to the subtree')
     .option('--set-rate <bytes/s>', 'change the rate limit of the running migration of <path> (0 = unlimited)')
+    .option('--resume', 'continue a migration interrupted by a crash of the daemon (see ferry status)')
     .option('--max-downtime <duration>', 'longest allowed I/O freeze at the switchover', '5s')
     .option('--max-iterations <n>', 'give up after this many copy passes without converging', '30')
     .option('--rate-limit <bytes/s>', 'cap the copy rate, e.g. 100M (the switchover itself is not capped)')
@@ -50,7 +52,7 @@ export function migrateCommand(): Command {
     .action(
       action(async (path: string, flags: MigrateFlags) => {
         if (flags.setRate !== undefined) return setRate(path, flags);
-        if (!flags.to) throw new UserError("missing --to <dest>: where should the files go?");
+        if (!flags.to && !flags.resume) throw new UserError('missing --to <dest>: where should the files go?');
         const maxDowntimeMs = parseDuration(flags.maxDowntime, '--max-downtime');
         const maxIterations = Number(flags.maxIterations);
         if (!Number.isInteger(maxIterations) || maxIterations < 1) throw new UserError('--max-iterations must be a whole number >= 1');
@@ -58,7 +60,7 @@ export function migrateCommand(): Command {
         const { record, inside } = await locate(stateDirFrom(flags.stateDir), path);
         const params = {
           path: inside,
-          to: resolve(flags.to),
+          to: resolve(flags.to ?? '/'),
           mode: flags.mode,
           maxDowntimeMs,
           maxIterations,
@@ -82,7 +84,7 @@ export function migrateCommand(): Command {
           process.stderr.write('\nferry: cancelling the migration (Ctrl-C again to stop waiting)\n');
           void request(record.socket, 'cancel', { path: inside }).catch(() => undefined);
         });
-        const final = (await request(record.socket, 'migrate', params, {
+        const final = (await request(record.socket, flags.resume ? 'resume' : 'migrate', flags.resume ? { path: inside } : params, {
           onEvent: (event) => (flags.json ? printJson(event) : progress!.show(event as { type: string })),
         })) as Final;
         progress?.stop();

@@ -86,7 +86,7 @@ async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
   const state = new DatastoreState(opts.stateDir, datastore);
   await state.init(datastore);
   const paths = new PathMap(datastore, await state.loadMappings());
-  await recoverMigrations(state, paths, log);
+  const interrupted = await recoverMigrations(state, paths, log);
 
   // Modes and owners arrive from the kernel already final; the daemon's umask must not change them.
   process.umask(0);
@@ -129,8 +129,9 @@ async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
     state,
     io: Fuse.io,
     log,
-    running: () => migrations.filter((m) => m.isRunning).map((m) => m.options.virtual),
+    running: () => migrations.filter((m) => m.isActive).map((m) => m.options.virtual),
   };
+  for (const left of interrupted) migrations.push(Migration.interrupted(left.journal, left.checkpoint, left.intent, services));
   const shutdown = (reason: string) => {
     if (stopping) return;
     stopping = true;

@@ -32,6 +32,7 @@ export function summarize(m: Migration) {
     mode: m.options.mode,
     rateLimit: m.rateLimit,
     running: m.isRunning,
+    interrupted: m.interrupted,
     startedAt: new Date(m.startedAt).toISOString(),
     passes: m.passes.length,
     lastPass: m.passes.at(-1),
@@ -41,6 +42,7 @@ export function summarize(m: Migration) {
 
 export function migrationHandlers(services: MountServices, migrations: Migration[]): Record<string, Handler> {
   const running = (path: string) => migrations.find((m) => m.isRunning && m.options.virtual === path);
+  const active = (path: string) => migrations.find((m) => m.isActive && m.options.virtual === path);
   return {
     async migrate(params, emit) {
       const migration = new Migration(
@@ -70,9 +72,17 @@ export function migrationHandlers(services: MountServices, migrations: Migration
       return finished;
     },
 
+    async resume(params, emit) {
+      const path = virtualParam(params);
+      const migration = migrations.find((m) => m.interrupted && m.options.virtual === path);
+      if (!migration) throw new ControlError('ENOENT', `no interrupted migration of ${path} (see ferry status)`);
+      migration.onEvent(emit);
+      return migration.resume();
+    },
+
     async cancel(params) {
       const path = virtualParam(params);
-      const migration = running(path);
+      const migration = active(path);
       if (!migration) throw new ControlError('ENOENT', `no migration of ${path} is running`);
       await migration.cancel();
       return summarize(migration);

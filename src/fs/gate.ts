@@ -62,6 +62,15 @@ export class IoGate {
     return freeze;
   }
 
+  /** Resolves once every op admitted before the call has left; holds nothing back. */
+  async quiesce(): Promise<void> {
+    const beforeEpoch = this.advance();
+    await new Promise<void>((resolve) => {
+      this.drains.push({ beforeEpoch, resolve });
+      this.settleDrains();
+    });
+  }
+
   thaw(freeze: Freeze): void {
     this.frozen = this.frozen.filter((f) => f !== freeze);
     const ready = this.waiting.filter((w) => !this.isFrozen(w.path, w.path2));

@@ -9,6 +9,7 @@ import type { HandleTable } from './handles.js';
 import type { IoGate } from './gate.js';
 import type { Counters } from './counters.js';
 import type { Tracker } from '../track/tracker.js';
+import type { TrackedFile } from '../track/tracked-file.js';
 import { E, toErrno } from './errno.js';
 import { giveToCaller } from './owner.js';
 import { mirrorWrites } from '../track/mirror-write.js';
@@ -45,6 +46,15 @@ export function backingFlags(flags: number): number {
 
 function seconds(sec: number, nsec: number): number {
   return sec + nsec / 1e9;
+}
+
+/** Records the backing inode of a newly opened file (it keys a resumable migration's state). */
+function learnInode(fd: number, file: TrackedFile, done: () => void): void {
+  if (file.ino !== undefined) return done();
+  fs.fstat(fd, BIGINT, (err, st) => {
+    if (!err) file.ino = st.ino;
+    done();
+  });
 }
 
 export function createOps(ctx: FsContext): FuseOps {
@@ -146,10 +156,15 @@ export function createOps(ctx: FsContext): FuseOps {
       counters.count('open');
       gate.admit(path, undefined, (ticket) => {
         fs.open(paths.resolve(path), backingFlags(flags), (err, fd) => {
-          gate.leave(ticket);
-          if (err) return cb(toErrno(err));
-          const fh = handles.add({ fd, flags, file: tracker.acquire(path) });
-          cb(0, fh, ctx.openFlags);
+          if (err) {
+            gate.leave(ticket);
+            return cb(toErrno(err));
+          }
+          const file = tracker.acquire(path);
+          learnInode(fd, file, () => {
+            gate.leave(ticket);
+            cb(0, handles.add({ fd, flags, file }), ctx.openFlags);
+          });
         });
       });
     },
@@ -166,9 +181,11 @@ export function createOps(ctx: FsContext): FuseOps {
           }
           giveToCaller(fd, backing, uid, gid).then(
             () => {
-              gate.leave(ticket);
-              const fh = handles.add({ fd, flags, file: tracker.acquire(path) });
-              cb(0, fh, ctx.openFlags);
+              const file = tracker.acquire(path);
+              learnInode(fd, file, () => {
+                gate.leave(ticket);
+                cb(0, handles.add({ fd, flags, file }), ctx.openFlags);
+              });
             },
             (chownErr: unknown) => {
               gate.leave(ticket);
@@ -201,7 +218,12 @@ export function createOps(ctx: FsContext): FuseOps {
       if (!handle) return cb(-E.EBADF);
       counters.count('write');
       gate.admit(path, undefined, (ticket) => {
-        fs.write(handle.fd, buf, 0, len, pos, (err, bytes) => {
+        const logged = tracker.beforeWrite(handle.file, pos, len);
+        if (logged) logged.then(() => writeBacking(ticket));
+        else writeBacking(ticket);
+      });
+      function writeBacking(ticket: number): void {
+        fs.write(handle!.fd, buf, 0, len, pos, (err, bytes) => {
           if (err) {
             gate.leave(ticket);
             counters.errors++;
@@ -209,7 +231,7 @@ export function createOps(ctx: FsContext): FuseOps {
           }
           // Only after the backing write succeeded, and before the op leaves the gate.
           counters.bytesWritten += bytes;
-          const mirrors = tracker.written(handle.file, pos, bytes);
+          const mirrors = tracker.written(handle!.file, pos, bytes);
           if (!mirrors) {
             gate.leave(ticket);
             return cb(bytes);
@@ -219,7 +241,7 @@ export function createOps(ctx: FsContext): FuseOps {
             cb(bytes);
           });
         });
-      });
+      }
     },
 
     flush(_path, fh, cb) {
@@ -271,9 +293,13 @@ export function createOps(ctx: FsContext): FuseOps {
     truncate(path, size, cb) {
       guarded('truncate', path, undefined, cb, async () => {
         const backing = paths.resolve(path);
-        const oldSize = (await fsp.lstat(backing)).size;
+        const st = await fsp.lstat(backing, BIGINT);
+        const file = tracker.acquire(path);
+        file.ino ??= st.ino;
+        const oldSize = Number(st.size);
+        await tracker.beforeWrite(file, Math.min(oldSize, size), Math.abs(oldSize - size));
         await fsp.truncate(backing, size);
-        tracker.resized(tracker.acquire(path), oldSize, size);
+        tracker.resized(file, oldSize, size);
         return 0;
       });
     },
@@ -283,6 +309,7 @@ export function createOps(ctx: FsContext): FuseOps {
       if (!handle) return cb(-E.EBADF);
       guarded('ftruncate', path, undefined, cb, async () => {
         const oldSize = (await promisify(fs.fstat)(handle.fd)).size;
+        await tracker.beforeWrite(handle.file, Math.min(oldSize, size), Math.abs(oldSize - size));
         await promisify(fs.ftruncate)(handle.fd, size);
         tracker.resized(handle.file, oldSize, size);
         return 0;

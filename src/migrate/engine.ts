@@ -1,5 +1,5 @@
 import fsp from 'node:fs/promises';
-import { close, open } from 'node:fs';
+import { close, fstat, open } from 'node:fs';
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { FerryIo } from 'fuse-native';
@@ -17,10 +17,14 @@ import { walkTree, under, type Tree } from './walk.js';
 import { mergeExtents } from './extents.js';
 import { decide, estimateSwitchoverMs, mirrorReason, type PassFigures } from './policy.js';
 import { CopyWindow } from '../track/copy-window.js';
+import { IntentLog } from '../track/intent-log.js';
+import { DirtyMap, type Extent } from '../track/dirty-map.js';
+import type { MigrationJournal } from '../state/datastore-state.js';
+import { decodeMap, encodeMap, type Checkpoint } from './checkpoint.js';
 import { isInside, planMigration, type Plan } from './preflight.js';
 import { faultPoint } from './faults.js';
 
-export type Phase = 'preflight' | 'prepare' | 'bulk' | 'iterate' | 'switchover' | 'cleanup' | 'done' | 'abort';
+export type Phase = 'preflight' | 'prepare' | 'bulk' | 'iterate' | 'switchover' | 'cleanup' | 'done' | 'abort' | 'interrupted';
 
 export type Mode = 'iterative' | 'mirror' | 'auto';
 
@@ -93,12 +97,22 @@ export interface ModeEvent {
   reason: string;
 }
 
+interface ResumeState {
+  intent: Map<bigint, Set<number>>;
+  complete: Map<bigint, DirtyMap>;
+  partial: { ino: bigint; copiedUpTo: number; map: DirtyMap } | undefined;
+}
+
 export type MigrationEvent = { type: 'phase'; phase: Phase } | ModeEvent | PassEvent | DoneEvent | ErrorEvent;
 
 /** Guest writes to the subtree above this rate make a --guest-io-priority copy pause. */
 const GUEST_BUSY_BYTES_PER_SEC = 2 << 20;
 /** Passes in mirror mode before switching over whatever the estimate (mirroring keeps the copy in sync). */
 const MIRROR_MAX_PASSES = 5;
+/** Region size of the write-intent log: what a crash can cost per written region, at most. */
+const INTENT_REGION_BYTES = 4 << 20;
+/** How often a long pass checkpoints its progress. */
+const CHECKPOINT_EVERY_MS = 2000;
 /** Latency samples kept for the mirror percentiles. */
 const MAX_SAMPLES = 100_000;
 
@@ -116,7 +130,7 @@ function errorCode(err: unknown): string {
  * preflight → prepare → bulk → iterate → switchover → cleanup → done, or abort from any state before the commit.
  */
 export class Migration implements TrackingSession {
-  readonly id = randomUUID().slice(0, 8);
+  readonly id: string;
   readonly startedAt = Date.now();
   phase: Phase = 'preflight';
   readonly passes: PassEvent[] = [];
@@ -141,11 +155,24 @@ export class Migration implements TrackingSession {
   private readonly mirrorSamples: number[] = [];
   private mirroredBytes = 0;
   private mirroredWrites = 0;
+  /** Crash safety: intents logged before writes, progress checkpointed after each pass and every few seconds. */
+  private intent: IntentLog | undefined;
+  private readonly completeInos = new Set<bigint>();
+  private partial: { ino: bigint; copiedUpTo: number } | undefined;
+  private readonly inFlightMaps = new Map<bigint, DirtyMap>();
+  private readonly born = new Map<bigint, bigint>();
+  private checkpointing: Promise<void> | undefined;
+  private checkpointTimer: NodeJS.Timeout | undefined;
+  private resumeFrom: ResumeState | undefined;
+  /** Left by a crashed daemon: tracking follows the subtree until `ferry migrate --resume` or `ferry cancel`. */
+  interrupted = false;
 
   constructor(
     readonly options: MigrationOptions,
     private readonly mount: MountServices,
+    id?: string,
   ) {
+    this.id = id ?? randomUUID().slice(0, 8);
     this.mover = new Mover(this.abortController.signal, mount.io);
     this.mover.rateLimit = options.rateLimit;
     if (options.guestIoPriority) this.mover.guestBusy = () => this.guestIsBusy();
@@ -190,11 +217,124 @@ export class Migration implements TrackingSession {
 
   /** Cancels a migration that has not committed yet; resolves when it has stopped. */
   async cancel(): Promise<void> {
+    if (this.interrupted) {
+      this.interrupted = false;
+      this.mount.tracker.unfollow(this.options.virtual);
+      await this.abort(new CancelledError('migration cancelled'));
+      return;
+    }
     if (!this.committed) this.abortController.abort();
     await this.finished;
   }
 
+  /**
+   * An interrupted migration as a crashed daemon left it: its partial copy, checkpoint and intent log. From now
+   * on every file under the subtree is tracked again (and its writes intent-logged), until resume or cancel.
+   */
+  static interrupted(journal: MigrationJournal, checkpoint: Checkpoint, intent: Map<bigint, Set<number>>, mount: MountServices): Migration {
+    const options: MigrationOptions = {
+      virtual: journal.virtual,
+      dest: journal.destDir,
+      mode: journal.mode as Mode,
+      maxDowntimeMs: journal.maxDowntimeMs,
+      maxIterations: journal.maxIterations,
+      rateLimit: journal.rateLimit,
+      keepSource: journal.keepSource,
+      guestIoPriority: false,
+    };
+    const m = new Migration(options, mount, journal.id);
+    m.plan = { virtual: journal.virtual, source: journal.source, isFile: journal.isFile, destRoot: journal.dest, destDir: journal.destDir, destDirExisted: journal.destDirExisted, tree: { dirs: [], groups: [], symlinks: [], specials: [] }, neededBytes: 0 };
+    m.shadow = new Shadow(journal.dest, journal.isFile, journal.id, journal.source, mount.io);
+    m.shadow.restore(checkpoint.placed.map(([ino, rel]) => [BigInt(ino), rel]));
+    for (const [ino, ns] of checkpoint.born) m.born.set(BigInt(ino), BigInt(ns));
+    m.intent = m.newIntentLog(intent);
+    const bs = mount.tracker.blockSize;
+    m.resumeFrom = {
+      intent,
+      complete: new Map(checkpoint.complete.map(([ino, bits]) => [BigInt(ino), decodeMap(bs, bits)])),
+      partial: checkpoint.partial && { ino: BigInt(checkpoint.partial.ino), copiedUpTo: checkpoint.partial.copiedUpTo, map: decodeMap(bs, checkpoint.partial.dirty) },
+    };
+    m.interrupted = true;
+    m.phase = 'interrupted';
+    mount.tracker.follow(journal.virtual, (file) => {
+      file.takeFor(m, undefined, m.intent);
+      m.attached.add(file);
+    });
+    return m;
+  }
+
+  /** Continues an interrupted migration without recopying what its checkpoint proves current. */
+  resume(): Promise<DoneEvent | ErrorEvent> {
+    this.interrupted = false;
+    this.mount.tracker.unfollow(this.options.virtual);
+    return this.start();
+  }
+
+  private newIntentLog(initial?: Map<bigint, Set<number>>): IntentLog {
+    return new IntentLog(
+      INTENT_REGION_BYTES,
+      (regions) => this.mount.state.writeSide(this.id, 'intent', [...regions].map(([ino, set]) => [String(ino), [...set]])),
+      initial,
+    );
+  }
+
+  /** Durable progress: placement, inodes copied in full with their dirty bits, the file being copied and how far. */
+  private async checkpoint(): Promise<void> {
+    if (this.checkpointing || !this.intent || !this.shadow) return this.checkpointing;
+    const run = async () => {
+      this.intent!.beginEpoch();
+      // Every write admitted before this point has marked its blocks once this resolves.
+      await this.mount.gate.quiesce();
+      const bs = this.mount.tracker.blockSize;
+      const perIno = new Map<bigint, DirtyMap>();
+      const orInto = (ino: bigint, map: DirtyMap) => {
+        let into = perIno.get(ino);
+        if (!into) perIno.set(ino, (into = new DirtyMap(bs)));
+        into.orBytes(map.toBytes());
+      };
+      for (const file of this.attached) {
+        const map = file.peekFor(this);
+        if (map && file.ino !== undefined) orInto(file.ino, map);
+      }
+      for (const [ino, map] of this.inFlightMaps) orInto(ino, map);
+      const empty = new DirtyMap(bs);
+      const checkpoint: Checkpoint = {
+        at: new Date().toISOString(),
+        placed: this.shadow!.placedEntries().map(([ino, rel]) => [String(ino), rel]),
+        born: [...this.born].map(([ino, ns]) => [String(ino), String(ns)]),
+        complete: [...this.completeInos].map((ino) => [String(ino), encodeMap(perIno.get(ino) ?? empty)]),
+        partial: this.partial && { ino: String(this.partial.ino), copiedUpTo: this.partial.copiedUpTo, dirty: encodeMap(perIno.get(this.partial.ino) ?? empty) },
+      };
+      await this.mount.state.writeSide(this.id, 'checkpoint', checkpoint);
+      await this.intent!.trimToEpoch();
+    };
+    this.checkpointing = run().finally(() => (this.checkpointing = undefined));
+    return this.checkpointing;
+  }
+
+  /** The ranges the first pass after a resume must copy for one inode: what the checkpoint cannot vouch for. */
+  private resumedRanges(ino: bigint, size: number, taken: DirtyMap[]): Extent[] {
+    const state = this.resumeFrom!;
+    const whole: Extent[] = [[0, size]];
+    if (state.intent.has(-1n)) return whole;
+    const intents: Extent[] = [...(state.intent.get(ino) ?? [])].map((r) => [r * INTENT_REGION_BYTES, INTENT_REGION_BYTES]);
+    const dormant = taken.map((m) => m.extents(size));
+    const complete = state.complete.get(ino);
+    let ranges: Extent[];
+    if (complete) ranges = mergeExtents([complete.extents(size), intents, ...dormant]);
+    else if (state.partial?.ino === ino) {
+      const upTo = Math.min(state.partial.copiedUpTo, size);
+      ranges = mergeExtents([state.partial.map.extents(upTo), intents, [[upTo, size - upTo]], ...dormant]);
+    } else return whole;
+    return ranges.filter(([start]) => start < size).map(([start, length]) => [start, Math.min(length, size - start)]);
+  }
+
   get isRunning(): boolean {
+    return this.result === undefined && !this.interrupted;
+  }
+
+  /** Running, or interrupted and waiting for --resume: either way it owns its subtree. */
+  get isActive(): boolean {
     return this.result === undefined;
   }
 
@@ -209,32 +349,24 @@ export class Migration implements TrackingSession {
   private async run(): Promise<DoneEvent | ErrorEvent> {
     const plan = this.plan!;
     try {
-      this.emit({ type: 'phase', phase: 'prepare' });
-      await this.mount.state.writeJournal({
-        id: this.id,
-        virtual: plan.virtual,
-        source: plan.source,
-        dest: plan.destRoot,
-        destDir: plan.destDir,
-        destDirExisted: plan.destDirExisted,
-        isFile: plan.isFile,
-        keepSource: this.options.keepSource,
-        startedAt: new Date(this.startedAt).toISOString(),
-      });
-      await fsp.mkdir(plan.destDir, { recursive: true, mode: 0o700 });
-      this.shadow = new Shadow(plan.destRoot, plan.isFile, this.id, plan.source, this.mount.io);
-      await faultPoint('prepare');
+      if (!this.resumeFrom) await this.prepare(plan);
+      this.intent ??= this.newIntentLog();
+      this.checkpointTimer = setInterval(() => void this.checkpoint().catch(() => undefined), CHECKPOINT_EVERY_MS);
 
       this.emit({ type: 'phase', phase: 'bulk' });
       await this.pass(0, true);
+      this.resumeFrom = undefined;
       this.emit({ type: 'phase', phase: 'iterate' });
       for (let pass = 1; ; pass++) {
         this.checkMirrors();
+        await this.checkpoint();
         if (this.decideNext() === 'switchover') break;
         await this.pass(pass, true);
         await faultPoint('iterate');
       }
       this.checkMirrors();
+      clearInterval(this.checkpointTimer);
+      await this.checkpointing;
       const downtimeMs = await this.switchover();
       this.emit({ type: 'phase', phase: 'cleanup' });
       await this.cleanup();
@@ -254,6 +386,7 @@ export class Migration implements TrackingSession {
       this.emit(done);
       return done;
     } catch (err) {
+      clearInterval(this.checkpointTimer);
       if (this.committed) {
         // Past the commit the destination is authoritative: only the source deletion can be left over.
         this.mount.log.error({ err, migration: this.id }, 'cleanup after commit failed');
@@ -264,6 +397,28 @@ export class Migration implements TrackingSession {
       }
       return this.abort(err);
     }
+  }
+
+  private async prepare(plan: Plan): Promise<void> {
+    this.emit({ type: 'phase', phase: 'prepare' });
+    await this.mount.state.writeJournal({
+      id: this.id,
+      virtual: plan.virtual,
+      source: plan.source,
+      dest: plan.destRoot,
+      destDir: plan.destDir,
+      destDirExisted: plan.destDirExisted,
+      isFile: plan.isFile,
+      keepSource: this.options.keepSource,
+      startedAt: new Date(this.startedAt).toISOString(),
+      mode: this.options.mode,
+      maxDowntimeMs: this.options.maxDowntimeMs,
+      maxIterations: this.options.maxIterations,
+      rateLimit: this.options.rateLimit,
+    });
+    await fsp.mkdir(plan.destDir, { recursive: true, mode: 0o700 });
+    this.shadow = new Shadow(plan.destRoot, plan.isFile, this.id, plan.source, this.mount.io);
+    await faultPoint('prepare');
   }
 
   /** Iterate or switch over; in auto mode, start mirroring when iterating stops paying off. */
@@ -337,6 +492,7 @@ export class Migration implements TrackingSession {
     const started = Date.now();
     const dirtyBytes = pass === 0 ? 0 : this.pendingDirtyBytes();
     const tree = await walkTree(this.plan!.source);
+    if (this.resumeFrom) this.forgetReusedInodes(tree);
     const copied = await this.copyTree(tree, await this.shadow!.sync(tree), throttle);
     // Each pass ends durable: the freeze then flushes only the last delta, and the measured rate includes the
     // flush, as the switchover's copy will.
@@ -364,12 +520,14 @@ export class Migration implements TrackingSession {
     let copied = 0;
     for (const group of tree.groups) {
       const files = group.paths.map((rel) => this.mount.tracker.acquire(rel === '' ? plan.virtual : `${plan.virtual}/${rel}`));
+      for (const f of files) f.ino ??= group.ino;
+      this.born.set(group.ino, group.stat.birthtimeNs);
       const full = fresh.has(group.ino) || files.some((f) => !f.isAttached(this));
       const window = this.mirroring && throttle ? await this.windowFor(group.ino) : undefined;
       // Take the dirty maps before reading: a write racing this copy dirties the fresh map and is copied again.
       // With a window the write path mirrors or classifies writes against the copier from here on.
       window?.beginPlanning();
-      const maps = files.map((f) => f.takeFor(this, window));
+      const maps = files.map((f) => f.takeFor(this, window, this.intent));
       for (const f of files) this.attached.add(f);
       let src: fsp.FileHandle;
       try {
@@ -382,8 +540,28 @@ export class Migration implements TrackingSession {
       try {
         const size = (await src.stat()).size;
         if ((await dst.stat()).size !== size) await dst.truncate(size);
-        const ranges = full ? [[0, size] as [number, number]] : mergeExtents(maps.map((m) => m.extents(size)));
-        const moved = await this.mover.copy(src.fd, dst.fd, ranges, { sparse: fresh.has(group.ino), throttle, window });
+        const resumed = this.resumeFrom && !fresh.has(group.ino) ? this.resumedRanges(group.ino, size, maps) : undefined;
+        const ranges = resumed ?? (full ? [[0, size] as Extent] : mergeExtents(maps.map((m) => m.extents(size))));
+        // Until this copy is done, a checkpoint must still count what it copies as dirty; a first full copy
+        // records how far it got instead.
+        if (this.completeInos.has(group.ino)) {
+          const inFlight = new DirtyMap(this.mount.tracker.blockSize);
+          for (const [offset, length] of ranges) inFlight.mark(offset, length);
+          this.inFlightMaps.set(group.ino, inFlight);
+        } else {
+          this.partial = { ino: group.ino, copiedUpTo: 0 };
+        }
+        const moved = await this.mover.copy(src.fd, dst.fd, ranges, {
+          sparse: fresh.has(group.ino),
+          throttle,
+          window,
+          onProgress: (upTo) => {
+            if (this.partial?.ino === group.ino) this.partial.copiedUpTo = upTo;
+          },
+        });
+        this.completeInos.add(group.ino);
+        if (this.partial?.ino === group.ino) this.partial = undefined;
+        this.inFlightMaps.delete(group.ino);
         copied += moved;
       } finally {
         await src.close();
@@ -394,6 +572,19 @@ export class Migration implements TrackingSession {
     this.bytesCopied += copied;
     return copied;
   }
+
+  /** After a crash, a placed inode whose birth time changed is another file now: copy it afresh. */
+  private forgetReusedInodes(tree: Tree): void {
+    for (const group of tree.groups) {
+      const born = this.born.get(group.ino);
+      if (born !== undefined && born !== 0n && born !== group.stat.birthtimeNs) {
+        this.shadow!.forget(group.ino);
+        this.completeInos.delete(group.ino);
+        this.resumeFrom?.complete.delete(group.ino);
+      }
+    }
+  }
+
 
   /**
    * Freeze the subtree, copy the rest, make it durable, commit, remap, move every open handle, thaw.
@@ -435,6 +626,11 @@ export class Migration implements TrackingSession {
       for (const { handle, fd } of reopened) {
         closeQuietly(handle.fd);
         handle.fd = fd;
+      }
+      // The files are other inodes now: a later migration must key them by their new numbers.
+      for (const file of this.attached) file.ino = undefined;
+      for (const { handle, fd } of reopened) {
+        handle.file.ino = await new Promise<bigint | undefined>((resolve) => fstat(fd, { bigint: true }, (err, st) => resolve(err ? undefined : st.ino)));
       }
       await faultPoint('after-commit');
       this.passes.push({ type: 'pass', pass: this.passes.length, mode: this.mirroring ? 'mirror' : 'iterative', ...this.mirrorFigures(), dirtyBytes: copied, copiedBytes: copied, throughputBytesPerSec: Math.round(this.throughput), estimatedSwitchoverMs: 0, durationMs: Date.now() - frozenAt });

@@ -46,7 +46,12 @@ export class Mover {
    * With a window (mirror mode), the copier reports each chunk as dispatched and done, so the write path
    * knows which guest writes it must mirror.
    */
-  async copy(srcFd: number, dstFd: number, wanted: Extent[], options: { sparse: boolean; throttle: boolean; window?: CopyWindow }): Promise<number> {
+  async copy(
+    srcFd: number,
+    dstFd: number,
+    wanted: Extent[],
+    options: { sparse: boolean; throttle: boolean; window?: CopyWindow; onProgress?: (doneUpTo: number) => void },
+  ): Promise<number> {
     const { window } = options;
     window?.beginPlanning();
     const ranges = options.sparse ? await this.dataIn(srcFd, wanted) : wanted;
@@ -57,6 +62,14 @@ export class Mover {
     window?.plan(chunks);
     let next = 0;
     let moved = 0;
+    // Everything below the first unfinished chunk is copied: that offset is the progress a checkpoint records.
+    const done = new Uint8Array(chunks.length);
+    let low = 0;
+    const finished = (index: number) => {
+      done[index] = 1;
+      while (low < chunks.length && done[low]) low++;
+      options.onProgress?.(low < chunks.length ? chunks[low][0] : Number.MAX_SAFE_INTEGER);
+    };
     const worker = async () => {
       const buffer = Buffer.allocUnsafe(CHUNK_BYTES);
       while (next < chunks.length) {
@@ -69,6 +82,7 @@ export class Mover {
         const copied = await this.copyChunk(srcFd, dstFd, buffer, offset, length, options.sparse);
         moved += copied;
         window?.completed(index);
+        finished(index);
       }
     };
     try {

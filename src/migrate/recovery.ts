@@ -1,16 +1,32 @@
 import fsp from 'node:fs/promises';
 import type { Logger } from 'pino';
 import type { PathMap } from '../fs/path-map.js';
-import type { DatastoreState } from '../state/datastore-state.js';
+import type { DatastoreState, MigrationJournal } from '../state/datastore-state.js';
 import { removePartialCopy } from './engine.js';
+import type { Checkpoint } from './checkpoint.js';
+
+export interface Interrupted {
+  journal: MigrationJournal;
+  checkpoint: Checkpoint;
+  intent: Map<bigint, Set<number>>;
+}
 
 /**
- * Finishes or undoes migrations a crashed daemon left behind, before the mount serves anything.
+ * Finishes or sets aside migrations a crashed daemon left behind, before the mount serves anything.
  * The path map decides: if it already names the destination, the migration committed and only the
- * source deletion is left; otherwise the source is authoritative and the partial copy goes.
+ * source deletion is left. Otherwise the source is authoritative: a migration with a checkpoint keeps its
+ * partial copy and is returned, to wait for --resume or cancel; one without is undone.
  */
-export async function recoverMigrations(state: DatastoreState, paths: PathMap, log: Logger): Promise<void> {
+export async function recoverMigrations(state: DatastoreState, paths: PathMap, log: Logger): Promise<Interrupted[]> {
+  const interrupted: Interrupted[] = [];
   for (const journal of await state.journals()) {
+    const checkpoint = await state.readSide<Checkpoint>(journal.id, 'checkpoint');
+    if (paths.resolve(journal.virtual) !== journal.dest && checkpoint) {
+      const logged = (await state.readSide<[string, number[]][]>(journal.id, 'intent')) ?? [];
+      interrupted.push({ journal, checkpoint, intent: new Map(logged.map(([ino, regions]) => [BigInt(ino), new Set(regions)])) });
+      log.warn({ migration: journal.id, virtual: journal.virtual, destination: journal.dest }, 'migration interrupted by a crash: resume it with ferry migrate --resume, or ferry cancel');
+      continue;
+    }
     if (paths.resolve(journal.virtual) === journal.dest) {
       if (!journal.keepSource) await fsp.rm(journal.source, { recursive: true, force: true });
       log.warn({ migration: journal.id, virtual: journal.virtual, destination: journal.dest }, 'completed a migration interrupted after its commit');
@@ -20,4 +36,5 @@ export async function recoverMigrations(state: DatastoreState, paths: PathMap, l
     }
     await state.removeJournal(journal.id);
   }
+  return interrupted;
 }

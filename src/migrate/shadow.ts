@@ -45,6 +45,21 @@ export class Shadow {
     this.staging = isFile ? join(dirname(root), `.ferry-staging-${id}`) : join(root, `.ferry-staging-${id}`);
   }
 
+  /** Where each source inode's copy is (for a checkpoint). */
+  placedEntries(): [bigint, string][] {
+    return [...this.placed];
+  }
+
+  /** Takes over the placement a checkpoint recorded (resume after a crash). */
+  restore(entries: [bigint, string][]): void {
+    for (const [ino, rel] of entries) this.placed.set(ino, rel);
+  }
+
+  /** Forgets a placement that no longer names the same file (its inode number was reused). */
+  forget(ino: bigint): void {
+    this.placed.delete(ino);
+  }
+
   pathOf(ino: bigint): string {
     return under(this.root, this.placed.get(ino)!);
   }

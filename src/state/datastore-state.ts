@@ -20,6 +20,11 @@ export interface MigrationJournal {
   isFile: boolean;
   keepSource: boolean;
   startedAt: string;
+  /** The options the migration was started with, for --resume. */
+  mode: string;
+  maxDowntimeMs: number;
+  maxIterations: number;
+  rateLimit: number;
 }
 
 /**
@@ -60,13 +65,26 @@ export class DatastoreState {
   }
 
   async removeJournal(id: string): Promise<void> {
-    await unlink(join(this.journalsDir, `${id}.json`)).catch(() => undefined);
+    for (const suffix of ['json', 'checkpoint.json', 'intent.json']) await unlink(join(this.journalsDir, `${id}.${suffix}`)).catch(() => undefined);
+  }
+
+  /** A migration's side files (checkpoint, intent log): written atomically, removed with the journal. */
+  async writeSide(id: string, kind: 'checkpoint' | 'intent', value: unknown): Promise<void> {
+    await writeFileAtomic(join(this.journalsDir, `${id}.${kind}.json`), JSON.stringify(value) + '\n');
+  }
+
+  async readSide<T>(id: string, kind: 'checkpoint' | 'intent'): Promise<T | undefined> {
+    try {
+      return JSON.parse(await readFile(join(this.journalsDir, `${id}.${kind}.json`), 'utf8')) as T;
+    } catch {
+      return undefined;
+    }
   }
 
   async journals(): Promise<MigrationJournal[]> {
     const names = await readdir(this.journalsDir).catch(() => [] as string[]);
     const journals: MigrationJournal[] = [];
-    for (const name of names.filter((n) => n.endsWith('.json'))) {
+    for (const name of names.filter((n) => /^[^.]+\.json$/.test(n))) {
       journals.push(JSON.parse(await readFile(join(this.journalsDir, name), 'utf8')) as MigrationJournal);
     }
     return journals;

@@ -50,10 +50,13 @@ export class CopyWindow {
     });
   }
 
-  /** The copy of this file is over: from now on every write is mirrored at once. */
+  /** The copy of this file is over (done or failed): from now on every write is mirrored at once. */
   finish(): void {
     this.chunks = [];
     this.state = new Uint8Array(0);
+    // A failed copy never completes its chunks: writes waiting on them must not wait forever.
+    for (const w of this.waiters) w.resolve();
+    this.waiters = [];
   }
 
   fateOf(offset: number, length: number): WriteFate {

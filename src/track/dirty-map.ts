@@ -42,6 +42,25 @@ export class DirtyMap {
     if (firstFullByte < buffer.length) buffer.fill(0, firstFullByte);
   }
 
+  /** The raw bitmap (for a checkpoint). */
+  toBytes(): Uint8Array {
+    return this.bits.buffer.slice();
+  }
+
+  static fromBytes(blockSize: number, bytes: Uint8Array): DirtyMap {
+    const map = new DirtyMap(blockSize);
+    map.orBytes(bytes);
+    return map;
+  }
+
+  /** Adds every block dirty in `bytes` (a bitmap of the same block size). */
+  orBytes(bytes: Uint8Array): void {
+    if (bytes.length === 0) return;
+    this.ensureCapacity(bytes.length * 8 - 1);
+    const own = this.bits.buffer;
+    for (let i = 0; i < bytes.length; i++) own[i] |= bytes[i];
+  }
+
   isDirty(block: number): boolean {
     return this.bits.get(block);
   }

@@ -1,5 +1,6 @@
 import { DirtyMap } from './dirty-map.js';
 import type { CopyWindow } from './copy-window.js';
+import type { IntentLog } from './intent-log.js';
 
 /** A consumer of dirty blocks with its own maps, independent of `ferry dirty`'s (a migration). */
 export interface TrackingSession {
@@ -12,6 +13,7 @@ interface SessionEntry {
   session: TrackingSession;
   map: DirtyMap;
   window: CopyWindow | undefined;
+  intent: IntentLog | undefined;
 }
 
 /** A guest write that must also reach a migration's destination before it is acknowledged. */
@@ -27,6 +29,8 @@ export interface MirrorJob {
 export class TrackedFile {
   /** The map `ferry dirty` reports and clears. */
   dirty: DirtyMap;
+  /** The backing inode (set when the file is opened), which keys crash-safe migration state. */
+  ino: bigint | undefined;
   private sessions: SessionEntry[] = [];
 
   constructor(
@@ -34,6 +38,18 @@ export class TrackedFile {
     readonly blockSize: number,
   ) {
     this.dirty = new DirtyMap(blockSize);
+  }
+
+  /** Before a write reaches the backing file: waits until every resumable session has logged its intent. */
+  beforeWrite(offset: number, length: number): Promise<unknown> | undefined {
+    let waits: Promise<void>[] | undefined;
+    for (const s of this.sessions) {
+      if (!s.intent) continue;
+      // Without a known inode the write cannot be keyed: the whole file is then treated as touched.
+      const wait = this.ino === undefined ? s.intent.before(-1n, 0, Number.MAX_SAFE_INTEGER) : s.intent.before(this.ino, offset, length);
+      if (wait) (waits ??= []).push(wait);
+    }
+    return waits && Promise.all(waits);
   }
 
   /** Records a write that reached the backing file; returns the mirror writes it needs, if any. */
@@ -76,10 +92,10 @@ export class TrackedFile {
    * Like takeDirty, for a session; attaches the session first if needed (the taken map is then empty).
    * With a window, writes are mirrored or classified against the copier's position from now on.
    */
-  takeFor(session: TrackingSession, window?: CopyWindow): DirtyMap {
+  takeFor(session: TrackingSession, window?: CopyWindow, intent?: IntentLog): DirtyMap {
     const entry = this.sessions.find((s) => s.session === session);
     if (!entry) {
-      this.sessions.push({ session, map: new DirtyMap(this.blockSize), window });
+      this.sessions.push({ session, map: new DirtyMap(this.blockSize), window, intent });
       return new DirtyMap(this.blockSize);
     }
     if (window) entry.window = window;

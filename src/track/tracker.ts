@@ -16,14 +16,33 @@ export class Tracker {
     readonly enabled: boolean,
   ) {}
 
+  /** Sessions that follow every file under their prefix from the moment it is first used (an interrupted migration). */
+  private readonly following: { prefix: string; attach(file: TrackedFile): void }[] = [];
+
   /** The file's tracking, started now if it had none. */
   acquire(path: string): TrackedFile {
     let file = this.byPath.get(path);
     if (!file) {
       file = new TrackedFile(path, this.blockSize);
       this.byPath.set(path, file);
+      for (const f of this.following) if (path === f.prefix || isUnder(path, f.prefix)) f.attach(file);
     }
     return file;
+  }
+
+  follow(prefix: string, attach: (file: TrackedFile) => void): void {
+    this.following.push({ prefix, attach });
+    for (const [path, file] of this.byPath) if (path === prefix || isUnder(path, prefix)) attach(file);
+  }
+
+  unfollow(prefix: string): void {
+    const index = this.following.findIndex((f) => f.prefix === prefix);
+    if (index >= 0) this.following.splice(index, 1);
+  }
+
+  /** Before a write reaches the backing file (resumable migrations log their intent first). */
+  beforeWrite(file: TrackedFile, offset: number, length: number): Promise<unknown> | undefined {
+    return this.enabled ? file.beforeWrite(offset, length) : undefined;
   }
 
   find(path: string): TrackedFile | undefined {

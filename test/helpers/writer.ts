@@ -18,8 +18,8 @@ export interface Writer {
 }
 
 /** Starts a writer process (never the test process itself: the mount is driven from outside the daemon). */
-export async function startWriter(opts: { file: string; modelOut: string; seed: number; maxWrite: number; bytesPerSec?: number; fsyncEvery?: number }): Promise<Writer> {
-  const child = spawn(process.execPath, [SCRIPT, opts.file, opts.modelOut, String(opts.seed), String(opts.maxWrite), String(opts.bytesPerSec ?? 0), String(opts.fsyncEvery ?? 0)], {
+export async function startWriter(opts: { file: string; modelOut: string; seed: number; maxWrite: number; bytesPerSec?: number; fsyncEvery?: number; span?: number }): Promise<Writer> {
+  const child = spawn(process.execPath, [SCRIPT, opts.file, opts.modelOut, String(opts.seed), String(opts.maxWrite), String(opts.bytesPerSec ?? 0), String(opts.fsyncEvery ?? 0), String(opts.span ?? 0)], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
