@@ -305,6 +305,26 @@ ferry_status() { # <target> <out file>
 }
 
 declare -A hung=()
+# CPU accounting, to tell how busy the rest of the machine was: all busy CPU time (/proc/stat) minus this
+# script's own and its children's (fio, ferry status; `times`) and the mount servers' (/proc/<pid>/stat).
+ticks=$(getconf CLK_TCK)
+cpu_busy() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
+cpu_ours() { # sets $ours; `times` must run in this shell (a subshell has its own, fresh counters)
+  local t=0 p f
+  times >"$scratch/times" # the shell's own user/sys time, then its children's (reaped descendants included)
+  for f in $(<"$scratch/times"); do
+    [[ $f =~ ^([0-9]+)m([0-9.]+)s$ ]] || continue
+    t=$(awk -v t="$t" -v m="${BASH_REMATCH[1]}" -v s="${BASH_REMATCH[2]}" -v k="$ticks" 'BEGIN { print t + (m * 60 + s) * k }')
+  done
+  for p in "${daemon_pid[@]}"; do
+    [ -r "/proc/$p/stat" ] || continue
+    t=$(awk -v t="$t" '{ sub(/^.*\) /, ""); print t + $12 + $13 }' "/proc/$p/stat")
+  done
+  ours=$t
+}
+busy_start=$(cpu_busy)
+cpu_ours
+ours_start=$ours
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 started=$SECONDS
 for j in "${jobs[@]}"; do
@@ -334,6 +354,9 @@ for j in "${jobs[@]}"; do
   done
 done
 drop_caches
+cpu_ours
+others=$(awk -v b0="$busy_start" -v b1="$(cpu_busy)" -v o0="$ours_start" -v o1="$ours" -v secs=$((SECONDS - started)) -v k="$ticks" \
+  'BEGIN { x = ((b1 - b0) - (o1 - o0)) / k / (secs > 0 ? secs : 1); printf "%.2f", x < 0 ? 0 : x }')
 
 # ---- report ---------------------------------------------------------------------------------------------
 if [ "$use_tmpfs" = 1 ]; then
@@ -346,7 +369,7 @@ echo "## ferry I/O benchmark"
 echo
 echo "- machine: $(nproc) CPUs ($(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)), $(awk '/^MemTotal:/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo) RAM, kernel $(uname -r), $(. /etc/os-release && echo "$PRETTY_NAME")"
 echo "- backing store: $where"
-echo "- load average (1/5/15 min) when the jobs started: $load_start (anything else running on the machine skews the numbers)"
+echo "- other activity during the jobs: $others CPUs busy on average outside fio and the mount servers (kernel threads included; of $(nproc)); load average at the start $load_start"
 echo "- versions: $(fio --version), bindfs $(bindfs --version 2>&1 | awk '{print $2; exit}'), node $(node --version), ferry $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$root" diff --quiet HEAD 2>/dev/null || echo '+local changes')"
 echo "- I/O: $([ "$direct" = 1 ] && echo 'O_DIRECT (direct=1)' || echo 'buffered (direct=0)'); 16 in flight = $qd16_desc; one $(numfmt --to=iec "$size") file per target, laid out beforehand"
 [ -z "$bindfs_cmd" ] || echo "- bindfs: \`$bindfs_cmd\` (default options: single-threaded, O_DIRECT not forwarded, xattrs mirrored)"

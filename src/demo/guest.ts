@@ -192,7 +192,8 @@ export async function bootGuest(options: BootOptions): Promise<Guest> {
   const ready = new Promise<void>((resolve) => (onReady = resolve));
   const started = new Promise<void>((resolve) => (onStarted = resolve));
   const append = (d: Buffer) => {
-    log += d.toString('latin1').replace(/\r\n/g, '\n');
+    // Drop every CR: a CR LF pair can be split across chunks, and `.` in a RegExp does not match CR.
+    log += d.toString('latin1').replace(/\r/g, '');
     if (Number.isNaN(readyMs) && log.includes('FERRY-GUEST-UP')) {
       readyMs = performance.now() - t0;
       onReady();
