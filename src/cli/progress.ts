@@ -29,9 +29,16 @@ export class MigrationProgress {
     if (event.type === 'phase') this.phase = String(event.phase);
     if (event.type === 'mode') this.phase = `${this.phase} (${event.mode})`;
     if (!this.bar) {
+      if (event.type === 'progress') return;
       if (event.type === 'phase') console.log(`phase: ${event.phase}`);
       if (event.type === 'mode') console.log(`switching to ${event.mode} mode: ${event.reason}`);
       if (event.type === 'pass') console.log(`pass ${event.pass}: copied ${formatBytes(Number(event.copiedBytes))}, ${formatBytes(Number(event.throughputBytesPerSec))}/s, ~${event.estimatedSwitchoverMs} ms to switch over`);
+      return;
+    }
+    if (event.type === 'progress') {
+      const total = Math.max(1, Number(event.totalBytes), Number(event.copiedBytes));
+      this.bar.setTotal(total);
+      this.bar.update(Number(event.copiedBytes), { phase: this.phase, pass: event.pass, copied: formatBytes(Number(event.copiedBytes)), dirty: formatBytes(Number(event.totalBytes)) });
       return;
     }
     if (event.type === 'pass') {

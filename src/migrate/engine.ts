@@ -91,6 +91,14 @@ export interface ErrorEvent {
   sourceIntact: true;
 }
 
+/** While a pass runs, every half second: how far it has got. */
+export interface ProgressEvent {
+  type: 'progress';
+  pass: number;
+  copiedBytes: number;
+  totalBytes: number;
+}
+
 export interface ModeEvent {
   type: 'mode';
   mode: 'mirror';
@@ -103,7 +111,7 @@ interface ResumeState {
   partial: { ino: bigint; copiedUpTo: number; map: DirtyMap } | undefined;
 }
 
-export type MigrationEvent = { type: 'phase'; phase: Phase } | ModeEvent | PassEvent | DoneEvent | ErrorEvent;
+export type MigrationEvent = { type: 'phase'; phase: Phase } | ModeEvent | ProgressEvent | PassEvent | DoneEvent | ErrorEvent;
 
 /** Guest writes to the subtree above this rate make a --guest-io-priority copy pause. */
 const GUEST_BUSY_BYTES_PER_SEC = 2 << 20;
@@ -111,6 +119,8 @@ const GUEST_BUSY_BYTES_PER_SEC = 2 << 20;
 const MIRROR_MAX_PASSES = 5;
 /** Region size of the write-intent log: what a crash can cost per written region, at most. */
 const INTENT_REGION_BYTES = 4 << 20;
+/** How often a running pass reports its progress. */
+const PROGRESS_EVERY_MS = 500;
 /** How often a long pass checkpoints its progress. */
 const CHECKPOINT_EVERY_MS = 2000;
 /** Latency samples kept for the mirror percentiles. */
@@ -342,7 +352,8 @@ export class Migration implements TrackingSession {
   private emit(event: MigrationEvent): void {
     if (event.type === 'phase') this.phase = event.phase;
     const stamped = { ...event, at: Date.now() };
-    this.mount.log.info({ migration: this.id, virtual: this.options.virtual, ...stamped }, `migration ${event.type}`);
+    const level = event.type === 'progress' ? 'debug' : 'info';
+    this.mount.log[level]({ migration: this.id, virtual: this.options.virtual, ...stamped }, `migration ${event.type}`);
     for (const listener of this.listeners) listener(stamped);
   }
 
@@ -493,7 +504,15 @@ export class Migration implements TrackingSession {
     const dirtyBytes = pass === 0 ? 0 : this.pendingDirtyBytes();
     const tree = await walkTree(this.plan!.source);
     if (this.resumeFrom) this.forgetReusedInodes(tree);
-    const copied = await this.copyTree(tree, await this.shadow!.sync(tree), throttle);
+    const totalBytes = pass === 0 ? tree.groups.reduce((sum, g) => sum + Number(g.stat.size), 0) : dirtyBytes;
+    const movedBefore = this.mover.bytesMoved;
+    const progress = setInterval(() => this.emit({ type: 'progress', pass, copiedBytes: this.mover.bytesMoved - movedBefore, totalBytes }), PROGRESS_EVERY_MS);
+    let copied: number;
+    try {
+      copied = await this.copyTree(tree, await this.shadow!.sync(tree), throttle);
+    } finally {
+      clearInterval(progress);
+    }
     // Each pass ends durable: the freeze then flushes only the last delta, and the measured rate includes the
     // flush, as the switchover's copy will.
     await this.shadow!.flush();

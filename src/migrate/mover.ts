@@ -31,6 +31,8 @@ function errnoError(err: number, what: string): Error {
 export class Mover {
   /** Bytes per second; 0 means unlimited. */
   rateLimit = 0;
+  /** Bytes moved since the mover was made (progress reports read it while a pass runs). */
+  bytesMoved = 0;
   /** When set and true, guest I/O is heavy: throttled copies pause (up to BACKOFF_MAX_MS per chunk). */
   guestBusy: (() => boolean) | undefined;
   private windowStart = Date.now();
@@ -81,6 +83,7 @@ export class Mover {
         // Not `moved += await …`: that reads `moved` before the await and loses other workers' counts.
         const copied = await this.copyChunk(srcFd, dstFd, buffer, offset, length, options.sparse);
         moved += copied;
+        this.bytesMoved += copied;
         window?.completed(index);
         finished(index);
       }
