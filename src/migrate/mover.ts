@@ -7,9 +7,11 @@ import type { CopyWindow } from '../track/copy-window.js';
 const read = promisify(fs.read);
 const write = promisify(fs.write);
 
-export const CHUNK_BYTES = 1 << 20;
-/** Requests in flight per file: enough to keep small dirty extents streaming (the daemon runs 16 threadpool threads). */
-const IN_FLIGHT = 8;
+/** 4 MiB pieces: large sequential reads keep the source's readahead busy (1 MiB ran at half the speed here). */
+export const CHUNK_BYTES = 4 << 20;
+/** Requests in flight per file: kernel copies of small dirty extents want many; buffered copies 16 MiB of buffers. */
+const IN_FLIGHT_KERNEL = 8;
+const IN_FLIGHT_BUFFERED = 4;
 const ZERO = Buffer.alloc(CHUNK_BYTES);
 const BACKOFF_STEP_MS = 20;
 /** The copy still progresses under constant guest load: at most this pause per chunk. */
@@ -24,7 +26,7 @@ function errnoError(err: number, what: string): Error {
 }
 
 /**
- * Copies byte ranges between backing files (never through the mount): 1 MiB chunks, several in flight,
+ * Copies byte ranges between backing files (never through the mount): 4 MiB chunks, several in flight,
  * an optional rate limit that can change while it runs. Into a fresh file it copies only the source's
  * data segments (SEEK_DATA) and leaves all-zero chunks as holes; otherwise the kernel copies (copy_file_range).
  */
@@ -73,7 +75,7 @@ export class Mover {
       options.onProgress?.(low < chunks.length ? chunks[low][0] : Number.MAX_SAFE_INTEGER);
     };
     const worker = async () => {
-      const buffer = Buffer.allocUnsafe(CHUNK_BYTES);
+      const buffer = options.sparse ? Buffer.allocUnsafe(CHUNK_BYTES) : ZERO;
       while (next < chunks.length) {
         const index = next++;
         const [offset, length] = chunks[index];
@@ -89,7 +91,7 @@ export class Mover {
       }
     };
     try {
-      await Promise.all(Array.from({ length: Math.min(IN_FLIGHT, chunks.length) }, worker));
+      await Promise.all(Array.from({ length: Math.min(options.sparse ? IN_FLIGHT_BUFFERED : IN_FLIGHT_KERNEL, chunks.length) }, worker));
     } finally {
       window?.finish();
     }
