@@ -92,8 +92,8 @@ console.log(`### fio: MB/s or IOPS (p50 / p99 latency, µs), ${plan.direct ? 'O_
 console.log();
 printTable(header, rows, (i) => (i === 0 ? 'l' : 'r'));
 console.log();
-console.log('ferry/bindfs: ferry (tracking) throughput or IOPS divided by bindfs\'s (above 1: ferry is faster).');
-console.log('track cost: how much slower ferry with tracking is than ferry --no-track (1 - track/no-track).');
+if (ratioCols.includes('ferry/bindfs')) console.log('ferry/bindfs: ferry (tracking) throughput or IOPS divided by bindfs\'s (above 1: ferry is faster).');
+if (ratioCols.includes('track cost')) console.log('track cost: how much slower ferry with tracking is than ferry --no-track (1 - track/no-track).');
 
 // What ferry was asked to do: op counter deltas from `ferry status --json` around each run.
 const ferryTargets = plan.targets.filter((t) => t.id.startsWith('ferry') && !t.skip);

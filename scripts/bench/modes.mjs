@@ -27,7 +27,7 @@ function percentile(values, q) {
   return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
 }
 
-async function once(rate, mode, index) {
+async function once(rate, mode, index, extra = []) {
   const latLog = path.join(work, `lat-${index}`);
   const fio = spawn('fio', ['--name=guest', `--filename=${path.join(mnt, 'vm', 'disk.img')}`, '--rw=randwrite', '--bs=64k', '--ioengine=psync', '--direct=1', `--rate=${rate}m`, '--size=256m', '--time_based', '--runtime=300', `--write_lat_log=${latLog}`, '--log_avg_msec=0'], { stdio: 'ignore' });
   const fioStart = Date.now();
@@ -35,7 +35,7 @@ async function once(rate, mode, index) {
   const dest = path.join(work, `dest-${index}`);
   let events;
   try {
-    events = ferry('migrate', path.join(mnt, 'vm'), '--to', dest, '--json', '--mode', mode, '--rate-limit', `${copyRate}M`, '--max-downtime', '500ms', '--max-iterations', '12')
+    events = ferry('migrate', path.join(mnt, 'vm'), '--to', dest, '--json', '--mode', mode, '--rate-limit', `${copyRate}M`, '--max-downtime', '500ms', '--max-iterations', '12', ...extra)
       .trim().split('\n').map((l) => JSON.parse(l));
   } catch (err) {
     events = String(err.stdout ?? '').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l));
@@ -71,7 +71,8 @@ try {
   console.log('\n| guest write rate | mode | outcome | total | downtime | mode switch | guest p99 write latency during the migration |');
   console.log('|---|---|---|---|---|---|---|');
   let index = 0;
-  for (const rate of rates) {
+  const priorityOnly = process.env.FERRY_BENCH_PRIORITY_ONLY === '1';
+  for (const rate of priorityOnly ? [] : rates) {
     for (const mode of modes) {
       const r = await once(rate, mode, index++);
       const outcome = r.end.type === 'done' ? `done (${r.end.passes} passes, ${r.end.mode})` : `aborted: ${r.end.code}`;
@@ -79,6 +80,13 @@ try {
       const downtime = r.end.type === 'done' ? `${r.end.downtimeMs} ms` : '–';
       console.log(`| ${rate} MiB/s | ${mode} | ${outcome} | ${total} | ${downtime} | ${r.switched ? 'to mirror' : ''} | ${r.p99.toFixed(1)} ms |`);
     }
+  }
+  // --guest-io-priority: the same migration with the copy uncapped, with and without backing off for the guest.
+  console.log('\n| guest write rate | copy | guest p99 write latency during the migration | migration total |');
+  console.log('|---|---|---|---|');
+  for (const extra of [[], ['--guest-io-priority']]) {
+    const r = await once(8, 'auto', index++, ['--rate-limit', '0', ...extra]);
+    console.log(`| 8 MiB/s | uncapped${extra.length ? ', --guest-io-priority' : ''} | ${r.p99.toFixed(1)} ms | ${(r.end.durationMs / 1000).toFixed(1)} s |`);
   }
 } finally {
   try {

@@ -29,8 +29,9 @@ interface Final {
   [key: string]: unknown;
 }
 
+/** Bytes per second, e.g. 100M or 100M/s; 0 means unlimited. */
 function parseRate(input: string): number {
-  return parseSize(input.replace(/\/s$/, ''), '--rate-limit');
+  return input.trim() === '0' ? 0 : parseSize(input.replace(/\/s$/, ''), '--rate-limit');
 }
 
 export function migrateCommand(): Command {
@@ -103,7 +104,7 @@ export function migrateCommand(): Command {
 }
 
 async function setRate(path: string, flags: MigrateFlags): Promise<void> {
-  const rateLimit = flags.setRate === '0' ? 0 : parseRate(flags.setRate!);
+  const rateLimit = parseRate(flags.setRate!);
   const { record, inside } = await locate(stateDirFrom(flags.stateDir), path);
   const summary = await request(record.socket, 'set-rate', { path: inside, rateLimit });
   if (flags.json) return printJson(summary);
