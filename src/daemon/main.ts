@@ -96,7 +96,7 @@ async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
     tracker: new Tracker(opts.blockSize, opts.track),
     gate: new IoGate(),
     counters: new Counters(),
-    directIo: Fuse.OPEN_DIRECT_IO,
+    openFlags: Fuse.OPEN_DIRECT_IO,
     io: Fuse.io,
   };
   const fuse = new Fuse(mountpoint, createOps(fsContext), { timeout: false, mountOptions: mountOptions(opts) });

@@ -32,8 +32,8 @@ export interface FsContext {
   tracker: Tracker;
   gate: IoGate;
   counters: Counters;
-  /** fuse-native's flag that makes an open bypass the kernel page cache (patch 005). */
-  directIo: number;
+  /** FUSE per-open flags (direct_io, keep_cache) given to every regular file opened. */
+  openFlags: number;
   /** Syscalls Node lacks (xattrs), from ferry's patched addon. */
   io: FerryIo;
 }
@@ -42,14 +42,6 @@ type Reply = (result: number) => void;
 
 export function backingFlags(flags: number): number {
   return flags & ~KERNEL_HANDLED;
-}
-
-/**
- * O_DIRECT opens (QEMU cache=none) bypass the kernel's page cache; buffered opens use it, so reads get
- * readahead and cached pages. Writes reach the daemon either way: libfuse 2 has no writeback cache.
- */
-function fuseOpenFlags(flags: number, directIo: number): number {
-  return flags & C.O_DIRECT ? directIo : 0;
 }
 
 function seconds(sec: number, nsec: number): number {
@@ -171,7 +163,7 @@ export function createOps(ctx: FsContext): FuseOps {
           const file = tracker.acquire(path);
           learnInode(fd, file, () => {
             gate.leave(ticket);
-            cb(0, handles.add({ fd, flags, file }), fuseOpenFlags(flags, ctx.directIo));
+            cb(0, handles.add({ fd, flags, file }), ctx.openFlags);
           });
         });
       });
@@ -192,7 +184,7 @@ export function createOps(ctx: FsContext): FuseOps {
               const file = tracker.acquire(path);
               learnInode(fd, file, () => {
                 gate.leave(ticket);
-                cb(0, handles.add({ fd, flags, file }), fuseOpenFlags(flags, ctx.directIo));
+                cb(0, handles.add({ fd, flags, file }), ctx.openFlags);
               });
             },
             (chownErr: unknown) => {

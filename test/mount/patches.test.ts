@@ -128,24 +128,3 @@ describe('fuse-native patches', () => {
     expect(JSON.parse(line)).toMatchObject({ binding: expect.stringMatching(/node_modules\/fuse-native\/build\/Release\/fuse\.node$/), patchset: 2 });
   });
 });
-
-describe('page cache policy (patch 005 open flags)', () => {
-  it('serves repeated buffered reads from the page cache, and sends every O_DIRECT read to ferry', async () => {
-    await fsp.writeFile(inStore('cached'), Buffer.alloc(1 << 20, 7));
-    const readsNow = async () => (await m.status()).ops.read ?? 0;
-    const buf = Buffer.alloc(65536);
-    const buffered = fs.openSync(inMount('cached'), 'r');
-    fs.readSync(buffered, buf, 0, buf.length, 0);
-    const afterFirst = await readsNow();
-    fs.readSync(buffered, buf, 0, buf.length, 0);
-    expect(await readsNow()).toBe(afterFirst);
-    fs.closeSync(buffered);
-    const direct = fs.openSync(inMount('cached'), fs.constants.O_RDONLY | fs.constants.O_DIRECT);
-    const before = await readsNow();
-    fs.readSync(direct, buf, 0, buf.length, 0);
-    fs.readSync(direct, buf, 0, buf.length, 0);
-    expect(await readsNow()).toBe(before + 2);
-    expect(buf.every((b) => b === 7)).toBe(true);
-    fs.closeSync(direct);
-  });
-});
