@@ -1,4 +1,4 @@
-import { readFile, stat } from 'node:fs/promises';
+import { readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { errnoCode } from './user-error.js';
@@ -9,6 +9,8 @@ export interface MountEntry {
   mountpoint: string;
   fstype: string;
   source: string;
+  /** The device number's minor part: for a FUSE mount, its connection under /sys/fs/fuse/connections. */
+  minor: string;
 }
 
 /** mountinfo escapes space, tab, newline and backslash as octal. */
@@ -24,7 +26,7 @@ export async function listMounts(): Promise<MountEntry[]> {
     const [left, right] = line.split(' - ');
     const fields = left.split(' ');
     const [fstype, source] = right.split(' ');
-    mounts.push({ mountpoint: unescapeMountField(fields[4]), fstype, source: unescapeMountField(source) });
+    mounts.push({ mountpoint: unescapeMountField(fields[4]), fstype, source: unescapeMountField(source), minor: fields[2].split(':')[1] });
   }
   return mounts;
 }
@@ -53,24 +55,22 @@ export async function lazyUnmount(mountpoint: string): Promise<void> {
   }
 }
 
+const CONNECTIONS = '/sys/fs/fuse/connections';
+
 /**
- * Aborts a hung FUSE connection (the only way out when its server stops answering):
- * writes 1 to /sys/fs/fuse/connections/<minor>/abort, mounting fusectl there if needed.
+ * Aborts a hung FUSE connection (the only way out when its server stops answering): writes 1 to
+ * /sys/fs/fuse/connections/<minor>/abort. If fusectl had to be mounted there for that, it is unmounted again.
  */
 export async function abortFuseConnection(mountpoint: string): Promise<boolean> {
-  const text = await readFile('/proc/self/mountinfo', 'utf8');
-  const line = text.split('\n').find((l) => l.split(' ')[4] !== undefined && unescapeMountField(l.split(' ')[4]) === mountpoint);
-  if (!line || !line.split(' - ')[1]?.startsWith('fuse')) return false;
-  const minor = line.split(' ')[2].split(':')[1];
-  const connections = '/sys/fs/fuse/connections';
-  const { writeFile, readdir } = await import('node:fs/promises');
-  if ((await readdir(connections).catch(() => [])).length === 0) {
-    await run('mount', ['-t', 'fusectl', 'fusectl', connections]).catch(() => undefined);
-  }
+  const mount = await findMount(mountpoint);
+  if (!mount?.fstype.startsWith('fuse')) return false;
+  const mountedHere = (await readdir(CONNECTIONS).catch(() => [])).length === 0 && (await run('mount', ['-t', 'fusectl', 'fusectl', CONNECTIONS]).then(() => true, () => false));
   try {
-    await writeFile(`${connections}/${minor}/abort`, '1');
+    await writeFile(`${CONNECTIONS}/${mount.minor}/abort`, '1');
     return true;
   } catch {
     return false;
+  } finally {
+    if (mountedHere) await run('umount', [CONNECTIONS]).catch(() => undefined);
   }
 }

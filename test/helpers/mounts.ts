@@ -1,7 +1,7 @@
-import { mkdtemp, mkdir, readFile, rm, writeFile, readdir } from 'node:fs/promises';
+import { mkdtemp, mkdir, rm, writeFile, readdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { execFileSync } from 'node:child_process';
+import { abortFuseConnection, lazyUnmount, listMounts } from '../../src/util/mounts.js';
 import { ferry, type Result } from './cli.js';
 
 export const TEST_ROOT_PREFIX = join(tmpdir(), 'ferry-test-');
@@ -19,33 +19,15 @@ export interface TestMount {
   stop(): Promise<void>;
 }
 
-/** Mounts listed in /proc/self/mountinfo whose mount point lies under `prefix`. */
+/** Mounts whose mount point lies under `prefix`. */
 export async function mountsUnder(prefix: string): Promise<string[]> {
-  const text = await readFile('/proc/self/mountinfo', 'utf8');
-  return text
-    .split('\n')
-    .map((line) => line.split(' ')[4])
-    .filter((mp): mp is string => !!mp && mp.startsWith(prefix));
+  return (await listMounts()).map((m) => m.mountpoint).filter((mp) => mp.startsWith(prefix));
 }
 
-/** Last-resort cleanup: abort the FUSE connection (a hung server ignores everything else) and detach. */
-export function forceUnmount(mountpoint: string): void {
-  const line = execFileSync('cat', ['/proc/self/mountinfo'], { encoding: 'utf8' })
-    .split('\n')
-    .find((l) => l.split(' ')[4] === mountpoint);
-  if (line && line.includes(' - fuse')) {
-    const minor = line.split(' ')[2].split(':')[1];
-    try {
-      execFileSync('sh', ['-c', `[ -d /sys/fs/fuse/connections/${minor} ] || mount -t fusectl fusectl /sys/fs/fuse/connections; echo 1 > /sys/fs/fuse/connections/${minor}/abort`], { stdio: 'ignore' });
-    } catch {
-      // already gone
-    }
-  }
-  try {
-    execFileSync('umount', ['-l', mountpoint], { stdio: 'ignore' });
-  } catch {
-    // not mounted any more
-  }
+/** Last-resort cleanup, with ferry's own code: abort the FUSE connection (a hung server ignores all else), detach. */
+export async function forceUnmount(mountpoint: string): Promise<void> {
+  await abortFuseConnection(mountpoint);
+  await lazyUnmount(mountpoint).catch(() => undefined);
 }
 
 export async function makeRoot(): Promise<string> {
@@ -80,7 +62,7 @@ export async function mountFerry(options: { args?: string[]; root?: string; data
     },
     async stop() {
       await cli(['unmount', mountpoint, '--force']);
-      if ((await mountsUnder(mountpoint)).length > 0) forceUnmount(mountpoint);
+      if ((await mountsUnder(mountpoint)).length > 0) await forceUnmount(mountpoint);
       await rm(root, { recursive: true, force: true });
     },
   };
