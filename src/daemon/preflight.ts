@@ -3,14 +3,11 @@ import { constants } from 'node:fs';
 import { delimiter, join, resolve } from 'node:path';
 import { findMount, isDeadMount } from '../util/mounts.js';
 import { UserError, errnoCode } from '../util/user-error.js';
+import { isWithin } from '../util/paths.js';
 
 export interface MountPaths {
   datastore: string;
   mountpoint: string;
-}
-
-function isInside(child: string, parent: string): boolean {
-  return child === parent || child.startsWith(parent === '/' ? '/' : parent + '/');
 }
 
 async function onPath(program: string): Promise<boolean> {
@@ -55,8 +52,8 @@ export async function checkMountPaths(datastoreArg: string, mountpointArg: strin
   if (existing) {
     throw new UserError(`${mountpoint} is already a mount (${existing.fstype}): unmount it first or choose another mountpoint`);
   }
-  if (isInside(mountpoint, datastore)) throw new UserError(`mountpoint ${mountpoint} is inside the datastore ${datastore}: put it outside`);
-  if (isInside(datastore, mountpoint)) throw new UserError(`datastore ${datastore} is inside the mountpoint ${mountpoint}: put it outside`);
+  if (isWithin(mountpoint, datastore)) throw new UserError(`mountpoint ${mountpoint} is inside the datastore ${datastore}: put it outside`);
+  if (isWithin(datastore, mountpoint)) throw new UserError(`datastore ${datastore} is inside the mountpoint ${mountpoint}: put it outside`);
   if ((await readdir(mountpoint)).length > 0) throw new UserError(`mountpoint ${mountpoint} is not empty: choose an empty directory`);
 
   if (!(await onPath('fusermount'))) throw new UserError('fusermount is missing: install it with `apt-get install fuse` (or run scripts/setup.sh)');

@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { createHash } from 'node:crypto';
 import { bootGuest, createImage, ensureGuestKit, goldenChecksum, imageChecksum, type Guest } from './guest.js';
-import { startHostWriter } from './host-writer.js';
+import { startWriter } from './host-writer.js';
 import { htmlReport, textReport, type DemoFacts } from './report.js';
 
 const runFile = promisify(execFile);
@@ -16,6 +16,8 @@ const REGION = 64 * MiB;
 const SEED = 2026;
 
 export interface DemoOptions {
+  /** auto: QEMU where it can run, else the host writer. */
+  guest: 'auto' | 'qemu' | 'host-writer';
   keep: boolean;
   json: boolean;
   report: string;
@@ -63,7 +65,8 @@ export async function runDemo(options: DemoOptions): Promise<boolean> {
   const mountpoint = join(root, 'mnt');
   const stateDir = join(root, 'state');
   for (const dir of [join(source, 'vm1'), target, mountpoint]) await fsp.mkdir(dir, { recursive: true });
-  const noQemu = await qemuUsable();
+  const noQemu = options.guest === 'host-writer' ? 'host writer chosen with --guest host-writer' : await qemuUsable();
+  if (noQemu && options.guest === 'qemu') throw new Error(noQemu);
   options.log(`demo: scratch datastores in ${root}`);
   await ferry(stateDir, ['mount', source, mountpoint]);
   let guest: Guest | undefined;
@@ -98,7 +101,7 @@ export async function runDemo(options: DemoOptions): Promise<boolean> {
       const image = 'disk.img';
       await fsp.writeFile(join(source, 'vm1', image), Buffer.alloc(REGION));
       const model = join(root, 'writer-model');
-      const writer = await startHostWriter(join(vmDir, image), model);
+      const writer = await startWriter({ file: join(vmDir, image), modelOut: model, seed: 7, maxWrite: 256 * 1024, bytesPerSec: 16 << 20, fsyncEvery: 64 });
       await new Promise((r) => setTimeout(r, 1000));
       facts.events = await migrate(stateDir, vmDir, destDir);
       await new Promise((r) => setTimeout(r, 1000));

@@ -1,3 +1,5 @@
+import { isWithin } from '../util/paths.js';
+
 /** Paths that an op touches; both are checked together so a rename can never hold one side while waiting on the other. */
 type Run = (ticket: number) => void;
 
@@ -9,10 +11,6 @@ interface Waiting {
 
 export interface Freeze {
   readonly prefix: string;
-}
-
-function covers(prefix: string, path: string): boolean {
-  return prefix === '/' || path === prefix || path.startsWith(prefix + '/');
 }
 
 /**
@@ -105,7 +103,7 @@ export class IoGate {
   }
 
   private isFrozen(path: string, path2: string | undefined): boolean {
-    return this.frozen.some((f) => covers(f.prefix, path) || (path2 !== undefined && covers(f.prefix, path2)));
+    return this.frozen.some((f) => isWithin(path, f.prefix) || (path2 !== undefined && isWithin(path2, f.prefix)));
   }
 
   private settleDrains(): void {

@@ -1,4 +1,5 @@
 import { posix } from 'node:path';
+import { isWithin } from '../util/paths.js';
 
 export interface Mapping {
   /** A path in the mount: '/' or '/dir/sub' (no trailing slash). */
@@ -34,7 +35,7 @@ export class PathMap {
   /** The mapping that serves `path`. */
   mappingOf(path: string): Mapping {
     for (const m of this.mappings) {
-      if (m.virtual === '/' || path === m.virtual || path.startsWith(m.virtual + '/')) return m;
+      if (isWithin(path, m.virtual)) return m;
     }
     throw new Error(`no mapping for ${path}`);
   }

@@ -21,7 +21,8 @@ import { IntentLog } from '../track/intent-log.js';
 import { DirtyMap, type Extent } from '../track/dirty-map.js';
 import type { MigrationJournal } from '../state/datastore-state.js';
 import { decodeMap, encodeMap, type Checkpoint } from './checkpoint.js';
-import { isInside, planMigration, type Plan } from './preflight.js';
+import { planMigration, type Plan } from './preflight.js';
+import { isWithin } from '../util/paths.js';
 import { faultPoint } from './faults.js';
 
 export type Phase = 'preflight' | 'prepare' | 'bulk' | 'iterate' | 'switchover' | 'cleanup' | 'done' | 'abort' | 'interrupted';
@@ -484,7 +485,7 @@ export class Migration implements TrackingSession {
   private async windowFor(ino: bigint): Promise<CopyWindow> {
     let window = this.windows.get(ino);
     if (!window) {
-      const fd = await new Promise<number>((resolve, reject) => open(this.shadow!.pathOf(ino), 'r+', (err, opened) => (err ? reject(err) : resolve(opened))));
+      const fd = await openFd(this.shadow!.pathOf(ino), 'r+');
       window = new CopyWindow(fd, (ms, bytes) => this.recordMirror(ms, bytes));
       this.windows.set(ino, window);
     }
@@ -630,11 +631,9 @@ export class Migration implements TrackingSession {
       await step('flushMs', () => this.shadow!.flush());
       await step('reopenMs', async () => {
         for (const [, handle] of this.mount.handles.entries()) {
-          if (!isInside(handle.file.path, plan.virtual)) continue;
+          if (!isWithin(handle.file.path, plan.virtual)) continue;
           const rel = handle.file.path.slice(plan.virtual.length + 1);
-          const fd = await new Promise<number>((resolve, reject) =>
-            open(under(plan.destRoot, rel), backingFlags(handle.flags), (err, opened) => (err ? reject(err) : resolve(opened))),
-          );
+          const fd = await openFd(under(plan.destRoot, rel), backingFlags(handle.flags));
           reopened.push({ handle, fd });
         }
       });
@@ -712,13 +711,18 @@ export class Migration implements TrackingSession {
   }
 }
 
+/** A raw fd (fs/promises' FileHandle would close it when garbage-collected; handles and windows keep theirs). */
+function openFd(path: string, flags: number | string): Promise<number> {
+  return new Promise((resolve, reject) => open(path, flags, (err, fd) => (err ? reject(err) : resolve(fd))));
+}
+
 function closeQuietly(fd: number): void {
   close(fd, () => undefined);
 }
 
 /** Where `virtual` would live without its own mapping. */
 export function naturalBacking(mappings: Mapping[], virtual: string): string {
-  const parent = [...mappings].sort((a, b) => b.virtual.length - a.virtual.length).find((m) => m.virtual === '/' || isInside(virtual, m.virtual));
+  const parent = [...mappings].sort((a, b) => b.virtual.length - a.virtual.length).find((m) => isWithin(virtual, m.virtual));
   if (!parent) throw new Error(`no mapping covers ${virtual}`);
   return parent.virtual === '/' ? parent.backing + virtual : parent.backing + virtual.slice(parent.virtual.length);
 }

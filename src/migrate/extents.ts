@@ -11,7 +11,3 @@ export function mergeExtents(lists: Extent[][]): Extent[] {
   }
   return merged;
 }
-
-export function totalLength(extents: Extent[]): number {
-  return extents.reduce((sum, [, length]) => sum + length, 0);
-}

@@ -3,13 +3,10 @@ import { basename, dirname, isAbsolute, join, resolve, sep } from 'node:path';
 import type { PathMap } from '../fs/path-map.js';
 import { formatBytes } from '../util/size.js';
 import { allocatedBytes, walkTree, type Tree } from './walk.js';
+import { isWithin } from '../util/paths.js';
 
 export class RefusedError extends Error {
   readonly code = 'EREFUSED';
-}
-
-export function isInside(child: string, parent: string): boolean {
-  return parent === '/' ? child.startsWith('/') : child === parent || child.startsWith(parent + '/');
 }
 
 /**
@@ -25,7 +22,7 @@ export async function resolveOutsideMount(path: string, mountpoint: string): Pro
     const name = pending.shift()!;
     if (name === '.') continue;
     const next = name === '..' ? dirname(current) : join(current, name);
-    if (isInside(next, mountpoint)) throw new RefusedError(`destination ${path} leads into the ferry mount ${mountpoint}: give a directory outside it`);
+    if (isWithin(next, mountpoint)) throw new RefusedError(`destination ${path} leads into the ferry mount ${mountpoint}: give a directory outside it`);
     const st = await fsp.lstat(next).catch(() => undefined);
     if (!st) return { existing: current, missing: [name, ...pending] };
     if (st.isSymbolicLink()) {
@@ -71,9 +68,9 @@ export async function planMigration(input: PreflightInput): Promise<Plan> {
   const { virtual, mountpoint, paths } = input;
   if (!input.tracking) throw new RefusedError('this mount runs with --no-track: remount with tracking to migrate');
   if (virtual === '/') throw new RefusedError('cannot migrate the root of the mount: name a directory or file inside it');
-  const overlapping = input.running.find((v) => isInside(v, virtual) || isInside(virtual, v));
+  const overlapping = input.running.find((v) => isWithin(v, virtual) || isWithin(virtual, v));
   if (overlapping) throw new RefusedError(`${virtual} overlaps the running migration of ${overlapping}`);
-  const nested = paths.list().find((m) => m.virtual !== virtual && m.virtual !== '/' && isInside(m.virtual, virtual));
+  const nested = paths.list().find((m) => m.virtual !== virtual && m.virtual !== '/' && isWithin(m.virtual, virtual));
   if (nested) throw new RefusedError(`${virtual} contains ${nested.virtual}, which already lives at ${nested.backing}: migrate that first`);
 
   const source = paths.resolve(virtual);
@@ -84,7 +81,7 @@ export async function planMigration(input: PreflightInput): Promise<Plan> {
 
   if (!isAbsolute(input.dest)) throw new RefusedError(`destination ${input.dest} must be an absolute path`);
   const lexical = resolve(input.dest);
-  if (isInside(lexical, mountpoint)) throw new RefusedError(`destination ${lexical} is inside the ferry mount ${mountpoint}: give a directory outside it`);
+  if (isWithin(lexical, mountpoint)) throw new RefusedError(`destination ${lexical} is inside the ferry mount ${mountpoint}: give a directory outside it`);
   const { existing, missing } = await resolveOutsideMount(lexical, mountpoint);
   if (missing.length > 1) throw new RefusedError(`the parent directory of ${lexical} does not exist: create it first`);
   const destDir = missing.length === 1 ? join(existing, missing[0]) : existing;
@@ -98,10 +95,10 @@ export async function planMigration(input: PreflightInput): Promise<Plan> {
     if (isFile && (await fsp.lstat(destRoot).catch(() => undefined))) throw new RefusedError(`destination ${destRoot} already exists`);
   }
   if (destRoot === source) throw new RefusedError(`destination ${destRoot} is the source itself`);
-  if (isInside(destRoot, source)) throw new RefusedError(`destination ${destRoot} is inside the source tree ${source}`);
-  if (isInside(source, destRoot)) throw new RefusedError(`the source ${source} is inside the destination ${destRoot}`);
+  if (isWithin(destRoot, source)) throw new RefusedError(`destination ${destRoot} is inside the source tree ${source}`);
+  if (isWithin(source, destRoot)) throw new RefusedError(`the source ${source} is inside the destination ${destRoot}`);
   for (const m of paths.list()) {
-    if (!isInside(destRoot, m.backing)) continue;
+    if (!isWithin(destRoot, m.backing)) continue;
     const alias = m.virtual === '/' ? destRoot.slice(m.backing.length) || '/' : m.virtual + destRoot.slice(m.backing.length);
     if (alias !== virtual) {
       throw new RefusedError(`destination ${destRoot} lies inside ${m.backing}, which this mount serves (it would show up as ${alias}): choose a directory outside the datastore`);

@@ -4,6 +4,7 @@ import { createHash } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import { writeFileAtomic } from './atomic.js';
 import { mountsDir } from './state-dir.js';
+import { isWithin } from '../util/paths.js';
 
 /** What a running daemon publishes about itself in the state dir, so the CLI can find it. */
 export interface MountRecord {
@@ -80,6 +81,6 @@ export async function listRecords(stateDir: string): Promise<MountRecord[]> {
 /** The record of the mount that contains `path` (the deepest one, should mounts nest). */
 export async function findRecordFor(stateDir: string, path: string): Promise<MountRecord | undefined> {
   const abs = resolve(path);
-  const matches = (await listRecords(stateDir)).filter((r) => abs === r.mountpoint || abs.startsWith(r.mountpoint + '/'));
+  const matches = (await listRecords(stateDir)).filter((r) => isWithin(abs, r.mountpoint));
   return matches.sort((a, b) => b.mountpoint.length - a.mountpoint.length)[0];
 }

@@ -61,10 +61,6 @@ export class DirtyMap {
     for (let i = 0; i < bytes.length; i++) own[i] |= bytes[i];
   }
 
-  isDirty(block: number): boolean {
-    return this.bits.get(block);
-  }
-
   isEmpty(): boolean {
     return this.bits.isEmpty();
   }

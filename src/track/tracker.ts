@@ -1,8 +1,5 @@
 import { TrackedFile, type MirrorJob } from './tracked-file.js';
-
-function isUnder(path: string, dir: string): boolean {
-  return dir === '/' ? path !== '/' : path.startsWith(dir + '/');
-}
+import { isWithin } from '../util/paths.js';
 
 /**
  * Dirty tracking for every file of one mount, keyed by the file's path in the mount.
@@ -25,14 +22,14 @@ export class Tracker {
     if (!file) {
       file = new TrackedFile(path, this.blockSize);
       this.byPath.set(path, file);
-      for (const f of this.following) if (path === f.prefix || isUnder(path, f.prefix)) f.attach(file);
+      for (const f of this.following) if (isWithin(path, f.prefix)) f.attach(file);
     }
     return file;
   }
 
   follow(prefix: string, attach: (file: TrackedFile) => void): void {
     this.following.push({ prefix, attach });
-    for (const [path, file] of this.byPath) if (path === prefix || isUnder(path, prefix)) attach(file);
+    for (const [path, file] of this.byPath) if (isWithin(path, prefix)) attach(file);
   }
 
   unfollow(prefix: string): void {
@@ -70,10 +67,10 @@ export class Tracker {
   /** Follows a rename of a file or of a whole directory. */
   renamed(from: string, to: string): void {
     for (const path of [...this.byPath.keys()]) {
-      if (path === to || isUnder(path, to)) this.byPath.delete(path);
+      if (isWithin(path, to)) this.byPath.delete(path);
     }
     for (const [path, file] of [...this.byPath]) {
-      if (path !== from && !isUnder(path, from)) continue;
+      if (!isWithin(path, from)) continue;
       const moved = to + path.slice(from.length);
       this.byPath.delete(path);
       this.byPath.set(moved, file);

@@ -22,3 +22,16 @@ describe('ferry demo (README\'s main command)', () => {
     expect(await mountsUnder(root)).toEqual([]);
   });
 });
+
+describe('ferry demo --guest host-writer (the fallback where QEMU cannot run)', () => {
+  it('says so, migrates under a writer process, and checks the copy against its model', async () => {
+    const root = await makeRoot();
+    const r = await ferry(['demo', '--guest', 'host-writer', '--json', '--report', join(root, 'report.html')], { env: { FERRY_DEMO_DIR: root }, timeoutMs: 170_000 });
+    expect(r.code, `stderr: ${r.stderr}\nstdout: ${r.stdout}`).toBe(0);
+    const facts = JSON.parse(r.stdout);
+    expect(facts).toMatchObject({ guestKind: 'host-writer', guestNote: expect.stringContaining('host writer') });
+    expect(facts.checks.map((c: { label: string }) => c.label)).toContain("image on the destination = the writer's model");
+    expect(facts.checks.filter((c: { ok: boolean }) => !c.ok)).toEqual([]);
+    expect(await mountsUnder(root)).toEqual([]);
+  });
+});

@@ -2,10 +2,11 @@ import { afterEach, describe, expect, it } from 'vitest';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import { join } from 'node:path';
-import { randomBytes, createHash } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { mountFerry, mountsUnder, type TestMount } from '../helpers/mounts.js';
 import { startWriter, type Writer } from '../helpers/writer.js';
 import { migrate } from '../helpers/migration.js';
+import { vmHome } from '../helpers/vm.js';
 
 const MiB = 1 << 20;
 const sha = (buf: Buffer) => createHash('sha256').update(buf).digest('hex');
@@ -31,12 +32,7 @@ describe.each([
   it(committed ? 'remounts on the destination and finishes deleting the source' : 'remounts on the source and removes the partial copy', async () => {
     mount = await mountFerry({ env: { FERRY_FAULTS: `${point}=crash` } });
     const m = mount;
-    const home = join(m.datastore, 'vm1');
-    const dest = join(m.root, 'dest', 'vm1');
-    await fsp.mkdir(home);
-    await fsp.mkdir(join(m.root, 'dest'));
-    await fsp.writeFile(join(home, 'disk.img'), randomBytes(24 * MiB));
-    await fsp.writeFile(join(home, 'vm.cfg'), 'cfg');
+    const { home, dest } = await vmHome(m, 24, { 'vm.cfg': 'cfg' });
     const original = sha(await fsp.readFile(join(home, 'disk.img')));
     const extra = point === 'iterate' ? ['--rate-limit', '16M', '--max-downtime', '50ms'] : [];
     if (point === 'iterate') {

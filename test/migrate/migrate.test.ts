@@ -7,6 +7,7 @@ import { execFileSync } from 'node:child_process';
 import { mountFerry, listTree, type TestMount } from '../helpers/mounts.js';
 import { startWriter } from '../helpers/writer.js';
 import { migrate, waitFor } from '../helpers/migration.js';
+import { vmHome } from '../helpers/vm.js';
 
 const MiB = 1 << 20;
 let mounts: TestMount[] = [];
@@ -18,13 +19,7 @@ afterEach(async () => {
 async function setup(diskMiB = 32, args: string[] = []): Promise<TestMount & { dest: string; home: string }> {
   const m = await mountFerry({ args });
   mounts.push(m);
-  const home = join(m.datastore, 'vm1');
-  await fsp.mkdir(home);
-  await fsp.writeFile(join(home, 'disk.img'), randomBytes(diskMiB * MiB));
-  await fsp.writeFile(join(home, 'vm.cfg'), 'memory=1G\n');
-  await fsp.writeFile(join(home, 'vm.log'), 'boot\n');
-  await fsp.mkdir(join(m.root, 'dest'));
-  return Object.assign(m, { dest: join(m.root, 'dest', 'vm1'), home });
+  return vmHome(m, diskMiB, { 'vm.cfg': 'memory=1G\n', 'vm.log': 'boot\n' });
 }
 
 const sha = (buf: Buffer) => createHash('sha256').update(buf).digest('hex');

@@ -2,11 +2,12 @@ import { afterEach, describe, expect, it } from 'vitest';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import { join } from 'node:path';
-import { randomBytes, createHash } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 import { mountFerry, type TestMount } from '../helpers/mounts.js';
 import { startWriter } from '../helpers/writer.js';
 import { migrate, waitFor } from '../helpers/migration.js';
+import { vmHome } from '../helpers/vm.js';
 
 const MiB = 1 << 20;
 const sha = (buf: Buffer) => createHash('sha256').update(buf).digest('hex');
@@ -19,11 +20,7 @@ afterEach(async () => {
 async function vm(diskMiB: number): Promise<TestMount & { home: string; dest: string }> {
   const m = await mountFerry();
   mounts.push(m);
-  const home = join(m.datastore, 'vm1');
-  await fsp.mkdir(home);
-  await fsp.writeFile(join(home, 'disk.img'), randomBytes(diskMiB * MiB));
-  await fsp.mkdir(join(m.root, 'dest'));
-  return Object.assign(m, { home, dest: join(m.root, 'dest', 'vm1') });
+  return vmHome(m, diskMiB);
 }
 
 describe.each(['auto', 'mirror'])('--mode %s with a guest writing faster than the copy', (mode) => {

@@ -2,11 +2,12 @@ import { afterEach, describe, expect, it } from 'vitest';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import { join } from 'node:path';
-import { randomBytes, createHash } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { mountFerry, type TestMount } from '../helpers/mounts.js';
 import { startWriter } from '../helpers/writer.js';
 import { migrate, waitFor } from '../helpers/migration.js';
 import { hasExited } from '../helpers/cli.js';
+import { vmHome } from '../helpers/vm.js';
 
 const MiB = 1 << 20;
 const sha = (buf: Buffer) => createHash('sha256').update(buf).digest('hex');
@@ -27,12 +28,7 @@ async function checkpointedUpTo(m: TestMount): Promise<number> {
 async function crashMidCopy(): Promise<{ m: TestMount; dest: string; home: string; copiedUpTo: number }> {
   mount = await mountFerry();
   const m = mount;
-  const home = join(m.datastore, 'vm1');
-  const dest = join(m.root, 'dest', 'vm1');
-  await fsp.mkdir(home);
-  await fsp.mkdir(join(m.root, 'dest'));
-  await fsp.writeFile(join(home, 'disk.img'), randomBytes(48 * MiB));
-  await fsp.writeFile(join(home, 'vm.cfg'), 'cfg');
+  const { home, dest } = await vmHome(m, 48, { 'vm.cfg': 'cfg' });
   const before = await startWriter({ file: join(m.mountpoint, 'vm1/disk.img'), modelOut: join(m.root, 'model-a'), seed: 1, maxWrite: 65536, bytesPerSec: 2 * MiB, span: 4 * MiB });
   const running = migrate(m, join(m.mountpoint, 'vm1'), dest, ['--rate-limit', '8M']);
   // Past a checkpoint (every 2 s) that recorded at least a third of the file, well before the bulk copy ends.
