@@ -64,6 +64,7 @@ function cell(jobId, r) {
 const byId = Object.fromEntries(plan.targets.map((t) => [t.id, t]));
 const ratioCols = [];
 if (byId.ferry && byId.bindfs) ratioCols.push('ferry/bindfs');
+if (byId.ferry && byId['ferry-js']) ratioCols.push('native/JS');
 if (byId.ferry && byId['ferry-notrack']) ratioCols.push('track cost');
 
 const header = ['job', ...plan.targets.map((t) => t.label), ...ratioCols];
@@ -75,6 +76,7 @@ for (const job of plan.jobs) {
   const row = [job.label, ...plan.targets.map((t) => cell(job.id, res[t.id]))];
   const ok = (id) => res[id] && !res[id].error && res[id].value > 0;
   if (ratioCols.includes('ferry/bindfs')) row.push(ok('ferry') && ok('bindfs') ? `${(res.ferry.value / res.bindfs.value).toFixed(2)}×` : '–');
+  if (ratioCols.includes('native/JS')) row.push(ok('ferry') && ok('ferry-js') ? `${(res.ferry.value / res['ferry-js'].value).toFixed(2)}×` : '–');
   if (ratioCols.includes('track cost')) {
     // How much slower tracking is than the same mount without it (negative: within noise, tracking was faster).
     row.push(ok('ferry') && ok('ferry-notrack') ? `${((1 - res.ferry.value / res['ferry-notrack'].value) * 100).toFixed(1)}%` : '–');
@@ -92,7 +94,8 @@ console.log(`### fio: MB/s or IOPS (p50 / p99 latency, µs), ${plan.direct ? 'O_
 console.log();
 printTable(header, rows, (i) => (i === 0 ? 'l' : 'r'));
 console.log();
-if (ratioCols.includes('ferry/bindfs')) console.log('ferry/bindfs: ferry (tracking) throughput or IOPS divided by bindfs\'s (above 1: ferry is faster).');
+if (ratioCols.includes('ferry/bindfs')) console.log('ferry/bindfs: ferry native (tracking) throughput or IOPS divided by bindfs\'s (above 1: ferry is faster).');
+if (ratioCols.includes('native/JS')) console.log('native/JS: ferry on its native data path divided by ferry on the JavaScript path (both tracking).');
 if (ratioCols.includes('track cost')) console.log('track cost: how much slower ferry with tracking is than ferry --no-track (1 - track/no-track).');
 
 // What ferry was asked to do: op counter deltas from `ferry status --json` around each run.

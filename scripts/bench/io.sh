@@ -3,8 +3,9 @@
 #
 #   targets  native          the backing directory itself
 #            bindfs          `bindfs <src> <mnt>` with bindfs's default options (the exact command is printed)
-#            ferry           `ferry mount` with dirty tracking (default 64K blocks)
-#            ferry-notrack   `ferry mount --no-track`
+#            ferry-js        `ferry mount` with dirty tracking, on the JavaScript data path (FERRY_NATIVE=0)
+#            ferry           `ferry mount` with dirty tracking (default 64K blocks), on the native data path
+#            ferry-notrack   `ferry mount --no-track`, native data path
 #   jobs     seq write/read 1M (MB/s); 4K randwrite/randread with 1 and with 16 requests in flight
 #            (IOPS, p50/p99 completion latency). psync everywhere; "16 in flight" is numjobs=16 on one file.
 #
@@ -19,7 +20,7 @@
 #   FERRY_BENCH_RUNTIME   seconds per fio job (default 10; 6 jobs x 4 targets, about 5 minutes in all)
 #   FERRY_BENCH_SIZE      file size per target (default 1G; fio/numfmt suffixes K M G)
 #   FERRY_BENCH_QD_ENGINE psync (default: numjobs=16) or libaio (iodepth=16; only async with direct=1)
-#   FERRY_BENCH_TARGETS   subset, e.g. "bindfs ferry" (default: native bindfs ferry ferry-notrack)
+#   FERRY_BENCH_TARGETS   subset, e.g. "bindfs ferry" (default: native bindfs ferry-js ferry ferry-notrack)
 #   FERRY_BENCH_KEEP=1    keep the raw fio JSON (its directory is printed); mounts are always removed
 # Caches are dropped (sync; echo 3 > /proc/sys/vm/drop_caches) before every fio run. Every mount made here is
 # removed on exit, pass or fail (a hung FUSE connection is aborted through /sys/fs/fuse/connections).
@@ -35,7 +36,7 @@ direct=${FERRY_BENCH_DIRECT:-0}
 use_tmpfs=${FERRY_BENCH_TMPFS:-0}
 base=${FERRY_BENCH_DIR:-/var/tmp}
 qd_engine=${FERRY_BENCH_QD_ENGINE:-psync}
-targets=(${FERRY_BENCH_TARGETS:-native bindfs ferry ferry-notrack})
+targets=(${FERRY_BENCH_TARGETS:-native bindfs ferry-js ferry ferry-notrack})
 keep=${FERRY_BENCH_KEEP:-0}
 
 die() { echo "bench: $*" >&2; exit 2; }
@@ -177,10 +178,12 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 trap 'exit 129' HUP
 
-run_bounded() { # <seconds> cmd...: runs it in the background so traps fire at once; 124/137 = timed out
-  local limit=$1 rc=0
+run_bounded() { # <seconds> [--stderr file] cmd...: in the background so traps fire at once; 124/137 = timed out
+  local limit=$1 rc=0 errfile=/dev/stderr
   shift
-  timeout -k 10 "$limit" "$@" &
+  if [ "$1" = --stderr ]; then errfile=$2; shift 2; fi
+  # The child's stderr only: a trap running meanwhile must still print to ours.
+  timeout -k 10 "$limit" "$@" 2>"$errfile" &
   child=$!
   wait "$child" || rc=$?
   child=""
@@ -203,8 +206,9 @@ for t in "${targets[@]}"; do
   case $t in
     native) kind_of[$t]=native label_of[$t]="native" ;;
     bindfs) kind_of[$t]=bindfs label_of[$t]="bindfs" ;;
-    ferry) kind_of[$t]=ferry label_of[$t]="ferry" ;;
-    ferry-notrack) kind_of[$t]=ferry label_of[$t]="ferry --no-track" ;;
+    ferry-js) kind_of[$t]=ferry label_of[$t]="ferry JS path" ;;
+    ferry) kind_of[$t]=ferry label_of[$t]="ferry native" ;;
+    ferry-notrack) kind_of[$t]=ferry label_of[$t]="ferry native --no-track" ;;
   esac
   if [ "$t" = native ]; then
     mnt_of[$t]="$store/$t"
@@ -234,12 +238,14 @@ for t in "${targets[@]}"; do
       run_bounded 60 bindfs "$store/$t" "$m" || die "bindfs mount failed"
       daemon_pid[$t]=$(pid_of_cmdline bindfs "$store/$t" "$m") || note "cannot find the bindfs process"
       ;;
-    ferry | ferry-notrack)
+    ferry-js | ferry | ferry-notrack)
       args=(mount "$store/$t" "$m" --state-dir "$state")
       [ "$t" = ferry-notrack ] && args+=(--no-track)
-      ferry_cmds+=("node dist/cli/main.js ${args[*]}")
+      native=1
+      [ "$t" = ferry-js ] && native=0
+      ferry_cmds+=("FERRY_NATIVE=$native node dist/cli/main.js ${args[*]}")
       mounted+=("$t")
-      run_bounded 60 node "$cli" "${args[@]}" || die "ferry mount $m failed"
+      run_bounded 60 env FERRY_NATIVE=$native node "$cli" "${args[@]}" || die "ferry mount $m failed"
       daemon_pid[$t]=$(node "$cli" status "$m" --json --state-dir "$state" |
         node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).pid))')
       ;;
@@ -338,8 +344,8 @@ for j in "${jobs[@]}"; do
     [ "${kind_of[$t]}" = ferry ] && ferry_status "$t" "$out.before.json"
     rc=0
     # shellcheck disable=SC2086 # $common and $args are word lists
-    run_bounded $((runtime * 2 + 60)) fio --name="$id" --filename="${file_of[$t]}" $common $args \
-      --output-format=json --output="$out.json" 2>"$out.stderr" || rc=$?
+    run_bounded $((runtime * 2 + 60)) --stderr "$out.stderr" fio --name="$id" --filename="${file_of[$t]}" $common $args \
+      --output-format=json --output="$out.json" || rc=$?
     if ((rc == 124 || rc == 137)); then
       echo "fio timed out: the mount hung" >"$out.error"
       hung[$t]=1

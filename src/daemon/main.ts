@@ -1,6 +1,6 @@
 import { closeSync } from 'node:fs';
 import type { Logger } from 'pino';
-import { loadFuse } from '../fs/fuse.js';
+import { loadFuse, nativeDataPath } from '../fs/fuse.js';
 import { createOps, type FsContext } from '../fs/ops.js';
 import { PathMap } from '../fs/path-map.js';
 import { HandleTable } from '../fs/handles.js';
@@ -75,7 +75,8 @@ interface Started {
 async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
   const { datastore, mountpoint } = await checkMountPaths(opts.datastore, opts.mountpoint);
   const Fuse = await loadFuse();
-  log.info({ binding: Fuse.BINDING_PATH, patchset: Fuse.FERRY_PATCHSET }, 'loaded fuse-native');
+  const native = nativeDataPath(Fuse, opts.blockSize);
+  log.info({ binding: Fuse.BINDING_PATH, patchset: Fuse.FERRY_PATCHSET, dataPath: native ? 'native' : 'js' }, 'loaded fuse-native');
   await ensureStateDir(opts.stateDir);
   for (const other of await listRecords(opts.stateDir)) {
     if (other.datastore === datastore && isAlive(other.pid)) {
@@ -92,12 +93,13 @@ async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
   process.umask(0);
   const fsContext: FsContext = {
     paths,
-    handles: new HandleTable(),
-    tracker: new Tracker(opts.blockSize, opts.track),
-    gate: new IoGate(),
+    handles: new HandleTable(native),
+    tracker: new Tracker(opts.blockSize, opts.track, native),
+    gate: new IoGate(native),
     counters: new Counters(),
     openFlags: Fuse.OPEN_DIRECT_IO,
     io: Fuse.io,
+    native,
   };
   const fuse = new Fuse(mountpoint, createOps(fsContext), { timeout: false, mountOptions: mountOptions(opts) });
   await new Promise<void>((resolve, reject) => {
@@ -118,7 +120,7 @@ async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
   let resolveStopped!: () => void;
   const stopped = new Promise<void>((resolve) => (resolveStopped = resolve));
   let stopping = false;
-  const watchdog = startWatchdog(fsContext.gate, log);
+  const watchdog = startWatchdog(fsContext.gate, log, native);
   const migrations: Migration[] = [];
   const services: MountServices = {
     mountpoint,

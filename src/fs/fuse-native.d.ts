@@ -56,6 +56,46 @@ declare module 'fuse-native' {
     readonly XATTR_CREATE: number;
     readonly XATTR_REPLACE: number;
   }
+  /** An opaque C object: one file's maps as the native data path sees them. */
+  export type NativeFileRef = { readonly __nativeFile: unique symbol };
+  /** Counters of the native data path (latency buckets: b counts ops of [2^(b-1), 2^b) µs). */
+  export interface FerryDataStats {
+    readOps: number;
+    readBytes: number;
+    readErrors: number;
+    readLatencyLog2Us: number[];
+    writeOps: number;
+    writeBytes: number;
+    writeErrors: number;
+    writeLatencyLog2Us: number[];
+    /** Ops the native path handed to JavaScript (frozen path, mirroring, intent not durable, map too small). */
+    passedOps: number;
+    inflight: number;
+  }
+  /** ferry's native data path (patch 010, ferry-data.c). */
+  export interface FerryData {
+    enable(blockSize: number): void;
+    newFile(): NativeFileRef;
+    /** Zeroed bitmap memory owned by C (8-byte multiple). */
+    newMap(bytes: number): ArrayBuffer;
+    install(file: NativeFileRef, slot: number, map: ArrayBuffer | null, merge: boolean): void;
+    /** false: the slot's map is too small for the range (nothing marked). */
+    mark(file: NativeFileRef, slot: number, offset: number, length: number): boolean;
+    clearFrom(file: NativeFileRef, slot: number, firstBlock: number): void;
+    jsWrites(file: NativeFileRef, delta: 1 | -1): void;
+    intent(file: NativeFileRef, map: ArrayBuffer | null, regionShift: number): void;
+    bytesWritten(file: NativeFileRef): number;
+    /** false: fh is beyond the native handle table (the handle stays on the JS path). */
+    open(fh: number, fd: number, file: NativeFileRef | null): boolean;
+    move(fh: number, fd: number): void;
+    close(fh: number): void;
+    freeze(prefix: string): void;
+    thaw(prefix: string): void;
+    drain(cb: () => void): void;
+    stats(): FerryDataStats;
+    readonly MAX_SLOTS: number;
+    readonly MAX_HANDLES: number;
+  }
   class Fuse {
     constructor(mnt: string, ops: FuseOps, opts?: FuseOptions);
     mount(cb: (err: Error | null) => void): void;
@@ -63,6 +103,7 @@ declare module 'fuse-native' {
     static unmount(mnt: string, cb: (err: Error | null) => void): void;
     static readonly FERRY_PATCHSET: number | undefined;
     static readonly io: FerryIo;
+    static readonly data: FerryData;
     static readonly BINDING_PATH: string;
     static readonly UTIME_NOW: number;
     static readonly UTIME_OMIT: number;

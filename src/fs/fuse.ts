@@ -2,10 +2,11 @@ import { createRequire } from 'node:module';
 import { access, stat } from 'node:fs/promises';
 import { constants } from 'node:fs';
 import type FuseClass from 'fuse-native';
+import type { FerryData } from 'fuse-native';
 import { UserError, errorMessage } from '../util/user-error.js';
 
 /** The patch level this code is written against (patches/fuse-native+2.2.6+*.patch). */
-export const EXPECTED_PATCHSET = 2;
+export const EXPECTED_PATCHSET = 3;
 
 export type Fuse = typeof FuseClass;
 
@@ -37,4 +38,14 @@ export async function loadFuse(): Promise<Fuse> {
     throw new UserError(`fuse-native at ${fuse.BINDING_PATH ?? 'an unknown path'} is not ferry's patched build: run scripts/setup.sh`);
   }
   return fuse;
+}
+
+/**
+ * The native data path (reads and writes answered in C on FUSE worker threads), unless FERRY_NATIVE=0 asks for
+ * the JavaScript path, which behaves the same.
+ */
+export function nativeDataPath(fuse: Fuse, blockSize: number): FerryData | undefined {
+  if (process.env.FERRY_NATIVE === '0') return undefined;
+  fuse.data.enable(blockSize);
+  return fuse.data;
 }

@@ -1,3 +1,4 @@
+import type { FerryData } from 'fuse-native';
 import { isWithin } from '../util/paths.js';
 
 /** Paths that an op touches; both are checked together so a rename can never hold one side while waiting on the other. */
@@ -18,6 +19,8 @@ export interface Freeze {
  * Freezing a subtree holds new ops under it and resolves once every op admitted earlier has left;
  * ops elsewhere keep running. Admitted ops are counted per epoch (advanced by freezes and by the
  * watchdog's clock), which costs O(1) per op and also tells how long the oldest op has been running.
+ * With the native data path, C keeps the same gate for the reads and writes it answers: a frozen subtree's ops
+ * go from C to this gate (which holds them), and freezing or quiescing also drains the ops C admitted.
  */
 export class IoGate {
   private epoch = 0;
@@ -26,6 +29,8 @@ export class IoGate {
   private frozen: Freeze[] = [];
   private waiting: Waiting[] = [];
   private drains: { beforeEpoch: number; resolve: () => void }[] = [];
+
+  constructor(private readonly native?: FerryData) {}
 
   admit(path: string, path2: string | undefined, run: Run): void {
     if (this.frozen.length > 0 && this.isFrozen(path, path2)) {
@@ -52,24 +57,18 @@ export class IoGate {
   async freeze(prefix: string): Promise<Freeze> {
     const freeze: Freeze = { prefix };
     this.frozen.push(freeze);
-    const beforeEpoch = this.advance();
-    await new Promise<void>((resolve) => {
-      this.drains.push({ beforeEpoch, resolve });
-      this.settleDrains();
-    });
+    this.native?.freeze(prefix);
+    await this.drain();
     return freeze;
   }
 
   /** Resolves once every op admitted before the call has left; holds nothing back. */
   async quiesce(): Promise<void> {
-    const beforeEpoch = this.advance();
-    await new Promise<void>((resolve) => {
-      this.drains.push({ beforeEpoch, resolve });
-      this.settleDrains();
-    });
+    await this.drain();
   }
 
   thaw(freeze: Freeze): void {
+    if (this.frozen.includes(freeze)) this.native?.thaw(freeze.prefix);
     this.frozen = this.frozen.filter((f) => f !== freeze);
     const ready = this.waiting.filter((w) => !this.isFrozen(w.path, w.path2));
     this.waiting = this.waiting.filter((w) => this.isFrozen(w.path, w.path2));
@@ -100,6 +99,16 @@ export class IoGate {
 
   get waitingCount(): number {
     return this.waiting.length;
+  }
+
+  private async drain(): Promise<void> {
+    const beforeEpoch = this.advance();
+    const js = new Promise<void>((resolve) => {
+      this.drains.push({ beforeEpoch, resolve });
+      this.settleDrains();
+    });
+    const native = this.native ? new Promise<void>((resolve) => this.native!.drain(resolve)) : undefined;
+    await Promise.all([js, native]);
   }
 
   private isFrozen(path: string, path2: string | undefined): boolean {

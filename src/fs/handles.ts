@@ -1,3 +1,4 @@
+import type { FerryData } from 'fuse-native';
 import type { TrackedFile } from '../track/tracked-file.js';
 
 export interface Handle {
@@ -7,17 +8,31 @@ export interface Handle {
   file: TrackedFile;
 }
 
-/** Open files of the mount: FUSE file handle → underlying fd. Handle numbers are reused lowest-first. */
+/**
+ * Open files of the mount: FUSE file handle → underlying fd. Handle numbers are reused lowest-first.
+ * With the native data path, each handle is registered there too, before the kernel learns its number.
+ */
 export class HandleTable {
   private readonly slots: (Handle | undefined)[] = [];
   private readonly free: number[] = [];
   private openCount = 0;
 
+  constructor(private readonly native?: FerryData) {}
+
   add(handle: Handle): number {
     const fh = this.free.length > 0 ? this.free.pop()! : this.slots.length;
     this.slots[fh] = handle;
     this.openCount++;
+    this.native?.open(fh, handle.fd, handle.file.native?.ref ?? null);
     return fh;
+  }
+
+  /** Points an open handle at another backing fd (switchover, while its subtree is frozen and drained). */
+  setFd(fh: number, fd: number): void {
+    const handle = this.slots[fh];
+    if (!handle) return;
+    handle.fd = fd;
+    this.native?.move(fh, fd);
   }
 
   get(fh: number): Handle | undefined {
@@ -27,6 +42,7 @@ export class HandleTable {
   remove(fh: number): Handle | undefined {
     const handle = this.slots[fh];
     if (!handle) return undefined;
+    this.native?.close(fh);
     this.slots[fh] = undefined;
     this.free.push(fh);
     this.openCount--;

@@ -3,7 +3,7 @@ import fsp from 'node:fs/promises';
 import { constants as C } from 'node:fs';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import type { FuseOps, FerryIo } from 'fuse-native';
+import type { FuseOps, FerryIo, FerryData } from 'fuse-native';
 import type { PathMap } from './path-map.js';
 import type { HandleTable } from './handles.js';
 import type { IoGate } from './gate.js';
@@ -36,6 +36,8 @@ export interface FsContext {
   openFlags: number;
   /** Syscalls Node lacks (xattrs), from ferry's patched addon. */
   io: FerryIo;
+  /** The native data path, when it answers reads and writes of registered handles. */
+  native: FerryData | undefined;
 }
 
 type Reply = (result: number) => void;
@@ -48,11 +50,17 @@ function seconds(sec: number, nsec: number): number {
   return sec + nsec / 1e9;
 }
 
-/** Records the backing inode of a newly opened file (it keys a resumable migration's state). */
-function learnInode(fd: number, file: TrackedFile, done: () => void): void {
-  if (file.ino !== undefined) return done();
+/**
+ * Records the backing inode of a newly opened file (it keys a resumable migration's state) and makes its native
+ * maps large enough for it.
+ */
+function learnFile(fd: number, file: TrackedFile, done: () => void): void {
+  if (file.ino !== undefined && !file.native) return done();
   fs.fstat(fd, BIGINT, (err, st) => {
-    if (!err) file.ino = st.ino;
+    if (!err) {
+      file.ino ??= st.ino;
+      file.native?.reserve(Number(st.size));
+    }
     done();
   });
 }
@@ -161,7 +169,7 @@ export function createOps(ctx: FsContext): FuseOps {
             return cb(toErrno(err));
           }
           const file = tracker.acquire(path);
-          learnInode(fd, file, () => {
+          learnFile(fd, file, () => {
             gate.leave(ticket);
             cb(0, handles.add({ fd, flags, file }), ctx.openFlags);
           });
@@ -182,7 +190,7 @@ export function createOps(ctx: FsContext): FuseOps {
           giveToCaller(fd, backing, uid, gid).then(
             () => {
               const file = tracker.acquire(path);
-              learnInode(fd, file, () => {
+              learnFile(fd, file, () => {
                 gate.leave(ticket);
                 cb(0, handles.add({ fd, flags, file }), ctx.openFlags);
               });

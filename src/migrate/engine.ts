@@ -157,8 +157,8 @@ export class Migration implements TrackingSession {
   private bytesCopied = 0;
   private committed = false;
   private finished: Promise<void> = Promise.resolve();
-  /** Guest bytes written under the subtree (the write path counts them). */
-  guestBytes = 0;
+  /** Each attached file's write count when it was attached: guest bytes since are the guest's load. */
+  private readonly guestBase = new Map<TrackedFile, number>();
   private guestSample = { at: Date.now(), bytes: 0, busy: false };
   private mirroring: boolean;
   private mirrorPasses = 0;
@@ -269,7 +269,7 @@ export class Migration implements TrackingSession {
     m.phase = 'interrupted';
     mount.tracker.follow(journal.virtual, (file) => {
       file.takeFor(m, undefined, m.intent);
-      m.attached.add(file);
+      m.attach(file);
     });
     return m;
   }
@@ -294,6 +294,7 @@ export class Migration implements TrackingSession {
     if (this.checkpointing || !this.intent || !this.shadow) return this.checkpointing;
     const run = async () => {
       this.intent!.beginEpoch();
+      for (const file of this.attached) file.newIntentEpoch();
       // Every write admitted before this point has marked its blocks once this resolves.
       await this.mount.gate.quiesce();
       const bs = this.mount.tracker.blockSize;
@@ -462,10 +463,22 @@ export class Migration implements TrackingSession {
   private guestIsBusy(): boolean {
     const now = Date.now();
     if (now - this.guestSample.at >= 100) {
-      const rate = ((this.guestBytes - this.guestSample.bytes) / (now - this.guestSample.at)) * 1000;
-      this.guestSample = { at: now, bytes: this.guestBytes, busy: rate > GUEST_BUSY_BYTES_PER_SEC };
+      const bytes = this.guestBytes();
+      const rate = ((bytes - this.guestSample.bytes) / (now - this.guestSample.at)) * 1000;
+      this.guestSample = { at: now, bytes, busy: rate > GUEST_BUSY_BYTES_PER_SEC };
     }
     return this.guestSample.busy;
+  }
+
+  private guestBytes(): number {
+    let total = 0;
+    for (const [file, base] of this.guestBase) total += file.bytesWritten - base;
+    return total;
+  }
+
+  private attach(file: TrackedFile): void {
+    this.attached.add(file);
+    if (!this.guestBase.has(file)) this.guestBase.set(file, file.bytesWritten);
   }
 
   private recordMirror(ms: number, bytes: number): void {
@@ -548,7 +561,7 @@ export class Migration implements TrackingSession {
       // With a window the write path mirrors or classifies writes against the copier from here on.
       window?.beginPlanning();
       const maps = files.map((f) => f.takeFor(this, window, this.intent));
-      for (const f of files) this.attached.add(f);
+      for (const f of files) this.attach(f);
       let src: fsp.FileHandle;
       try {
         src = await fsp.open(under(plan.source, group.paths[0]), 'r');
@@ -622,7 +635,7 @@ export class Migration implements TrackingSession {
       steps[name] = Date.now() - t0;
       return result;
     };
-    const reopened: { handle: Handle; fd: number }[] = [];
+    const reopened: { fh: number; handle: Handle; fd: number }[] = [];
     try {
       const tree = await step('walkMs', () => walkTree(plan.source));
       const copied = await step('copyMs', async () => this.copyTree(tree, await this.shadow!.sync(tree), false));
@@ -630,20 +643,20 @@ export class Migration implements TrackingSession {
       await step('metadataMs', () => this.shadow!.applyMetadata(tree));
       await step('flushMs', () => this.shadow!.flush());
       await step('reopenMs', async () => {
-        for (const [, handle] of this.mount.handles.entries()) {
+        for (const [fh, handle] of this.mount.handles.entries()) {
           if (!isWithin(handle.file.path, plan.virtual)) continue;
           const rel = handle.file.path.slice(plan.virtual.length + 1);
           const fd = await openFd(under(plan.destRoot, rel), backingFlags(handle.flags));
-          reopened.push({ handle, fd });
+          reopened.push({ fh, handle, fd });
         }
       });
       await faultPoint('before-commit');
       if (this.abortController.signal.aborted) throw new CancelledError('migration cancelled');
       await step('commitMs', () => this.commit());
       // Infallible from here: every destination fd is already open.
-      for (const { handle, fd } of reopened) {
+      for (const { fh, handle, fd } of reopened) {
         closeQuietly(handle.fd);
-        handle.fd = fd;
+        this.mount.handles.setFd(fh, fd);
       }
       // The files are other inodes now: a later migration must key them by their new numbers.
       for (const file of this.attached) file.ino = undefined;
@@ -706,6 +719,7 @@ export class Migration implements TrackingSession {
   private detachAll(): void {
     for (const file of this.attached) file.detach(this);
     this.attached.clear();
+    this.guestBase.clear();
     for (const window of this.windows.values()) closeQuietly(window.fd);
     this.windows.clear();
   }

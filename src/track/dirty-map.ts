@@ -14,6 +14,13 @@ export class DirtyMap {
 
   constructor(readonly blockSize: number) {}
 
+  /** A map over existing memory (a whole number of 8-byte units), e.g. a bitmap the native data path marks. */
+  static over(blockSize: number, bytes: Uint8Array): DirtyMap {
+    const map = new DirtyMap(blockSize);
+    map.bits = new BitField(bytes);
+    return map;
+  }
+
   /** Marks every block that [offset, offset + length) touches. */
   mark(offset: number, length: number): void {
     if (length <= 0) return;

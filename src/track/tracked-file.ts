@@ -1,17 +1,17 @@
 import { DirtyMap } from './dirty-map.js';
+import { JsLiveMap, type LiveMap } from './live-map.js';
+import type { NativeMaps } from './native-maps.js';
 import type { CopyWindow } from './copy-window.js';
 import type { IntentLog } from './intent-log.js';
 
 /** A consumer of dirty blocks with its own maps, independent of `ferry dirty`'s (a migration). */
 export interface TrackingSession {
   readonly prefix: string;
-  /** Guest bytes written under the session's subtree (for copy back-off). */
-  guestBytes: number;
 }
 
 interface SessionEntry {
   session: TrackingSession;
-  map: DirtyMap;
+  map: LiveMap;
   window: CopyWindow | undefined;
   intent: IntentLog | undefined;
 }
@@ -22,42 +22,60 @@ export interface MirrorJob {
   /** In-flight copier chunks the write overlaps; the mirror write must land after them. */
   settled: Promise<void> | undefined;
   /** Where to record the write if mirroring it fails. */
-  map: DirtyMap;
+  map: LiveMap;
 }
 
-/** What the write path knows about one file: its current path and the blocks written since each map was last taken. */
+/**
+ * What the write path knows about one file: its current path and the blocks written since each map was last taken.
+ * With `native`, the maps live where the C data path marks them; this class's logic is the same either way.
+ */
 export class TrackedFile {
-  /** The map `ferry dirty` reports and clears. */
-  dirty: DirtyMap;
   /** The backing inode (set when the file is opened), which keys crash-safe migration state. */
   ino: bigint | undefined;
+  private readonly dirtyMap: LiveMap;
   private sessions: SessionEntry[] = [];
+  private jsBytes = 0;
 
   constructor(
     public path: string,
     readonly blockSize: number,
+    readonly native?: NativeMaps,
   ) {
-    this.dirty = new DirtyMap(blockSize);
+    this.dirtyMap = this.newMap();
+  }
+
+  /** The map `ferry dirty` reports and clears. */
+  get dirty(): DirtyMap {
+    return this.dirtyMap.current;
+  }
+
+  /** Bytes written to the file through the mount since tracking began, on either data path. */
+  get bytesWritten(): number {
+    return this.jsBytes + (this.native?.bytesWritten() ?? 0);
   }
 
   /** Before a write reaches the backing file: waits until every resumable session has logged its intent. */
   beforeWrite(offset: number, length: number): Promise<unknown> | undefined {
     let waits: Promise<void>[] | undefined;
+    let logged = false;
     for (const s of this.sessions) {
       if (!s.intent) continue;
+      logged = true;
       // Without a known inode the write cannot be keyed: the whole file is then treated as touched.
       const wait = this.ino === undefined ? s.intent.before(-1n, 0, Number.MAX_SAFE_INTEGER) : s.intent.before(this.ino, offset, length);
       if (wait) (waits ??= []).push(wait);
     }
+    // Durable and touched in this epoch already: later writes there may stay on the native path.
+    if (logged && !waits && this.ino !== undefined) this.native?.vouch(offset, length);
     return waits && Promise.all(waits);
   }
 
   /** Records a write that reached the backing file; returns the mirror writes it needs, if any. */
   written(offset: number, length: number): MirrorJob[] | undefined {
-    this.dirty.mark(offset, length);
+    this.jsBytes += length;
+    this.dirtyMap.mark(offset, length);
     let jobs: MirrorJob[] | undefined;
     for (const s of this.sessions) {
-      s.session.guestBytes += length;
       const fate = s.window ? s.window.fateOf(offset, length) : 'mark';
       if (fate === 'mark') s.map.mark(offset, length);
       else if (fate === 'mirror') (jobs ??= []).push({ window: s.window!, settled: s.window!.settled(offset, length), map: s.map });
@@ -72,16 +90,14 @@ export class TrackedFile {
   resize(oldSize: number, newSize: number): void {
     const low = Math.min(oldSize, newSize);
     const length = Math.max(oldSize, newSize) - low;
-    this.dirty.mark(low, length);
-    this.dirty.clearFrom(newSize);
+    this.dirtyMap.mark(low, length);
+    this.dirtyMap.clearFrom(newSize);
     for (const s of this.sessions) s.map.mark(low, length);
   }
 
   /** Hands the current dirty set to the caller and starts a fresh one, in one step: a later write dirties the new map. */
   takeDirty(): DirtyMap {
-    const taken = this.dirty;
-    this.dirty = new DirtyMap(this.blockSize);
-    return taken;
+    return this.dirtyMap.take();
   }
 
   isAttached(session: TrackingSession): boolean {
@@ -95,20 +111,39 @@ export class TrackedFile {
   takeFor(session: TrackingSession, window?: CopyWindow, intent?: IntentLog): DirtyMap {
     const entry = this.sessions.find((s) => s.session === session);
     if (!entry) {
-      this.sessions.push({ session, map: new DirtyMap(this.blockSize), window, intent });
+      // Intents and windows first: no native write may reach the session's map without them.
+      if (intent) this.native?.armIntent(intent.regionBytes);
+      if (window) this.native?.jsWrites(1);
+      this.sessions.push({ session, map: this.newMap(), window, intent });
       return new DirtyMap(this.blockSize);
     }
-    if (window) entry.window = window;
-    const taken = entry.map;
-    entry.map = new DirtyMap(this.blockSize);
-    return taken;
+    if (window && !entry.window) {
+      this.native?.jsWrites(1);
+      entry.window = window;
+    }
+    return entry.map.take();
   }
 
   peekFor(session: TrackingSession): DirtyMap | undefined {
-    return this.sessions.find((s) => s.session === session)?.map;
+    return this.sessions.find((s) => s.session === session)?.map.current;
   }
 
   detach(session: TrackingSession): void {
+    for (const s of this.sessions) {
+      if (s.session !== session) continue;
+      s.map.release();
+      if (s.window) this.native?.jsWrites(-1);
+    }
     this.sessions = this.sessions.filter((s) => s.session !== session);
+    if (!this.sessions.some((s) => s.intent)) this.native?.disarmIntent();
+  }
+
+  /** The session's intent log began an epoch: nothing is vouched for any more. */
+  newIntentEpoch(): void {
+    this.native?.resetIntent();
+  }
+
+  private newMap(): LiveMap {
+    return this.native ? this.native.newMap() : new JsLiveMap(this.blockSize);
   }
 }

@@ -1,4 +1,6 @@
+import type { FerryData } from 'fuse-native';
 import { TrackedFile, type MirrorJob } from './tracked-file.js';
+import { NativeMaps } from './native-maps.js';
 import { isWithin } from '../util/paths.js';
 
 /**
@@ -11,6 +13,8 @@ export class Tracker {
   constructor(
     readonly blockSize: number,
     readonly enabled: boolean,
+    /** The native data path, when it serves registered handles: maps then live where C marks them. */
+    private readonly native?: FerryData,
   ) {}
 
   /** Sessions that follow every file under their prefix from the moment it is first used (an interrupted migration). */
@@ -20,7 +24,7 @@ export class Tracker {
   acquire(path: string): TrackedFile {
     let file = this.byPath.get(path);
     if (!file) {
-      file = new TrackedFile(path, this.blockSize);
+      file = new TrackedFile(path, this.blockSize, this.enabled && this.native ? new NativeMaps(this.native, this.blockSize) : undefined);
       this.byPath.set(path, file);
       for (const f of this.following) if (isWithin(path, f.prefix)) f.attach(file);
     }

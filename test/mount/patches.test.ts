@@ -122,9 +122,12 @@ describe('fuse-native patches', () => {
     expect((await py(`import os; os.removexattr('${inMount('xa')}', 'user.small'); print(os.listxattr('${inMount('xa')}'))`)).stdout.trim()).toBe("['user.big']");
   });
 
-  it('008 identity: the daemon logs which addon it loaded, and it is the patched build', async () => {
+  it('008 identity: the daemon logs which addon it loaded, the patched build, and its data path (010)', async () => {
     const log = await fsp.readFile(join(m.stateDir, 'mounts', (await fsp.readdir(join(m.stateDir, 'mounts'))).find((n) => n.endsWith('.log'))!), 'utf8');
     const line = log.split('\n').find((l) => l.includes('loaded fuse-native'))!;
-    expect(JSON.parse(line)).toMatchObject({ binding: expect.stringMatching(/node_modules\/fuse-native\/build\/Release\/fuse\.node$/), patchset: 2 });
+    expect(JSON.parse(line)).toMatchObject({ binding: expect.stringMatching(/node_modules\/fuse-native\/build\/Release\/fuse\.node$/),
+      patchset: 3,
+      dataPath: process.env.FERRY_NATIVE === '0' ? 'js' : 'native',
+    });
   });
 });

@@ -1,0 +1,79 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import fs from 'node:fs';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { mountFerry, type TestMount } from '../helpers/mounts.js';
+import { run } from '../helpers/cli.js';
+
+// The suite runs twice: on the native data path, and with FERRY_NATIVE=0 on the JavaScript one.
+const expectedMode = process.env.FERRY_NATIVE === '0' ? 'js' : 'native';
+
+describe(`data path (${expectedMode})`, () => {
+  let m: TestMount;
+  beforeAll(async () => {
+    m = await mountFerry({ args: ['--block-size', '4K'] });
+  });
+  afterAll(async () => {
+    await m?.stop();
+  });
+
+  it('serves reads and writes on the selected path, byte-exact, and tracks them', async () => {
+    const data = randomBytes(3 << 20);
+    const fd = fs.openSync(join(m.mountpoint, 'disk.img'), 'w+');
+    fs.writeSync(fd, data, 0, data.length, 0);
+    const back = Buffer.alloc(data.length);
+    expect(fs.readSync(fd, back, 0, back.length, 0)).toBe(data.length);
+    fs.closeSync(fd);
+    expect(back.equals(data)).toBe(true);
+    expect(fs.readFileSync(join(m.datastore, 'disk.img')).equals(data)).toBe(true);
+
+    const status = await m.status();
+    expect(status.dataPath.mode).toBe(expectedMode);
+    if (expectedMode === 'native') {
+      expect(status.dataPath.writeOps).toBeGreaterThanOrEqual(24); // 3 MiB in requests of at most 128 KiB
+      expect(status.dataPath.readOps).toBeGreaterThanOrEqual(24);
+      expect(status.dataPath.writeBytes).toBe(data.length);
+    } else {
+      expect(status.dataPath.writeOps).toBe(0);
+      expect(status.ops.write).toBeGreaterThanOrEqual(24);
+    }
+    expect(status.bytesWritten).toBe(data.length);
+    const report = await m.dirty('disk.img');
+    expect(report.extents).toEqual([[0, data.length]]);
+  });
+
+  it('loses no dirty bit while maps are taken under 8 concurrent writers', async () => {
+    // Every 4 KiB block of the file is written at least once (fio's random map), while `ferry dirty --clear`
+    // swaps the map again and again: the union of everything taken must be every block.
+    const size = 48 << 20;
+    fs.writeFileSync(join(m.datastore, 'hammer.img'), Buffer.alloc(0));
+    await m.cli(['dirty', join(m.mountpoint, 'hammer.img'), '--clear']);
+    const fio = run('fio', [
+      '--name=hammer', `--filename=${join(m.mountpoint, 'hammer.img')}`, '--rw=randwrite', '--bs=4k', `--size=${size}`,
+      '--numjobs=8', '--ioengine=psync', '--group_reporting', '--output-format=json',
+    ], { timeoutMs: 170_000 });
+    let fioDone = false;
+    void fio.then(() => (fioDone = true));
+    const taken = new Set<number>();
+    const take = async () => {
+      const r = await m.cli(['dirty', join(m.mountpoint, 'hammer.img'), '--clear', '--json']);
+      expect(r.code, r.stderr).toBe(0);
+      for (const [offset, length] of JSON.parse(r.stdout).extents as [number, number][]) {
+        for (let at = offset; at < offset + length; at += 4096) taken.add(at / 4096);
+      }
+    };
+    let takes = 0;
+    while (!fioDone) {
+      await take();
+      takes++;
+    }
+    const result = await fio;
+    expect(result.code, result.stderr).toBe(0);
+    expect(JSON.parse(result.stdout).jobs[0].error).toBe(0);
+    await take();
+    expect(takes).toBeGreaterThan(3);
+    const missing: number[] = [];
+    for (let block = 0; block < size / 4096; block++) if (!taken.has(block)) missing.push(block);
+    expect(missing).toEqual([]);
+  });
+});
