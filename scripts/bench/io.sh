@@ -55,7 +55,7 @@ case $qd_engine in psync | libaio) ;; *) die "FERRY_BENCH_QD_ENGINE must be psyn
 size=$(numfmt --from=iec "${size_arg^^}" 2>/dev/null) || die "FERRY_BENCH_SIZE '$size_arg' is not a size"
 ((size >= 16 << 20 && size % (1 << 20) == 0)) || die "FERRY_BENCH_SIZE must be a whole number of MiB, at least 16M"
 for t in "${targets[@]}"; do
-  case $t in native | bindfs | ferry | ferry-notrack) ;; *) die "unknown target '$t'" ;; esac
+  case $t in native | bindfs | ferry-js | ferry | ferry-notrack) ;; *) die "unknown target '$t'" ;; esac
 done
 [ -d "$base" ] || die "FERRY_BENCH_DIR $base is not a directory"
 [[ $base != *[[:space:]]* ]] || die "FERRY_BENCH_DIR must not contain whitespace"
