@@ -2,7 +2,8 @@
 // Migration benchmark (`npm run bench:migrate`): in one run on one machine,
 //  1. ferry migrate of an idle 1 GiB file vs `cp --sparse=always` between the same directories,
 //  2. the same for a sparse 8 GiB file holding 1 GiB of data,
-//  3. a migration under an fio random-write load through the mount: passes, time, freeze, fio's worst latency.
+//  3. a migration under an fio random-write load through the mount, on the native and on the JS data path:
+//     passes, time, freeze, fio's p99 write latency during the bulk copy and its worst latency.
 // Env: FERRY_BENCH_DIR (scratch dir on the disk under test, default /var/tmp), FERRY_BENCH_SCALE (1 = sizes above).
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -48,9 +49,9 @@ function fill(file, size, dataEvery = 1) {
   fs.fsyncSync(fd);
   fs.closeSync(fd);
 }
-function mount(datastore, mountpoint) {
+function mount(datastore, mountpoint, env = {}) {
   fs.mkdirSync(mountpoint, { recursive: true });
-  ferry('mount', datastore, mountpoint);
+  sh(process.execPath, [cli, 'mount', datastore, mountpoint, '--state-dir', state], { env: { ...process.env, ...env } });
   mounts.push(mountpoint);
 }
 function unmountAll() {
@@ -91,14 +92,15 @@ function idleCase(label, size, dataEvery) {
   return { label, size, allocated, cpSeconds, cpSyncSeconds, ferrySeconds, ratio: cpSeconds / ferrySeconds, syncRatio: cpSyncSeconds / ferrySeconds, downtimeMs: done.downtimeMs, passes: done.passes, destBlocks };
 }
 
-function loadedCase() {
+/** A migration under fio's random writes, with the data path given (native, or JS with FERRY_NATIVE=0). */
+function loadedCase(dataPath) {
   const size = Math.round(GiB * scale);
-  const ds = path.join(work, 'load-ds');
+  const ds = path.join(work, `load-${dataPath}-ds`);
   fs.mkdirSync(path.join(ds, 'vm'), { recursive: true });
   fill(path.join(ds, 'vm', 'disk.img'), size);
-  const mnt = path.join(work, 'load-mnt');
-  mount(ds, mnt);
-  const latLog = path.join(work, 'fio');
+  const mnt = path.join(work, `load-${dataPath}-mnt`);
+  mount(ds, mnt, { FERRY_NATIVE: dataPath === 'js' ? '0' : '1' });
+  const latLog = path.join(work, `fio-${dataPath}`);
   const fio = spawn('fio', [
     '--name=guest', `--filename=${path.join(mnt, 'vm', 'disk.img')}`, '--rw=randwrite', '--bs=4k', '--ioengine=psync', '--direct=1',
     `--size=${size}`, '--time_based', '--runtime=600', `--write_lat_log=${latLog}`, '--log_avg_msec=0', '--output-format=json',
@@ -106,14 +108,17 @@ function loadedCase() {
   const fioStart = Date.now();
   sh('sleep', ['3']);
   let events;
-  const total = seconds(() => (events = migrateJson(path.join(mnt, 'vm'), path.join(work, 'load-dest'))));
+  const total = seconds(() => (events = migrateJson(path.join(mnt, 'vm'), path.join(work, `load-${dataPath}-dest`))));
   sh('sleep', ['2']);
   fio.kill('SIGINT');
   spawnSync('sleep', ['2']);
   const done = events.at(-1);
-  const switchAt = events.find((e) => e.type === 'phase' && e.phase === 'switchover').at - fioStart;
+  const phaseAt = (phase) => events.find((e) => e.type === 'phase' && e.phase === phase).at - fioStart;
+  const switchAt = phaseAt('switchover');
+  const [bulkFrom, bulkTo] = [phaseAt('bulk'), phaseAt('iterate')];
+  const bulkLatencies = [];
   // fio's lat log: msec since fio start, latency in ns, direction, bs, offset.
-  const logFile = fs.readdirSync(work).find((n) => n.startsWith('fio_lat') && n.endsWith('.log'));
+  const logFile = fs.readdirSync(work).find((n) => n.startsWith(`fio-${dataPath}_lat`) && n.endsWith('.log'));
   let maxLatencyMs = 0;
   let maxAroundSwitchMs = 0;
   if (logFile) {
@@ -121,12 +126,15 @@ function loadedCase() {
       const [t, lat] = line.split(',').map(Number);
       if (!Number.isFinite(lat)) continue;
       maxLatencyMs = Math.max(maxLatencyMs, lat / 1e6);
+      if (t >= bulkFrom && t <= bulkTo) bulkLatencies.push(lat / 1e6);
       // fio stamps its log from its own start, a little after the spawn: allow half a second either side.
       if (t >= switchAt - 500 && t <= switchAt + done.downtimeMs + 500) maxAroundSwitchMs = Math.max(maxAroundSwitchMs, lat / 1e6);
     }
   }
   unmountAll();
-  return { size, total, downtimeMs: done.downtimeMs, passes: done.passes, maxLatencyMs, maxAroundSwitchMs };
+  bulkLatencies.sort((a, b) => a - b);
+  const bulkP99Ms = bulkLatencies.length ? bulkLatencies[Math.min(bulkLatencies.length - 1, Math.floor(0.99 * bulkLatencies.length))] : 0;
+  return { dataPath, size, total, downtimeMs: done.downtimeMs, passes: done.passes, maxLatencyMs, maxAroundSwitchMs, bulkP99Ms };
 }
 
 const fmtS = (s) => `${s.toFixed(2)} s`;
@@ -140,10 +148,12 @@ try {
   for (const r of idle) {
     console.log(`| ${r.label} | ${fmtB(r.size)} (${fmtB(r.allocated)}) | ${fmtS(r.cpSeconds)} | ${fmtS(r.cpSyncSeconds)} | ${fmtS(r.ferrySeconds)} | ${r.ratio.toFixed(2)} | ${r.syncRatio.toFixed(2)} | ${r.downtimeMs} ms | ${r.passes} | ${fmtB(r.destBlocks)} |`);
   }
-  const load = loadedCase();
-  console.log('\n| under fio randwrite 4k (psync, direct) | disk | passes | total | freeze (downtime) | fio max latency, whole run | fio max latency around the switch |');
-  console.log('|---|---|---|---|---|---|---|');
-  console.log(`| ferry migrate | ${fmtB(load.size)} | ${load.passes} | ${fmtS(load.total)} | ${load.downtimeMs} ms | ${load.maxLatencyMs.toFixed(1)} ms | ${load.maxAroundSwitchMs.toFixed(1)} ms |`);
+  const loads = [loadedCase('native'), loadedCase('js')];
+  console.log('\n| under fio randwrite 4k (psync, direct) | data path | disk | passes | total | freeze (downtime) | fio p99 write latency during the bulk copy | fio max latency, whole run | fio max latency around the switch |');
+  console.log('|---|---|---|---|---|---|---|---|---|');
+  for (const load of loads) {
+    console.log(`| ferry migrate | ${load.dataPath} | ${fmtB(load.size)} | ${load.passes} | ${fmtS(load.total)} | ${load.downtimeMs} ms | ${load.bulkP99Ms.toFixed(2)} ms | ${load.maxLatencyMs.toFixed(1)} ms | ${load.maxAroundSwitchMs.toFixed(1)} ms |`);
+  }
 } finally {
   unmountAll();
   fs.rmSync(work, { recursive: true, force: true });

@@ -130,6 +130,7 @@ async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
     handles: fsContext.handles,
     state,
     io: Fuse.io,
+    native,
     log,
     running: () => migrations.filter((m) => m.isActive).map((m) => m.options.virtual),
   };

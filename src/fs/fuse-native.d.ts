@@ -58,6 +58,17 @@ declare module 'fuse-native' {
   }
   /** An opaque C object: one file's maps as the native data path sees them. */
   export type NativeFileRef = { readonly __nativeFile: unique symbol };
+  /** An opaque C object: a migration's copy window on one inode (mirror mode). */
+  export type NativeWindowRef = { readonly __nativeWindow: unique symbol };
+  /** Mirror writes the native path made through one window. */
+  export interface NativeWindowStats {
+    ops: number;
+    bytes: number;
+    /** errno of the first failed destination write, 0 if none. */
+    error: number;
+    /** Latency of the latest (up to 1024) mirrored writes, µs, including the wait for in-flight chunks. */
+    samplesUs: number[];
+  }
   /** Counters of the native data path (latency buckets: b counts ops of [2^(b-1), 2^b) µs). */
   export interface FerryDataStats {
     readOps: number;
@@ -70,6 +81,8 @@ declare module 'fuse-native' {
     writeLatencyLog2Us: number[];
     /** Ops the native path handed to JavaScript (frozen path, mirroring, intent not durable, map too small). */
     passedOps: number;
+    /** Guest writes the native path also wrote to a migration's destination (mirror mode). */
+    mirrorOps: number;
     inflight: number;
   }
   /** ferry's native data path (patch 010, ferry-data.c). */
@@ -93,6 +106,12 @@ declare module 'fuse-native' {
     thaw(prefix: string): void;
     drain(cb: () => void): void;
     stats(): FerryDataStats;
+    windowNew(fd: number): NativeWindowRef;
+    windowAttach(file: NativeFileRef, window: NativeWindowRef | null, slot: number): void;
+    /** null: planning (every write is copied again later); arrays: the chunks of the copy, all pending. */
+    windowPlan(window: NativeWindowRef, starts: Float64Array | null, lengths: Float64Array | null): void;
+    windowState(window: NativeWindowRef, index: number, state: 1 | 2): void;
+    windowStats(window: NativeWindowRef): NativeWindowStats;
     readonly MAX_SLOTS: number;
     readonly MAX_HANDLES: number;
   }

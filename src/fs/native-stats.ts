@@ -7,6 +7,7 @@ export interface DataPathStatus {
   readOps: number;
   writeOps: number;
   passedOps: number;
+  mirrorOps: number;
   readBytes: number;
   writeBytes: number;
   errors: number;
@@ -29,7 +30,7 @@ export function quantileUs(buckets: number[], q: number): number {
 }
 
 export function dataPathStatus(native: FerryData | undefined): DataPathStatus {
-  const zero = { readOps: 0, writeOps: 0, passedOps: 0, readBytes: 0, writeBytes: 0, errors: 0, readLatencyP50Us: 0, readLatencyP99Us: 0, writeLatencyP50Us: 0, writeLatencyP99Us: 0 };
+  const zero = { readOps: 0, writeOps: 0, passedOps: 0, mirrorOps: 0, readBytes: 0, writeBytes: 0, errors: 0, readLatencyP50Us: 0, readLatencyP99Us: 0, writeLatencyP50Us: 0, writeLatencyP99Us: 0 };
   if (!native) return { mode: 'js', ...zero };
   const s = native.stats();
   return {
@@ -37,6 +38,7 @@ export function dataPathStatus(native: FerryData | undefined): DataPathStatus {
     readOps: s.readOps,
     writeOps: s.writeOps,
     passedOps: s.passedOps,
+    mirrorOps: s.mirrorOps,
     readBytes: s.readBytes,
     writeBytes: s.writeBytes,
     errors: s.readErrors + s.writeErrors,

@@ -2,7 +2,7 @@ import fsp from 'node:fs/promises';
 import { close, fstat, open } from 'node:fs';
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
-import type { FerryIo } from 'fuse-native';
+import type { FerryData, FerryIo } from 'fuse-native';
 import type { PathMap, Mapping } from '../fs/path-map.js';
 import type { IoGate, Freeze } from '../fs/gate.js';
 import type { HandleTable, Handle } from '../fs/handles.js';
@@ -50,6 +50,8 @@ export interface MountServices {
   handles: HandleTable;
   state: DatastoreState;
   io: FerryIo;
+  /** The native data path, if it serves this mount (copy windows then get a C twin). */
+  native?: FerryData;
   log: Logger;
   /** Virtual paths of migrations still running on this mount. */
   running(): string[];
@@ -484,14 +486,29 @@ export class Migration implements TrackingSession {
   private recordMirror(ms: number, bytes: number): void {
     this.mirroredBytes += bytes;
     this.mirroredWrites++;
+    this.addMirrorSample(ms);
+  }
+
+  private addMirrorSample(ms: number): void {
     if (this.mirrorSamples.length < MAX_SAMPLES) this.mirrorSamples.push(ms);
     else this.mirrorSamples[Math.floor(Math.random() * MAX_SAMPLES)] = ms;
   }
 
+  /** Mirrors made so far: by JS, by C through windows already closed (folded in), and through open ones. */
   private mirrorFigures(): MirrorFigures {
-    const sorted = [...this.mirrorSamples].sort((a, b) => a - b);
+    let mirroredBytes = this.mirroredBytes;
+    let mirroredWrites = this.mirroredWrites;
+    const samples = [...this.mirrorSamples];
+    for (const window of this.windows.values()) {
+      const native = window.nativeStats();
+      if (!native) continue;
+      mirroredBytes += native.bytes;
+      mirroredWrites += native.ops;
+      for (const us of native.samplesUs) samples.push(us / 1000);
+    }
+    const sorted = samples.sort((a, b) => a - b);
     const at = (q: number) => (sorted.length ? Math.round(sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] * 1000) / 1000 : 0);
-    return { mirroredBytes: this.mirroredBytes, mirroredWrites: this.mirroredWrites, mirrorLatencyP50Ms: at(0.5), mirrorLatencyP99Ms: at(0.99) };
+    return { mirroredBytes, mirroredWrites, mirrorLatencyP50Ms: at(0.5), mirrorLatencyP99Ms: at(0.99) };
   }
 
   /** The destination file of a source inode, opened once for mirror writes. */
@@ -499,7 +516,7 @@ export class Migration implements TrackingSession {
     let window = this.windows.get(ino);
     if (!window) {
       const fd = await openFd(this.shadow!.pathOf(ino), 'r+');
-      window = new CopyWindow(fd, (ms, bytes) => this.recordMirror(ms, bytes));
+      window = new CopyWindow(fd, (ms, bytes) => this.recordMirror(ms, bytes), this.mount.native);
       this.windows.set(ino, window);
     }
     return window;
@@ -690,7 +707,7 @@ export class Migration implements TrackingSession {
 
   private async cleanup(): Promise<void> {
     const plan = this.plan!;
-    this.detachAll();
+    await this.detachAll();
     await faultPoint('cleanup');
     if (!this.options.keepSource) await fsp.rm(plan.source, { recursive: true, force: true });
     await this.mount.state.removeJournal(this.id);
@@ -699,7 +716,7 @@ export class Migration implements TrackingSession {
   private async abort(err: unknown): Promise<ErrorEvent> {
     const plan = this.plan!;
     this.emit({ type: 'phase', phase: 'abort' });
-    this.detachAll();
+    await this.detachAll();
     const code = errorCode(err);
     let message = errorMessage(err);
     if (code === 'ENOSPC') message = `the destination ran out of space (${message})`;
@@ -716,11 +733,21 @@ export class Migration implements TrackingSession {
     return event;
   }
 
-  private detachAll(): void {
+  private async detachAll(): Promise<void> {
     for (const file of this.attached) file.detach(this);
     this.attached.clear();
     this.guestBase.clear();
-    for (const window of this.windows.values()) closeQuietly(window.fd);
+    // No write may still be mirroring through a window (in JS or in C) when its fd closes.
+    await this.mount.gate.quiesce();
+    for (const window of this.windows.values()) {
+      const native = window.nativeStats();
+      if (native) {
+        this.mirroredBytes += native.bytes;
+        this.mirroredWrites += native.ops;
+        for (const us of native.samplesUs) this.addMirrorSample(us / 1000);
+      }
+      closeQuietly(window.fd);
+    }
     this.windows.clear();
   }
 }

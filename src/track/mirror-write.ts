@@ -27,7 +27,7 @@ export function mirrorWrites(jobs: MirrorJob[], buf: Buffer, length: number, pos
     const run = () =>
       writeAll(job.window.fd, buf, length, position, (err) => {
         if (err) {
-          job.window.failure ??= err;
+          job.window.fail(err);
           job.map.mark(position, length);
         } else {
           job.window.recordMirror(Number(process.hrtime.bigint() - start) / 1e6, length);

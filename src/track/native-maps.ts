@@ -1,6 +1,7 @@
 import type { FerryData, NativeFileRef } from 'fuse-native';
 import { DirtyMap } from './dirty-map.js';
 import type { LiveMap } from './live-map.js';
+import type { CopyWindow } from './copy-window.js';
 
 /** A fresh file's maps cover this much file data, so that most files never need to grow them. */
 const MIN_COVERED_BYTES = 1 << 30;
@@ -16,6 +17,7 @@ export class NativeMaps {
   private capacityBlocks: number;
   private readonly slots: (NativeLiveMap | undefined)[] = [];
   private intent: { bits: Uint8Array; shift: number } | undefined;
+  private window: CopyWindow | undefined;
 
   constructor(
     private readonly data: FerryData,
@@ -62,9 +64,26 @@ export class NativeMaps {
     return this.data.bytesWritten(this.ref);
   }
 
-  /** While positive, every write to the file takes the JS path (a mirror window is open). */
-  jsWrites(delta: 1 | -1): void {
-    this.data.jsWrites(this.ref, delta);
+  /**
+   * A mirror window decides for `map` from now on: in C when both have a C twin (at most one window per file),
+   * otherwise by sending every write of the file to JS.
+   */
+  openWindow(window: CopyWindow, map: LiveMap): void {
+    if (window.ref && map instanceof NativeLiveMap && !this.window) {
+      this.data.windowAttach(this.ref, window.ref, map.slot);
+      this.window = window;
+    } else {
+      this.data.jsWrites(this.ref, 1);
+    }
+  }
+
+  closeWindow(window: CopyWindow): void {
+    if (this.window === window) {
+      this.data.windowAttach(this.ref, null, 0);
+      this.window = undefined;
+    } else {
+      this.data.jsWrites(this.ref, -1);
+    }
   }
 
   /** A migration logs write intents for this file: native writes wait until JS vouches for their regions. */
@@ -105,7 +124,7 @@ class NativeLiveMap implements LiveMap {
   constructor(
     private readonly owner: NativeMaps,
     private readonly data: FerryData,
-    private readonly slot: number,
+    readonly slot: number,
   ) {
     this.current = this.install(false);
   }

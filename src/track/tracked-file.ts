@@ -111,15 +111,17 @@ export class TrackedFile {
   takeFor(session: TrackingSession, window?: CopyWindow, intent?: IntentLog): DirtyMap {
     const entry = this.sessions.find((s) => s.session === session);
     if (!entry) {
-      // Intents and windows first: no native write may reach the session's map without them.
+      // Intents first: no native write may reach the session's map unlogged. (Before its window opens, a
+      // write only marks the map, which copies it again: always safe.)
       if (intent) this.native?.armIntent(intent.regionBytes);
-      if (window) this.native?.jsWrites(1);
-      this.sessions.push({ session, map: this.newMap(), window, intent });
+      const map = this.newMap();
+      this.sessions.push({ session, map, window, intent });
+      if (window) this.native?.openWindow(window, map);
       return new DirtyMap(this.blockSize);
     }
     if (window && !entry.window) {
-      this.native?.jsWrites(1);
       entry.window = window;
+      this.native?.openWindow(window, entry.map);
     }
     return entry.map.take();
   }
@@ -131,8 +133,8 @@ export class TrackedFile {
   detach(session: TrackingSession): void {
     for (const s of this.sessions) {
       if (s.session !== session) continue;
+      if (s.window) this.native?.closeWindow(s.window);
       s.map.release();
-      if (s.window) this.native?.jsWrites(-1);
     }
     this.sessions = this.sessions.filter((s) => s.session !== session);
     if (!this.sessions.some((s) => s.intent)) this.native?.disarmIntent();

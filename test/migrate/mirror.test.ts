@@ -36,6 +36,10 @@ describe.each(['auto', 'mirror'])('--mode %s with a guest writing faster than th
     expect(run.final).toMatchObject({ type: 'done', mode: 'mirror' });
     expect(run.final!.mirroredWrites).toBeGreaterThan(0);
     expect(run.final!.mirrorLatencyP99Ms).toBeGreaterThanOrEqual(run.final!.mirrorLatencyP50Ms);
+    // On the native path the writer's writes are mirrored in C; with FERRY_NATIVE=0 in JS.
+    const dataPath = (await m.status()).dataPath;
+    if (process.env.FERRY_NATIVE === '0') expect(dataPath.mirrorOps).toBe(0);
+    else expect(dataPath.mirrorOps).toBeGreaterThan(0);
     if (mode === 'auto') {
       const switched = run.events.find((e) => e.type === 'mode');
       expect(switched).toMatchObject({ mode: 'mirror', reason: expect.stringMatching(/faster than the copy|stopped shrinking/) });
