@@ -7,6 +7,7 @@
 // Env: FERRY_BENCH_DIR (scratch dir on the disk under test, default /var/tmp), FERRY_BENCH_SCALE (1 = sizes above).
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import { randomFillSync } from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -36,14 +37,15 @@ function seconds(fn) {
   return Number(process.hrtime.bigint() - t0) / 1e9;
 }
 function fill(file, size, dataEvery = 1) {
-  // Random data in 64 MiB pieces; with dataEvery > 1 only every n-th piece is written (the rest stays a hole).
+  // Random bytes (nothing for cp or ferry to leave as a hole) in 64 MiB pieces; with dataEvery > 1 only every
+  // n-th piece is written (the rest stays a hole).
   const fd = fs.openSync(file, 'w');
   fs.ftruncateSync(fd, size);
   const piece = 64 * MiB;
   const buf = Buffer.alloc(piece);
   for (let at = 0, i = 0; at < size; at += piece, i++) {
     if (i % dataEvery !== 0) continue;
-    for (let j = 0; j < piece; j += 65536) buf.writeUInt32LE((Math.random() * 2 ** 32) >>> 0, j);
+    randomFillSync(buf);
     fs.writeSync(fd, buf, 0, Math.min(piece, size - at), at);
   }
   fs.fsyncSync(fd);
@@ -73,6 +75,7 @@ function idleCase(label, size, dataEvery) {
   fs.mkdirSync(path.join(work, `${label}-cp`));
   dropCaches();
   const cpSeconds = seconds(() => sh('cp', ['--sparse=always', image, path.join(work, `${label}-cp`, 'disk.img')]));
+  const cpBlocks = fs.statSync(path.join(work, `${label}-cp`, 'disk.img')).blocks * 512;
   fs.rmSync(path.join(work, `${label}-cp`), { recursive: true });
   fs.mkdirSync(path.join(work, `${label}-cp`));
   dropCaches();
@@ -85,11 +88,12 @@ function idleCase(label, size, dataEvery) {
   mount(ds, path.join(work, `${label}-mnt`));
   dropCaches();
   let events;
-  const ferrySeconds = seconds(() => (events = migrateJson(path.join(work, `${label}-mnt`, 'vm'), path.join(work, `${label}-dest`))));
+  // --keep-source: cp leaves its source too (deleting 1 GiB takes ~0.7 s here, and is not copying).
+  const ferrySeconds = seconds(() => (events = migrateJson(path.join(work, `${label}-mnt`, 'vm'), path.join(work, `${label}-dest`), ['--keep-source'])));
   const done = events.at(-1);
   const destBlocks = fs.statSync(path.join(work, `${label}-dest`, 'disk.img')).blocks * 512;
   unmountAll();
-  return { label, size, allocated, cpSeconds, cpSyncSeconds, ferrySeconds, ratio: cpSeconds / ferrySeconds, syncRatio: cpSyncSeconds / ferrySeconds, downtimeMs: done.downtimeMs, passes: done.passes, destBlocks };
+  return { label, size, allocated, cpSeconds, cpSyncSeconds, ferrySeconds, ratio: cpSeconds / ferrySeconds, syncRatio: cpSyncSeconds / ferrySeconds, downtimeMs: done.downtimeMs, passes: done.passes, destBlocks, cpBlocks };
 }
 
 /** A migration under fio's random writes, with the data path given (native, or JS with FERRY_NATIVE=0). */
@@ -143,10 +147,10 @@ try {
   const fsType = sh('stat', ['-f', '-c', '%T', work]).trim();
   console.log(`machine: ${os.cpus().length} cores, kernel ${os.release()}, scratch ${work} (${fsType}); caches dropped before each copy`);
   const idle = [idleCase('dense', Math.round(GiB * scale), 1), idleCase('sparse', Math.round(8 * GiB * scale), 8)];
-  console.log('\n| idle file | size (allocated) | cp --sparse=always | cp + sync | ferry migrate (durable) | cp/ferry | (cp + sync)/ferry | freeze | passes | dest allocated |');
+  console.log('\n| idle file | size (allocated) | cp --sparse=always | cp + sync | ferry migrate --keep-source (durable) | cp/ferry | (cp + sync)/ferry | freeze | passes | dest allocated: cp / ferry |');
   console.log('|---|---|---|---|---|---|---|---|---|---|');
   for (const r of idle) {
-    console.log(`| ${r.label} | ${fmtB(r.size)} (${fmtB(r.allocated)}) | ${fmtS(r.cpSeconds)} | ${fmtS(r.cpSyncSeconds)} | ${fmtS(r.ferrySeconds)} | ${r.ratio.toFixed(2)} | ${r.syncRatio.toFixed(2)} | ${r.downtimeMs} ms | ${r.passes} | ${fmtB(r.destBlocks)} |`);
+    console.log(`| ${r.label} | ${fmtB(r.size)} (${fmtB(r.allocated)}) | ${fmtS(r.cpSeconds)} | ${fmtS(r.cpSyncSeconds)} | ${fmtS(r.ferrySeconds)} | ${r.ratio.toFixed(2)} | ${r.syncRatio.toFixed(2)} | ${r.downtimeMs} ms | ${r.passes} | ${fmtB(r.cpBlocks)} / ${fmtB(r.destBlocks)} |`);
   }
   const loads = [loadedCase('native'), loadedCase('js')];
   console.log('\n| under fio randwrite 4k (psync, direct) | data path | disk | passes | total | freeze (downtime) | fio p99 write latency during the bulk copy | fio max latency, whole run | fio max latency around the switch |');
