@@ -79,7 +79,7 @@ declare module 'fuse-native' {
     writeBytes: number;
     writeErrors: number;
     writeLatencyLog2Us: number[];
-    /** Ops the native path handed to JavaScript (frozen path, mirroring, intent not durable, map too small). */
+    /** Ops the native path handed to JavaScript (frozen path, intent not vouched for, map too small). */
     passedOps: number;
     /** Guest writes the native path also wrote to a migration's destination (mirror mode). */
     mirrorOps: number;

@@ -3,7 +3,7 @@ import type { FerryData } from 'fuse-native';
 /** What `ferry status` reports of the data path: which one serves reads and writes, and the native side's figures. */
 export interface DataPathStatus {
   mode: 'native' | 'js';
-  /** Reads and writes answered in C, and those it handed to JavaScript (frozen subtree, mirroring, intent log...). */
+  /** Reads and writes answered in C, and those it handed to JavaScript (frozen subtree, intent not vouched for, map too small). */
   readOps: number;
   writeOps: number;
   passedOps: number;

@@ -165,7 +165,7 @@ export class Migration implements TrackingSession {
   private mirroring: boolean;
   private mirrorPasses = 0;
   private readonly windows = new Map<bigint, CopyWindow>();
-  private readonly mirrorSamples: number[] = [];
+  private mirrorSamples: number[] = [];
   private mirroredBytes = 0;
   private mirroredWrites = 0;
   /** Crash safety: intents logged before writes, progress checkpointed after each pass and every few seconds. */
@@ -486,29 +486,29 @@ export class Migration implements TrackingSession {
   private recordMirror(ms: number, bytes: number): void {
     this.mirroredBytes += bytes;
     this.mirroredWrites++;
-    this.addMirrorSample(ms);
-  }
-
-  private addMirrorSample(ms: number): void {
     if (this.mirrorSamples.length < MAX_SAMPLES) this.mirrorSamples.push(ms);
     else this.mirrorSamples[Math.floor(Math.random() * MAX_SAMPLES)] = ms;
   }
 
   /** Mirrors made so far: by JS, by C through windows already closed (folded in), and through open ones. */
   private mirrorFigures(): MirrorFigures {
-    let mirroredBytes = this.mirroredBytes;
-    let mirroredWrites = this.mirroredWrites;
-    const samples = [...this.mirrorSamples];
+    const { bytes, writes, samples } = this.mirrorTotals();
+    const sorted = samples.sort((a, b) => a - b);
+    const at = (q: number) => (sorted.length ? Math.round(sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] * 1000) / 1000 : 0);
+    return { mirroredBytes: bytes, mirroredWrites: writes, mirrorLatencyP50Ms: at(0.5), mirrorLatencyP99Ms: at(0.99) };
+  }
+
+  /** JS's mirror counts plus what C mirrored through the open windows. */
+  private mirrorTotals(): { bytes: number; writes: number; samples: number[] } {
+    const totals = { bytes: this.mirroredBytes, writes: this.mirroredWrites, samples: [...this.mirrorSamples] };
     for (const window of this.windows.values()) {
       const native = window.nativeStats();
       if (!native) continue;
-      mirroredBytes += native.bytes;
-      mirroredWrites += native.ops;
-      for (const us of native.samplesUs) samples.push(us / 1000);
+      totals.bytes += native.bytes;
+      totals.writes += native.ops;
+      for (const us of native.samplesUs) totals.samples.push(us / 1000);
     }
-    const sorted = samples.sort((a, b) => a - b);
-    const at = (q: number) => (sorted.length ? Math.round(sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] * 1000) / 1000 : 0);
-    return { mirroredBytes, mirroredWrites, mirrorLatencyP50Ms: at(0.5), mirrorLatencyP99Ms: at(0.99) };
+    return totals;
   }
 
   /** The destination file of a source inode, opened once for mirror writes. */
@@ -739,15 +739,12 @@ export class Migration implements TrackingSession {
     this.guestBase.clear();
     // No write may still be mirroring through a window (in JS or in C) when its fd closes.
     await this.mount.gate.quiesce();
-    for (const window of this.windows.values()) {
-      const native = window.nativeStats();
-      if (native) {
-        this.mirroredBytes += native.bytes;
-        this.mirroredWrites += native.ops;
-        for (const us of native.samplesUs) this.addMirrorSample(us / 1000);
-      }
-      closeQuietly(window.fd);
-    }
+    // The windows' C counts are folded into the migration's before the windows go.
+    const totals = this.mirrorTotals();
+    this.mirroredBytes = totals.bytes;
+    this.mirroredWrites = totals.writes;
+    this.mirrorSamples = totals.samples;
+    for (const window of this.windows.values()) closeQuietly(window.fd);
     this.windows.clear();
   }
 }

@@ -38,6 +38,8 @@ describe(`data path (${expectedMode})`, () => {
       expect(status.ops.write).toBeGreaterThanOrEqual(24);
     }
     expect(status.bytesWritten).toBe(data.length);
+    const human = await m.cli(['status', m.mountpoint]);
+    expect(human.stdout).toMatch(expectedMode === 'native' ? /data path: native \(\d+ reads, \d+ writes answered in C/ : /data path: JavaScript \(FERRY_NATIVE=0\)/);
     const report = await m.dirty('disk.img');
     expect(report.extents).toEqual([[0, data.length]]);
   });
