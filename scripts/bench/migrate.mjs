@@ -144,7 +144,7 @@ function loadedCase(dataPath) {
 const fmtS = (s) => `${s.toFixed(2)} s`;
 const fmtB = (b) => (b >= GiB ? `${(b / GiB).toFixed(2)} GiB` : `${(b / MiB).toFixed(1)} MiB`);
 try {
-  const fsType = sh('stat', ['-f', '-c', '%T', work]).trim();
+  const fsType = sh('df', ['--output=fstype', work]).trim().split('\n').at(-1).trim();
   console.log(`machine: ${os.cpus().length} cores, kernel ${os.release()}, scratch ${work} (${fsType}); caches dropped before each copy`);
   const idle = [idleCase('dense', Math.round(GiB * scale), 1), idleCase('sparse', Math.round(8 * GiB * scale), 8)];
   console.log('\n| idle file | size (allocated) | cp --sparse=always | cp + sync | ferry migrate --keep-source (durable) | cp/ferry | (cp + sync)/ferry | freeze | passes | dest allocated: cp / ferry |');

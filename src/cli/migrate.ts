@@ -77,7 +77,7 @@ export function migrateCommand(): Command {
           console.log(`migration ${started.id} of ${inside} started; follow it with \`ferry status ${record.mountpoint}\``);
           return;
         }
-        const progress = flags.json ? undefined : new MigrationProgress(process.stdout.isTTY);
+        const progress = flags.json ? undefined : await MigrationProgress.start(process.stdout.isTTY);
         let cancelling = false;
         process.on('SIGINT', () => {
           if (cancelling) process.exit(130);

@@ -50,6 +50,8 @@ declare module 'fuse-native' {
     lremovexattr(path: string, name: string, cb: (err: number) => void): void;
     seek(fd: number, offset: number, whence: number, cb: (err: number, offset?: number) => void): void;
     copyRange(fdIn: number, offIn: number, fdOut: number, offOut: number, length: number, cb: (err: number, copied?: number) => void): void;
+    /** copyRange into a fresh file: all-zero 4 KiB blocks stay holes (cp --sparse=always); cb gets the bytes read. */
+    copySparse(fdIn: number, offIn: number, fdOut: number, offOut: number, length: number, cb: (err: number, copied?: number) => void): void;
     punchHole(fd: number, offset: number, length: number, cb: (err: number) => void): void;
     readonly SEEK_DATA: number;
     readonly SEEK_HOLE: number;

@@ -1,18 +1,12 @@
-import fs from 'node:fs';
-import { promisify } from 'node:util';
 import type { FerryIo } from 'fuse-native';
 import type { Extent } from '../track/dirty-map.js';
 import type { CopyWindow } from '../track/copy-window.js';
 
-const read = promisify(fs.read);
-const write = promisify(fs.write);
-
 /** 4 MiB pieces: large sequential reads keep the source's readahead busy (1 MiB ran at half the speed here). */
 export const CHUNK_BYTES = 4 << 20;
-/** Requests in flight per file: kernel copies of small dirty extents want many; buffered copies 16 MiB of buffers. */
+/** Requests in flight per file: kernel copies of small dirty extents want many; a fresh copy writes one file sequentially. */
 const IN_FLIGHT_KERNEL = 8;
-const IN_FLIGHT_BUFFERED = 4;
-const ZERO = Buffer.alloc(CHUNK_BYTES);
+const IN_FLIGHT_FRESH = 4;
 const BACKOFF_STEP_MS = 20;
 /** The copy still progresses under constant guest load: at most this pause per chunk. */
 const BACKOFF_MAX_MS = 200;
@@ -26,9 +20,10 @@ function errnoError(err: number, what: string): Error {
 }
 
 /**
- * Copies byte ranges between backing files (never through the mount): 4 MiB chunks, several in flight,
- * an optional rate limit that can change while it runs. Into a fresh file it copies only the source's
- * data segments (SEEK_DATA) and leaves all-zero chunks as holes; otherwise the kernel copies (copy_file_range).
+ * Copies byte ranges between backing files (never through the mount): 4 MiB chunks, several in flight, each
+ * copied in C on the threadpool, with an optional rate limit that can change while it runs. Into a fresh file
+ * it copies only the source's data segments (SEEK_DATA) and leaves all-zero 4 KiB blocks as holes, as
+ * `cp --sparse=always` does; otherwise the kernel copies (copy_file_range).
  */
 export class Mover {
   /** Bytes per second; 0 means unlimited. */
@@ -75,7 +70,6 @@ export class Mover {
       options.onProgress?.(low < chunks.length ? chunks[low][0] : Number.MAX_SAFE_INTEGER);
     };
     const worker = async () => {
-      const buffer = options.sparse ? Buffer.allocUnsafe(CHUNK_BYTES) : ZERO;
       while (next < chunks.length) {
         const index = next++;
         const [offset, length] = chunks[index];
@@ -83,7 +77,7 @@ export class Mover {
         if (options.throttle) await this.throttle(length);
         window?.dispatched(index);
         // Not `moved += await …`: that reads `moved` before the await and loses other workers' counts.
-        const copied = await this.copyChunk(srcFd, dstFd, buffer, offset, length, options.sparse);
+        const copied = await this.copyRange(srcFd, dstFd, offset, length, options.sparse);
         moved += copied;
         this.bytesMoved += copied;
         window?.completed(index);
@@ -91,28 +85,18 @@ export class Mover {
       }
     };
     try {
-      await Promise.all(Array.from({ length: Math.min(options.sparse ? IN_FLIGHT_BUFFERED : IN_FLIGHT_KERNEL, chunks.length) }, worker));
+      await Promise.all(Array.from({ length: Math.min(options.sparse ? IN_FLIGHT_FRESH : IN_FLIGHT_KERNEL, chunks.length) }, worker));
     } finally {
       window?.finish();
     }
     return moved;
   }
 
-  /** Copies one chunk; returns the bytes read. */
-  private async copyChunk(srcFd: number, dstFd: number, buffer: Buffer, offset: number, length: number, sparse: boolean): Promise<number> {
-    if (!sparse) return this.copyRange(srcFd, dstFd, offset, length);
-    const { bytesRead } = await read(srcFd, buffer, 0, length, offset);
-    if (bytesRead === 0 || ZERO.compare(buffer, 0, bytesRead, 0, bytesRead) === 0) return bytesRead;
-    let written = 0;
-    while (written < bytesRead) {
-      written += (await write(dstFd, buffer, written, bytesRead - written, offset + written)).bytesWritten;
-    }
-    return bytesRead;
-  }
-
-  private copyRange(srcFd: number, dstFd: number, offset: number, length: number): Promise<number> {
+  /** Copies one chunk in C on the threadpool; returns the bytes read. */
+  private copyRange(srcFd: number, dstFd: number, offset: number, length: number, sparse: boolean): Promise<number> {
+    const copy = sparse ? this.io.copySparse : this.io.copyRange;
     return new Promise((resolve, reject) =>
-      this.io.copyRange(srcFd, offset, dstFd, offset, length, (err, copied) => (err ? reject(errnoError(err, 'copy')) : resolve(copied!))),
+      copy(srcFd, offset, dstFd, offset, length, (err, copied) => (err ? reject(errnoError(err, 'copy')) : resolve(copied!))),
     );
   }
 

@@ -1,0 +1,95 @@
+import { afterAll, describe, expect, it } from 'vitest';
+import { createRequire } from 'node:module';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import type FuseClass from 'fuse-native';
+
+// Fuse.io.copySparse is the bulk copy of a fresh file (patch 010): real files on the test machine's disk.
+const Fuse = createRequire(import.meta.url)('fuse-native') as typeof FuseClass;
+const io = Fuse.io;
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-copy-sparse-'));
+const KiB = 1024;
+
+afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+function copySparse(fdIn: number, offIn: number, fdOut: number, offOut: number, length: number): Promise<number> {
+  return new Promise((resolve, reject) =>
+    io.copySparse(fdIn, offIn, fdOut, offOut, length, (err, copied) => (err ? reject(Object.assign(new Error(`errno ${-err}`), { errno: err })) : resolve(copied!))),
+  );
+}
+
+/** [offset, end) of each data segment, as SEEK_DATA/SEEK_HOLE report them. */
+function dataSegments(file: string): Promise<[number, number][]> {
+  const fd = fs.openSync(file, 'r');
+  const size = fs.fstatSync(fd).size;
+  const seek = (at: number, whence: number) =>
+    new Promise<number | undefined>((resolve, reject) => io.seek(fd, at, whence, (err, to) => (err === -6 ? resolve(undefined) : err ? reject(new Error(`seek ${err}`)) : resolve(to))));
+  return (async () => {
+    const segments: [number, number][] = [];
+    for (let at = 0; at < size; ) {
+      const start = await seek(at, io.SEEK_DATA);
+      if (start === undefined) break;
+      const end = (await seek(start, io.SEEK_HOLE))!;
+      segments.push([start, end]);
+      at = end;
+    }
+    fs.closeSync(fd);
+    return segments;
+  })();
+}
+
+describe('Fuse.io.copySparse', () => {
+  it('copies the bytes and leaves every all-zero 4 KiB block a hole', async () => {
+    // Data, a zero block, data straddling two pieces of 128 KiB, 200 KiB of zeros, and an unaligned tail.
+    const source = Buffer.alloc(1024 * KiB + 1234);
+    randomBytes(4 * KiB).copy(source, 0);
+    randomBytes(8 * KiB).copy(source, 124 * KiB);
+    randomBytes(10).copy(source, 512 * KiB + 4000);
+    randomBytes(1234).copy(source, 1024 * KiB);
+    const src = path.join(dir, 'src');
+    const dst = path.join(dir, 'dst');
+    fs.writeFileSync(src, source);
+    const fdIn = fs.openSync(src, 'r');
+    const fdOut = fs.openSync(dst, 'w');
+    fs.ftruncateSync(fdOut, source.length);
+    expect(await copySparse(fdIn, 0, fdOut, 0, source.length)).toBe(source.length);
+    fs.closeSync(fdIn);
+    fs.closeSync(fdOut);
+    expect(fs.readFileSync(dst).equals(source)).toBe(true);
+    // The 10 bytes at 512 KiB + 4000 make one block of data; the partial last block is data to the end.
+    expect(await dataSegments(dst)).toEqual([
+      [0, 4 * KiB],
+      [124 * KiB, 132 * KiB],
+      [512 * KiB, 516 * KiB],
+      [1024 * KiB, source.length],
+    ]);
+  });
+
+  it('copies at explicit offsets and stops at the end of the source', async () => {
+    const source = randomBytes(300 * KiB);
+    const src = path.join(dir, 'short');
+    const dst = path.join(dir, 'short-dst');
+    fs.writeFileSync(src, source);
+    const fdIn = fs.openSync(src, 'r');
+    const fdOut = fs.openSync(dst, 'w');
+    // Asks for 1 MiB from 100 KiB: only the 200 KiB the source has are copied, 64 KiB further on.
+    expect(await copySparse(fdIn, 100 * KiB, fdOut, 164 * KiB, 1024 * KiB)).toBe(200 * KiB);
+    fs.closeSync(fdIn);
+    fs.closeSync(fdOut);
+    const copy = fs.readFileSync(dst);
+    expect(copy.length).toBe(364 * KiB);
+    expect(copy.subarray(164 * KiB).equals(source.subarray(100 * KiB))).toBe(true);
+  });
+
+  it('reports the errno of a failed write', async () => {
+    const src = path.join(dir, 'err');
+    fs.writeFileSync(src, randomBytes(8 * KiB));
+    const fdIn = fs.openSync(src, 'r');
+    const readOnly = fs.openSync(src, 'r');
+    await expect(copySparse(fdIn, 0, readOnly, 0, 8 * KiB)).rejects.toMatchObject({ errno: -9 }); // EBADF
+    fs.closeSync(fdIn);
+    fs.closeSync(readOnly);
+  });
+});
