@@ -122,11 +122,27 @@ describe('fuse-native patches', () => {
     expect((await py(`import os; os.removexattr('${inMount('xa')}', 'user.small'); print(os.listxattr('${inMount('xa')}'))`)).stdout.trim()).toBe("['user.big']");
   });
 
+  it('011 worker pool: under 16 concurrent readers no FUSE worker thread ends (libfuse 2.9 ended ~90 a second)', async () => {
+    const { pid } = await m.status();
+    await fsp.writeFile(inMount('pool'), Buffer.alloc(16 << 20, 7));
+    const threads = () => new Set(fs.readdirSync(`/proc/${pid}/task`));
+    const fio = run('fio', ['--name=pool', `--filename=${inMount('pool')}`, '--rw=randread', '--bs=4k', '--numjobs=16', '--thread',
+      '--direct=1', '--ioengine=psync', '--time_based', '--runtime=4', '--size=16M', '--allow_file_create=0', '--output=/dev/null']);
+    await new Promise((r) => setTimeout(r, 1500));
+    const early = threads();
+    await new Promise((r) => setTimeout(r, 2000));
+    const late = threads();
+    expect((await fio).code).toBe(0);
+    expect([...early].filter((tid) => !late.has(tid))).toEqual([]);
+    // The pool's cap (256 workers) plus Node's own threads.
+    expect(late.size).toBeLessThan(300);
+  });
+
   it('008 identity: the daemon logs which addon it loaded, the patched build, and its data path (010)', async () => {
     const log = await fsp.readFile(join(m.stateDir, 'mounts', (await fsp.readdir(join(m.stateDir, 'mounts'))).find((n) => n.endsWith('.log'))!), 'utf8');
     const line = log.split('\n').find((l) => l.includes('loaded fuse-native'))!;
     expect(JSON.parse(line)).toMatchObject({ binding: expect.stringMatching(/node_modules\/fuse-native\/build\/Release\/fuse\.node$/),
-      patchset: 4,
+      patchset: 5,
       dataPath: process.env.FERRY_NATIVE === '0' ? 'js' : 'native',
     });
   });
