@@ -4,8 +4,10 @@
 #   targets  native          the backing directory itself
 #            bindfs          `bindfs <src> <mnt>` with bindfs's default options (the exact command is printed)
 #            ferry-js        `ferry mount` with dirty tracking, on the JavaScript data path (FERRY_NATIVE=0)
-#            ferry           `ferry mount` with dirty tracking (default 64K blocks), on the native data path
+#            ferry           `ferry mount` with dirty tracking (default 64K blocks, 128K read-around), native data path
 #            ferry-notrack   `ferry mount --no-track`, native data path
+#            ferry-noreadaround  `ferry mount --read-around 0`, native data path (not in the default set: a reader
+#                            for like-for-like comparisons with passthroughs that read only what is asked)
 #   jobs     seq write/read 1M (MB/s); 4K randwrite/randread with 1 and with 16 requests in flight
 #            (IOPS, p50/p99 completion latency). psync everywhere; "16 in flight" is numjobs=16 on one file.
 #
@@ -20,7 +22,7 @@
 #   FERRY_BENCH_RUNTIME   seconds per fio job (default 10; 6 jobs x 4 targets, about 5 minutes in all)
 #   FERRY_BENCH_SIZE      file size per target (default 1G; fio/numfmt suffixes K M G)
 #   FERRY_BENCH_QD_ENGINE psync (default: numjobs=16) or libaio (iodepth=16; only async with direct=1)
-#   FERRY_BENCH_TARGETS   subset, e.g. "bindfs ferry" (default: native bindfs ferry-js ferry ferry-notrack)
+#   FERRY_BENCH_TARGETS   subset or extra, e.g. "bindfs ferry" (default: native bindfs ferry-js ferry ferry-notrack)
 #   FERRY_BENCH_KEEP=1    keep the raw fio JSON (its directory is printed); mounts are always removed
 # Caches are dropped (sync; echo 3 > /proc/sys/vm/drop_caches) before every fio run. Every mount made here is
 # removed on exit, pass or fail (a hung FUSE connection is aborted through /sys/fs/fuse/connections).
@@ -55,7 +57,7 @@ case $qd_engine in psync | libaio) ;; *) die "FERRY_BENCH_QD_ENGINE must be psyn
 size=$(numfmt --from=iec "${size_arg^^}" 2>/dev/null) || die "FERRY_BENCH_SIZE '$size_arg' is not a size"
 ((size >= 16 << 20 && size % (1 << 20) == 0)) || die "FERRY_BENCH_SIZE must be a whole number of MiB, at least 16M"
 for t in "${targets[@]}"; do
-  case $t in native | bindfs | ferry-js | ferry | ferry-notrack) ;; *) die "unknown target '$t'" ;; esac
+  case $t in native | bindfs | ferry-js | ferry | ferry-notrack | ferry-noreadaround) ;; *) die "unknown target '$t'" ;; esac
 done
 [ -d "$base" ] || die "FERRY_BENCH_DIR $base is not a directory"
 [[ $base != *[[:space:]]* ]] || die "FERRY_BENCH_DIR must not contain whitespace"
@@ -209,6 +211,7 @@ for t in "${targets[@]}"; do
     ferry-js) kind_of[$t]=ferry label_of[$t]="ferry JS path" ;;
     ferry) kind_of[$t]=ferry label_of[$t]="ferry native" ;;
     ferry-notrack) kind_of[$t]=ferry label_of[$t]="ferry native --no-track" ;;
+    ferry-noreadaround) kind_of[$t]=ferry label_of[$t]="ferry native --read-around 0" ;;
   esac
   if [ "$t" = native ]; then
     mnt_of[$t]="$store/$t"
@@ -238,9 +241,10 @@ for t in "${targets[@]}"; do
       run_bounded 60 bindfs "$store/$t" "$m" || die "bindfs mount failed"
       daemon_pid[$t]=$(pid_of_cmdline bindfs "$store/$t" "$m") || note "cannot find the bindfs process"
       ;;
-    ferry-js | ferry | ferry-notrack)
+    ferry-js | ferry | ferry-notrack | ferry-noreadaround)
       args=(mount "$store/$t" "$m" --state-dir "$state")
       [ "$t" = ferry-notrack ] && args+=(--no-track)
+      [ "$t" = ferry-noreadaround ] && args+=(--read-around 0)
       native=1
       [ "$t" = ferry-js ] && native=0
       ferry_cmds+=("FERRY_NATIVE=$native node dist/cli/main.js ${args[*]}")

@@ -3,11 +3,12 @@ import { fileURLToPath } from 'node:url';
 import { resolve } from 'node:path';
 import { ensureStateDir, mountsDir, stateDirFrom } from '../state/state-dir.js';
 import { mountId } from '../state/registry.js';
-import { parseBlockSize } from '../util/size.js';
+import { parseBlockSize, parseReadAround } from '../util/size.js';
 import { action } from './run.js';
 
 interface MountFlags {
   blockSize: string;
+  readAround: string;
   stateDir?: string;
   foreground?: boolean;
   logLevel: string;
@@ -23,6 +24,7 @@ export function mountCommand(): Command {
     .argument('<datastore>', 'directory holding the VM files')
     .argument('<mountpoint>', 'empty directory to mount on')
     .option('--block-size <size>', 'dirty-tracking granularity, a power of two from 4K to 16M', '64K')
+    .option('--read-around <size>', 'on a read that misses the page cache, fetch this much around it (0: off)', '128K')
     .option('--state-dir <dir>', 'where daemons keep sockets and state (default $FERRY_STATE_DIR or /var/lib/ferry)')
     .option('--foreground', 'stay attached; unmount on SIGINT/SIGTERM')
     .addOption(new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'fatal']).default('info'))
@@ -33,6 +35,7 @@ export function mountCommand(): Command {
     .action(
       action(async (datastore: string, mountpoint: string, flags: MountFlags) => {
         const blockSize = parseBlockSize(flags.blockSize);
+        const readAround = parseReadAround(flags.readAround);
         const stateDir = stateDirFrom(flags.stateDir);
         const logFile = flags.logFile ? resolve(flags.logFile) : undefined;
         if (flags.foreground) {
@@ -41,6 +44,7 @@ export function mountCommand(): Command {
             datastore,
             mountpoint,
             blockSize,
+            readAround,
             stateDir,
             allowOther: !!flags.allowOther,
             track: flags.track,
@@ -53,7 +57,7 @@ export function mountCommand(): Command {
         await ensureStateDir(stateDir);
         const { launchDaemon } = await import('../daemon/launch.js');
         const daemonLog = logFile ?? `${mountsDir(stateDir)}/${mountId(resolve(mountpoint))}.log`;
-        const args = ['mount', resolve(datastore), resolve(mountpoint), '--block-size', String(blockSize), '--state-dir', stateDir];
+        const args = ['mount', resolve(datastore), resolve(mountpoint), '--block-size', String(blockSize), '--read-around', String(readAround), '--state-dir', stateDir];
         args.push('--log-level', flags.logLevel, '--log-format', flags.logFormat, '--log-file', daemonLog);
         if (flags.allowOther) args.push('--allow-other');
         if (!flags.track) args.push('--no-track');

@@ -41,7 +41,7 @@ function printHuman(s: MountStatus): void {
     return;
   }
   console.log(`${s.mountpoint} ← ${s.datastore}`);
-  console.log(`  pid ${s.pid}, up ${Math.round((s.uptimeMs ?? 0) / 1000)} s, block size ${formatBytes(s.blockSize)}`);
+  console.log(`  pid ${s.pid}, up ${Math.round((s.uptimeMs ?? 0) / 1000)} s, block size ${formatBytes(s.blockSize)}, read-around ${s.readAround ? formatBytes(s.readAround) : 'off'}`);
   console.log(`  ${s.totalOps} ops, ${formatBytes(s.bytesRead ?? 0)} read, ${formatBytes(s.bytesWritten ?? 0)} written, ${s.openFiles?.length ?? 0} open file(s)`);
   const d = s.dataPath;
   if (d?.mode === 'native') {

@@ -25,6 +25,7 @@ export interface DaemonOptions {
   datastore: string;
   mountpoint: string;
   blockSize: number;
+  readAround: number;
   stateDir: string;
   allowOther: boolean;
   track: boolean;
@@ -75,7 +76,7 @@ interface Started {
 async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
   const { datastore, mountpoint } = await checkMountPaths(opts.datastore, opts.mountpoint);
   const Fuse = await loadFuse();
-  const native = nativeDataPath(Fuse, opts.blockSize);
+  const native = nativeDataPath(Fuse, opts.blockSize, opts.readAround);
   log.info({ binding: Fuse.BINDING_PATH, patchset: Fuse.FERRY_PATCHSET, dataPath: native ? 'native' : 'js' }, 'loaded fuse-native');
   await ensureStateDir(opts.stateDir);
   for (const other of await listRecords(opts.stateDir)) {
@@ -113,6 +114,7 @@ async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
     pid: process.pid,
     socket: socketPathFor(opts.stateDir, mountpoint),
     blockSize: opts.blockSize,
+    readAround: native ? opts.readAround : 0,
     startedAt: new Date().toISOString(),
     ...(opts.logFile ? { logFile: opts.logFile } : {}),
   };

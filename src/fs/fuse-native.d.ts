@@ -90,6 +90,8 @@ declare module 'fuse-native' {
   /** ferry's native data path (patch 010, ferry-data.c). */
   export interface FerryData {
     enable(blockSize: number): void;
+    /** On a page-cache miss, fetch the aligned `bytes` around a read (0: off; else a power of two, 4 KiB to 16 MiB). */
+    readAround(bytes: number): void;
     newFile(): NativeFileRef;
     /** Zeroed bitmap memory owned by C (8-byte multiple). */
     newMap(bytes: number): ArrayBuffer;

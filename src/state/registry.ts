@@ -14,6 +14,8 @@ export interface MountRecord {
   pid: number;
   socket: string;
   blockSize: number;
+  /** Bytes fetched around a read that misses the page cache (native data path; 0: off). */
+  readAround?: number;
   startedAt: string;
   logFile?: string;
 }

@@ -24,6 +24,15 @@ export function parseBlockSize(input: string): number {
   return bytes;
 }
 
+export function parseReadAround(input: string): number {
+  if (input.trim() === '0') return 0;
+  const bytes = parseSize(input, '--read-around');
+  if ((bytes & (bytes - 1)) !== 0 || bytes < 4096 || bytes > 16 * 1024 * 1024) {
+    throw new UserError(`--read-around: ${input} must be 0 (off) or a power of two from 4K to 16M (e.g. 128K)`);
+  }
+  return bytes;
+}
+
 const UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
 
 export function formatBytes(bytes: number): string {

@@ -58,6 +58,12 @@ describe('ferry mount refuses bad input', () => {
     }
   });
 
+  it('read-around neither 0 nor a power of two from 4K to 16M', async () => {
+    for (const bad of ['3K', '2K', '32M', 'lots', '-1']) {
+      await expectRefused(mount([join(root, 'ds'), join(root, 'mnt'), '--read-around', bad]), /^ferry: --read-around: /);
+    }
+  });
+
   it('a mountpoint that is already a mount', async () => {
     await fsp.mkdir(join(root, 'tmpfs'));
     execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', join(root, 'tmpfs')]);

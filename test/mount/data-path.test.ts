@@ -40,8 +40,40 @@ describe(`data path (${expectedMode})`, () => {
     expect(status.bytesWritten).toBe(data.length);
     const human = await m.cli(['status', m.mountpoint]);
     expect(human.stdout).toMatch(expectedMode === 'native' ? /data path: native \(\d+ reads, \d+ writes answered in C/ : /data path: JavaScript \(FERRY_NATIVE=0\)/);
+    expect(human.stdout).toMatch(expectedMode === 'native' ? /block size 4.00 KiB, read-around 128.0 KiB/ : /block size 4.00 KiB, read-around off/);
     const report = await m.dirty('disk.img');
     expect(report.extents).toEqual([[0, data.length]]);
+  });
+
+  it('a read that misses the page cache fetches the 128 KiB around it (native path; --read-around)', async () => {
+    const MiB = 1 << 20;
+    const data = randomBytes(4 * MiB);
+    const out = fs.openSync(join(m.datastore, 'cold.img'), 'w');
+    fs.writeSync(out, data);
+    fs.fsyncSync(out); // dirty pages cannot be dropped
+    fs.closeSync(out);
+    const resident = async () => {
+      // fincore: bytes of the backing file in the page cache.
+      const r = await run('fincore', ['--bytes', '--raw', '--noheadings', '--output', 'RES', join(m.datastore, 'cold.img')]);
+      expect(r.code).toBe(0);
+      return Number(r.stdout.trim());
+    };
+    // dd's nocache with count=0 drops the whole file from the page cache.
+    expect((await run('dd', [`if=${join(m.datastore, 'cold.img')}`, 'iflag=nocache', 'count=0', 'status=none'])).code).toBe(0);
+    expect(await resident()).toBe(0);
+    const fd = fs.openSync(join(m.mountpoint, 'cold.img'), 'r');
+    const block = Buffer.alloc(4096);
+    expect(fs.readSync(fd, block, 0, block.length, MiB + 8192)).toBe(block.length);
+    fs.closeSync(fd);
+    expect(block.equals(data.subarray(MiB + 8192, MiB + 12288))).toBe(true);
+    let cached = await resident();
+    for (let i = 0; i < 50 && expectedMode === 'native' && cached < 128 * 1024; i++) {
+      await new Promise((r) => setTimeout(r, 20));
+      cached = await resident();
+    }
+    // The JavaScript path has no read-around: the kernel reads a lone random 4 KiB read alone.
+    if (expectedMode === 'native') expect(cached).toBeGreaterThanOrEqual(128 * 1024);
+    else expect(cached).toBeLessThan(128 * 1024);
   });
 
   it('loses no dirty bit while maps are taken under 8 concurrent writers', async () => {
