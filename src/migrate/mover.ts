@@ -77,7 +77,7 @@ export class Mover {
         if (options.throttle) await this.throttle(length);
         window?.dispatched(index);
         // Not `moved += await …`: that reads `moved` before the await and loses other workers' counts.
-        const copied = await this.copyRange(srcFd, dstFd, offset, length, options.sparse);
+        const copied = await this.copyChunk(srcFd, dstFd, offset, length, options.sparse);
         moved += copied;
         this.bytesMoved += copied;
         window?.completed(index);
@@ -93,7 +93,7 @@ export class Mover {
   }
 
   /** Copies one chunk in C on the threadpool; returns the bytes read. */
-  private copyRange(srcFd: number, dstFd: number, offset: number, length: number, sparse: boolean): Promise<number> {
+  private copyChunk(srcFd: number, dstFd: number, offset: number, length: number, sparse: boolean): Promise<number> {
     const copy = sparse ? this.io.copySparse : this.io.copyRange;
     return new Promise((resolve, reject) =>
       copy(srcFd, offset, dstFd, offset, length, (err, copied) => (err ? reject(errnoError(err, 'copy')) : resolve(copied!))),

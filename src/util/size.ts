@@ -15,22 +15,21 @@ export function parseSize(input: string, what: string): number {
   return bytes;
 }
 
-export function parseBlockSize(input: string): number {
-  const bytes = parseSize(input, '--block-size');
-  const isPowerOfTwo = (bytes & (bytes - 1)) === 0;
-  if (!isPowerOfTwo || bytes < 4096 || bytes > 16 * 1024 * 1024) {
-    throw new UserError(`--block-size: ${input} must be a power of two from 4K to 16M (e.g. 64K)`);
+/** A size that must be a power of two from 4 KiB to 16 MiB. */
+function parsePowerOfTwoSize(input: string, flag: string, rule: string): number {
+  const bytes = parseSize(input, flag);
+  if ((bytes & (bytes - 1)) !== 0 || bytes < 4096 || bytes > 16 * 1024 * 1024) {
+    throw new UserError(`${flag}: ${input} must be ${rule}`);
   }
   return bytes;
 }
 
+export function parseBlockSize(input: string): number {
+  return parsePowerOfTwoSize(input, '--block-size', 'a power of two from 4K to 16M (e.g. 64K)');
+}
+
 export function parseReadAround(input: string): number {
-  if (input.trim() === '0') return 0;
-  const bytes = parseSize(input, '--read-around');
-  if ((bytes & (bytes - 1)) !== 0 || bytes < 4096 || bytes > 16 * 1024 * 1024) {
-    throw new UserError(`--read-around: ${input} must be 0 (off) or a power of two from 4K to 16M (e.g. 128K)`);
-  }
-  return bytes;
+  return input.trim() === '0' ? 0 : parsePowerOfTwoSize(input, '--read-around', '0 (off) or a power of two from 4K to 16M (e.g. 128K)');
 }
 
 const UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
