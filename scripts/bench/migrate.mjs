@@ -4,7 +4,8 @@
 //  2. the same for a sparse 8 GiB file holding 1 GiB of data,
 //  3. a migration under an fio random-write load through the mount, on the native and on the JS data path:
 //     passes, time, freeze, fio's p99 write latency during the bulk copy and its worst latency.
-// Env: FERRY_BENCH_DIR (scratch dir on the disk under test, default /var/tmp), FERRY_BENCH_SCALE (1 = sizes above).
+// Env: FERRY_BENCH_DIR (scratch dir on the disk under test, default /var/tmp), FERRY_BENCH_SCALE (1 = sizes above),
+// FERRY_BENCH_REPS (rounds of each idle case, default 5; the table shows the median and the range).
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import { randomFillSync } from 'node:crypto';
@@ -24,12 +25,15 @@ const mounts = [];
 function sh(cmd, args, opts = {}) {
   return execFileSync(cmd, args, { encoding: 'utf8', maxBuffer: 256 * MiB, ...opts });
 }
-function ferry(...args) {
-  return sh(process.execPath, [cli, ...args, '--state-dir', state]);
-}
 function dropCaches() {
   spawnSync('sync');
   fs.writeFileSync('/proc/sys/vm/drop_caches', '3');
+}
+/** Removes a copy, then lets the disk settle: with `-o discard` the freed GiB is trimmed after the next commit. */
+function removeCopy(dir) {
+  fs.rmSync(dir, { recursive: true });
+  spawnSync('sync');
+  spawnSync('sleep', ['2']);
 }
 function seconds(fn) {
   const t0 = process.hrtime.bigint();
@@ -51,49 +55,86 @@ function fill(file, size, dataEvery = 1) {
   fs.fsyncSync(fd);
   fs.closeSync(fd);
 }
-function mount(datastore, mountpoint, env = {}) {
+function mount(datastore, mountpoint, env = {}, stateDir = state) {
   fs.mkdirSync(mountpoint, { recursive: true });
-  sh(process.execPath, [cli, 'mount', datastore, mountpoint, '--state-dir', state], { env: { ...process.env, ...env } });
-  mounts.push(mountpoint);
+  sh(process.execPath, [cli, 'mount', datastore, mountpoint, '--state-dir', stateDir], { env: { ...process.env, ...env } });
+  mounts.push({ mountpoint, stateDir });
 }
 function unmountAll() {
-  for (const mp of mounts.splice(0)) spawnSync(process.execPath, [cli, 'unmount', mp, '--force', '--state-dir', state]);
+  for (const { mountpoint, stateDir } of mounts.splice(0)) {
+    spawnSync(process.execPath, [cli, 'unmount', mountpoint, '--force', '--state-dir', stateDir]);
+  }
 }
-function migrateJson(from, to, extra = []) {
-  const out = ferry('migrate', from, '--to', to, '--json', ...extra);
+function migrateJson(from, to, extra = [], stateDir = state) {
+  const out = sh(process.execPath, [cli, 'migrate', from, '--to', to, '--json', ...extra, '--state-dir', stateDir]);
   return out.trim().split('\n').map((l) => JSON.parse(l));
 }
 
-function idleCase(label, size, dataEvery) {
-  const src = path.join(work, `${label}-src`);
+/** `reps` rounds over the same source file; each round times cp, cp + sync and ferry in alternating order. */
+function idleCase(label, size, dataEvery, reps) {
   const ds = path.join(work, `${label}-ds`);
   fs.mkdirSync(path.join(ds, 'vm'), { recursive: true });
-  fs.mkdirSync(src);
   const image = path.join(ds, 'vm', 'disk.img');
   fill(image, size, dataEvery);
   const allocated = fs.statSync(image).blocks * 512;
-  fs.mkdirSync(path.join(work, `${label}-cp`));
-  dropCaches();
-  const cpSeconds = seconds(() => sh('cp', ['--sparse=always', image, path.join(work, `${label}-cp`, 'disk.img')]));
-  const cpBlocks = fs.statSync(path.join(work, `${label}-cp`, 'disk.img')).blocks * 512;
-  fs.rmSync(path.join(work, `${label}-cp`), { recursive: true });
-  fs.mkdirSync(path.join(work, `${label}-cp`));
-  dropCaches();
-  // ferry's copy is durable before it commits; this is cp made durable too.
-  const cpSyncSeconds = seconds(() => {
-    sh('cp', ['--sparse=always', image, path.join(work, `${label}-cp`, 'disk.img')]);
-    sh('sync', ['-f', path.join(work, `${label}-cp`, 'disk.img')]);
-  });
-  fs.rmSync(path.join(work, `${label}-cp`), { recursive: true });
-  mount(ds, path.join(work, `${label}-mnt`));
-  dropCaches();
-  let events;
-  // --keep-source: cp leaves its source too (deleting 1 GiB takes ~0.7 s here, and is not copying).
-  const ferrySeconds = seconds(() => (events = migrateJson(path.join(work, `${label}-mnt`, 'vm'), path.join(work, `${label}-dest`), ['--keep-source'])));
-  const done = events.at(-1);
-  const destBlocks = fs.statSync(path.join(work, `${label}-dest`, 'disk.img')).blocks * 512;
-  unmountAll();
-  return { label, size, allocated, cpSeconds, cpSyncSeconds, ferrySeconds, ratio: cpSeconds / ferrySeconds, syncRatio: cpSyncSeconds / ferrySeconds, downtimeMs: done.downtimeMs, passes: done.passes, destBlocks, cpBlocks };
+  const cpDir = path.join(work, `${label}-cp`);
+  const timeCp = (sync) => {
+    fs.mkdirSync(cpDir);
+    dropCaches();
+    const s = seconds(() => {
+      sh('cp', ['--sparse=always', image, path.join(cpDir, 'disk.img')]);
+      // ferry's copy is durable before it commits; this is cp made durable too.
+      if (sync) sh('sync', ['-f', path.join(cpDir, 'disk.img')]);
+    });
+    const blocks = fs.statSync(path.join(cpDir, 'disk.img')).blocks * 512;
+    removeCopy(cpDir);
+    return { s, blocks };
+  };
+  const timeFerry = (round) => {
+    // A fresh state dir per round: the same source file is migrated again, as if for the first time.
+    const roundState = `${state}-${label}-${round}`;
+    const mnt = path.join(work, `${label}-mnt`);
+    const dest = path.join(work, `${label}-dest`);
+    mount(ds, mnt, {}, roundState);
+    dropCaches();
+    let events;
+    // --keep-source: cp leaves its source too (deleting 1 GiB takes ~0.7 s here, and is not copying).
+    const s = seconds(() => (events = migrateJson(path.join(mnt, 'vm'), dest, ['--keep-source'], roundState)));
+    const blocks = fs.statSync(path.join(dest, 'disk.img')).blocks * 512;
+    unmountAll();
+    fs.rmSync(roundState, { recursive: true });
+    removeCopy(dest);
+    const done = events.at(-1);
+    return { s, blocks, downtimeMs: done.downtimeMs, passes: done.passes };
+  };
+  const rounds = [];
+  for (let round = 0; round < reps; round++) {
+    // Alternate the order so that a machine getting slower or faster during the run favours neither.
+    if (round % 2 === 0) {
+      const cp = timeCp(false), cpSync = timeCp(true), ferry = timeFerry(round);
+      rounds.push({ cp, cpSync, ferry });
+    } else {
+      const ferry = timeFerry(round), cpSync = timeCp(true), cp = timeCp(false);
+      rounds.push({ cp, cpSync, ferry });
+    }
+  }
+  const median = (xs) => {
+    const s = [...xs].sort((a, b) => a - b);
+    return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+  };
+  const stat = (xs) => ({ median: median(xs), min: Math.min(...xs), max: Math.max(...xs) });
+  return {
+    label, size, allocated, reps,
+    cp: stat(rounds.map((r) => r.cp.s)),
+    cpSync: stat(rounds.map((r) => r.cpSync.s)),
+    ferry: stat(rounds.map((r) => r.ferry.s)),
+    ratio: stat(rounds.map((r) => r.cp.s / r.ferry.s)),
+    syncRatio: stat(rounds.map((r) => r.cpSync.s / r.ferry.s)),
+    downtimeMs: stat(rounds.map((r) => r.ferry.downtimeMs)),
+    passes: stat(rounds.map((r) => r.ferry.passes)),
+    cpBlocks: rounds[0].cp.blocks,
+    destBlocks: Math.max(...rounds.map((r) => r.ferry.blocks)),
+  };
 }
 
 /** A migration under fio's random writes, with the data path given (native, or JS with FERRY_NATIVE=0). */
@@ -146,11 +187,15 @@ const fmtB = (b) => (b >= GiB ? `${(b / GiB).toFixed(2)} GiB` : `${(b / MiB).toF
 try {
   const fsType = sh('df', ['--output=fstype', work]).trim().split('\n').at(-1).trim();
   console.log(`machine: ${os.cpus().length} cores, kernel ${os.release()}, scratch ${work} (${fsType}); caches dropped before each copy`);
-  const idle = [idleCase('dense', Math.round(GiB * scale), 1), idleCase('sparse', Math.round(8 * GiB * scale), 8)];
+  const reps = Number(process.env.FERRY_BENCH_REPS ?? 5);
+  const idle = [idleCase('dense', Math.round(GiB * scale), 1, reps), idleCase('sparse', Math.round(8 * GiB * scale), 8, reps)];
+  console.log(`\nmedian (min–max) of ${reps} rounds`);
   console.log('\n| idle file | size (allocated) | cp --sparse=always | cp + sync | ferry migrate --keep-source (durable) | cp/ferry | (cp + sync)/ferry | freeze | passes | dest allocated: cp / ferry |');
   console.log('|---|---|---|---|---|---|---|---|---|---|');
+  const range = (st, fmt) => `${fmt(st.median)} (${fmt(st.min)}–${fmt(st.max)})`;
+  const ratio = (x) => x.toFixed(2);
   for (const r of idle) {
-    console.log(`| ${r.label} | ${fmtB(r.size)} (${fmtB(r.allocated)}) | ${fmtS(r.cpSeconds)} | ${fmtS(r.cpSyncSeconds)} | ${fmtS(r.ferrySeconds)} | ${r.ratio.toFixed(2)} | ${r.syncRatio.toFixed(2)} | ${r.downtimeMs} ms | ${r.passes} | ${fmtB(r.cpBlocks)} / ${fmtB(r.destBlocks)} |`);
+    console.log(`| ${r.label} | ${fmtB(r.size)} (${fmtB(r.allocated)}) | ${range(r.cp, fmtS)} | ${range(r.cpSync, fmtS)} | ${range(r.ferry, fmtS)} | ${range(r.ratio, ratio)} | ${range(r.syncRatio, ratio)} | ${range(r.downtimeMs, (ms) => `${ms} ms`)} | ${range(r.passes, String)} | ${fmtB(r.cpBlocks)} / ${fmtB(r.destBlocks)} |`);
   }
   const loads = [loadedCase('native'), loadedCase('js')];
   console.log('\n| under fio randwrite 4k (psync, direct) | data path | disk | passes | total | freeze (downtime) | fio p99 write latency during the bulk copy | fio max latency, whole run | fio max latency around the switch |');

@@ -102,6 +102,10 @@ declare module 'fuse-native' {
     jsWrites(file: NativeFileRef, delta: 1 | -1): void;
     intent(file: NativeFileRef, map: ArrayBuffer | null, regionShift: number): void;
     bytesWritten(file: NativeFileRef): number;
+    /** A JS-path write of a windowed file starts: its sequence number, 0 when another write was in flight. */
+    orderBegin(file: NativeFileRef): number;
+    /** It ended: true when no other write started meanwhile (see TrackedFile.beginWrite). */
+    orderEnd(file: NativeFileRef, seq: number): boolean;
     /** false: fh is beyond the native handle table (the handle stays on the JS path). */
     open(fh: number, fd: number, file: NativeFileRef | null): boolean;
     move(fh: number, fd: number): void;

@@ -231,23 +231,25 @@ export function createOps(ctx: FsContext): FuseOps {
         else writeBacking(ticket);
       });
       function writeBacking(ticket: number): void {
+        const file = handle!.file;
+        const order = tracker.beginWrite(file);
         fs.write(handle!.fd, buf, 0, len, pos, (err, bytes) => {
           if (err) {
+            tracker.endWrite(file, order, pos, 0);
             gate.leave(ticket);
             counters.errors++;
             return cb(toErrno(err));
           }
           // Only after the backing write succeeded, and before the op leaves the gate.
           counters.bytesWritten += bytes;
-          const mirrors = tracker.written(handle!.file, pos, bytes);
-          if (!mirrors) {
-            gate.leave(ticket);
-            return cb(bytes);
-          }
-          mirrorWrites(mirrors, buf, bytes, pos, () => {
+          const reply = () => {
+            tracker.endWrite(file, order, pos, bytes);
             gate.leave(ticket);
             cb(bytes);
-          });
+          };
+          const mirrors = tracker.written(file, pos, bytes, order);
+          if (mirrors) mirrorWrites(mirrors, buf, bytes, pos, reply);
+          else reply();
         });
       }
     },

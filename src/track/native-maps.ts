@@ -64,6 +64,15 @@ export class NativeMaps {
     return this.data.bytesWritten(this.ref);
   }
 
+  /** Counts a JS-path write with the C path's writes of this file (see TrackedFile.beginWrite). */
+  orderBegin(): number {
+    return this.data.orderBegin(this.ref);
+  }
+
+  orderEnd(seq: number): boolean {
+    return this.data.orderEnd(this.ref, seq);
+  }
+
   /**
    * A mirror window decides for `map` from now on: in C when both have a C twin (at most one window per file),
    * otherwise by sending every write of the file to JS.

@@ -25,6 +25,14 @@ export interface MirrorJob {
   map: LiveMap;
 }
 
+/** A write between beginWrite and endWrite: the windows it may mirror to, and its place among the file's writes. */
+export interface WriteOrder {
+  readonly windows: readonly CopyWindow[];
+  readonly seq: number;
+}
+
+const UNORDERED: WriteOrder = { windows: [], seq: 0 };
+
 /**
  * What the write path knows about one file: its current path and the blocks written since each map was last taken.
  * With `native`, the maps live where the C data path marks them; this class's logic is the same either way.
@@ -35,6 +43,8 @@ export class TrackedFile {
   private readonly dirtyMap: LiveMap;
   private sessions: SessionEntry[] = [];
   private jsBytes = 0;
+  private orderedInFlight = 0;
+  private orderedSeq = 0;
 
   constructor(
     public path: string,
@@ -70,13 +80,43 @@ export class TrackedFile {
     return waits && Promise.all(waits);
   }
 
+  /**
+   * Right before a write reaches the backing file. Writes to one file run in parallel, so two writes of one block
+   * may reach the source and a mirror in different orders. A write that starts while a window is open counts
+   * itself (with the C path's writes, for a native file); one that overlapped another in time is marked dirty
+   * when it ends (endWrite), so the copier copies the source's bytes again. A window that opened after the write
+   * started gets its blocks marked, not mirrored.
+   */
+  beginWrite(): WriteOrder {
+    const windows = this.sessions.flatMap((s) => (s.window ? [s.window] : []));
+    if (windows.length === 0) return UNORDERED;
+    if (this.native) return { windows, seq: this.native.orderBegin() };
+    const alone = this.orderedInFlight++ === 0;
+    this.orderedSeq++;
+    return { windows, seq: alone ? this.orderedSeq : 0 };
+  }
+
+  /** After the write and its mirrors (length 0: the write failed). */
+  endWrite(order: WriteOrder, offset: number, length: number): void {
+    if (order.windows.length === 0) return;
+    let alone: boolean;
+    if (this.native) {
+      alone = this.native.orderEnd(order.seq);
+    } else {
+      alone = order.seq !== 0 && this.orderedSeq === order.seq;
+      this.orderedInFlight--;
+    }
+    if (alone || length === 0) return;
+    for (const s of this.sessions) s.map.mark(offset, length);
+  }
+
   /** Records a write that reached the backing file; returns the mirror writes it needs, if any. */
-  written(offset: number, length: number): MirrorJob[] | undefined {
+  written(offset: number, length: number, order: WriteOrder = UNORDERED): MirrorJob[] | undefined {
     this.jsBytes += length;
     this.dirtyMap.mark(offset, length);
     let jobs: MirrorJob[] | undefined;
     for (const s of this.sessions) {
-      const fate = s.window ? s.window.fateOf(offset, length) : 'mark';
+      const fate = s.window && order.windows.includes(s.window) ? s.window.fateOf(offset, length) : 'mark';
       if (fate === 'mark') s.map.mark(offset, length);
       else if (fate === 'mirror') (jobs ??= []).push({ window: s.window!, settled: s.window!.settled(offset, length), map: s.map });
     }

@@ -1,5 +1,5 @@
 import type { FerryData } from 'fuse-native';
-import { TrackedFile, type MirrorJob } from './tracked-file.js';
+import { TrackedFile, type MirrorJob, type WriteOrder } from './tracked-file.js';
 import { NativeMaps } from './native-maps.js';
 import { isWithin } from '../util/paths.js';
 
@@ -50,9 +50,19 @@ export class Tracker {
     return this.byPath.get(path);
   }
 
+  /** Right before a write reaches the backing file (see TrackedFile.beginWrite). */
+  beginWrite(file: TrackedFile): WriteOrder | undefined {
+    return this.enabled ? file.beginWrite() : undefined;
+  }
+
   /** Records a successful write; returns the mirror writes the write path must finish before replying. */
-  written(file: TrackedFile, offset: number, length: number): MirrorJob[] | undefined {
-    return this.enabled ? file.written(offset, length) : undefined;
+  written(file: TrackedFile, offset: number, length: number, order: WriteOrder | undefined): MirrorJob[] | undefined {
+    return this.enabled ? file.written(offset, length, order) : undefined;
+  }
+
+  /** After the write and its mirrors (length 0: it failed). */
+  endWrite(file: TrackedFile, order: WriteOrder | undefined, offset: number, length: number): void {
+    if (order) file.endWrite(order, offset, length);
   }
 
   /** A size change dirties the bytes between the two sizes (a shrink zeroes the tail of the new last block). */

@@ -5,6 +5,7 @@ import fsp from 'node:fs/promises';
 import { join } from 'node:path';
 import { mountFerry, type TestMount } from '../helpers/mounts.js';
 import { run } from '../helpers/cli.js';
+import { findMount } from '../../src/util/mounts.js';
 
 let m: TestMount;
 const inMount = (p: string) => join(m.mountpoint, p);
@@ -138,11 +139,30 @@ describe('fuse-native patches', () => {
     expect(late.size).toBeLessThan(300);
   });
 
+  it('013 parallel writes: 8 writers of one file have several writes in flight at once (libfuse 2.9 sends them one at a time)', async () => {
+    await fsp.writeFile(inStore('parallel'), Buffer.alloc(16 << 20, 1));
+    const { minor } = (await findMount(m.mountpoint))!;
+    const connections = '/sys/fs/fuse/connections';
+    const mountedHere = fs.readdirSync(connections).length === 0 && (await run('mount', ['-t', 'fusectl', 'fusectl', connections])).code === 0;
+    try {
+      const fio = run('fio', ['--name=parallel', `--filename=${inMount('parallel')}`, '--rw=randwrite', '--bs=4k', '--numjobs=8', '--thread',
+        '--ioengine=psync', '--time_based', '--runtime=3', '--size=16M', '--allow_file_create=0', '--output=/dev/null']);
+      await new Promise((r) => setTimeout(r, 1000));
+      // Requests the kernel has sent and the daemon not yet answered: with serialized writes, at most one.
+      let most = 0;
+      for (const until = Date.now() + 1000; Date.now() < until; ) most = Math.max(most, Number(await fsp.readFile(`${connections}/${minor}/waiting`, 'utf8')));
+      expect((await fio).code).toBe(0);
+      expect(most).toBeGreaterThanOrEqual(4);
+    } finally {
+      if (mountedHere) await run('umount', [connections]);
+    }
+  });
+
   it('008 identity: the daemon logs which addon it loaded, the patched build, and its data path (010)', async () => {
     const log = await fsp.readFile(join(m.stateDir, 'mounts', (await fsp.readdir(join(m.stateDir, 'mounts'))).find((n) => n.endsWith('.log'))!), 'utf8');
     const line = log.split('\n').find((l) => l.includes('loaded fuse-native'))!;
     expect(JSON.parse(line)).toMatchObject({ binding: expect.stringMatching(/node_modules\/fuse-native\/build\/Release\/fuse\.node$/),
-      patchset: 6,
+      patchset: 7,
       dataPath: process.env.FERRY_NATIVE === '0' ? 'js' : 'native',
     });
   });
