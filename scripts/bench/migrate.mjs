@@ -15,7 +15,16 @@ import { fileURLToPath } from 'node:url';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const cli = path.join(root, 'dist/cli/main.js');
-const scale = Number(process.env.FERRY_BENCH_SCALE ?? 1);
+function positiveEnv(name, fallback, integer) {
+  const value = Number(process.env[name] ?? fallback);
+  if (!(value > 0) || (integer && !Number.isInteger(value))) {
+    console.error(`bench:migrate: ${name} must be a positive ${integer ? 'whole number' : 'number'}, not '${process.env[name]}'`);
+    process.exit(2);
+  }
+  return value;
+}
+const scale = positiveEnv('FERRY_BENCH_SCALE', 1, false);
+const reps = positiveEnv('FERRY_BENCH_REPS', 5, true);
 const GiB = 1024 ** 3;
 const MiB = 1024 ** 2;
 const work = fs.mkdtempSync(path.join(process.env.FERRY_BENCH_DIR ?? '/var/tmp', 'ferry-bench-'));
@@ -187,7 +196,6 @@ const fmtB = (b) => (b >= GiB ? `${(b / GiB).toFixed(2)} GiB` : `${(b / MiB).toF
 try {
   const fsType = sh('df', ['--output=fstype', work]).trim().split('\n').at(-1).trim();
   console.log(`machine: ${os.cpus().length} cores, kernel ${os.release()}, scratch ${work} (${fsType}); caches dropped before each copy`);
-  const reps = Number(process.env.FERRY_BENCH_REPS ?? 5);
   const idle = [idleCase('dense', Math.round(GiB * scale), 1, reps), idleCase('sparse', Math.round(8 * GiB * scale), 8, reps)];
   console.log(`\nmedian (min–max) of ${reps} rounds`);
   console.log('\n| idle file | size (allocated) | cp --sparse=always | cp + sync | ferry migrate --keep-source (durable) | cp/ferry | (cp + sync)/ferry | freeze | passes | dest allocated: cp / ferry |');

@@ -88,8 +88,9 @@ export class TrackedFile {
    * started gets its blocks marked, not mirrored.
    */
   beginWrite(): WriteOrder {
+    // Every JS-path write comes here: allocate only when a window is open.
+    if (!this.sessions.some((s) => s.window)) return UNORDERED;
     const windows = this.sessions.flatMap((s) => (s.window ? [s.window] : []));
-    if (windows.length === 0) return UNORDERED;
     if (this.native) return { windows, seq: this.native.orderBegin() };
     const alone = this.orderedInFlight++ === 0;
     this.orderedSeq++;
