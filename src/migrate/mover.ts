@@ -28,7 +28,8 @@ function errnoError(err: number, what: string): Error {
  * Copies byte ranges between backing files (never through the mount): 4 MiB chunks, each copied in C on the
  * threadpool, with an optional rate limit that can change while it runs. Into a fresh file it copies only the
  * source's data segments (SEEK_DATA), one chunk after the other, and leaves all-zero 4 KiB blocks as holes, as
- * `cp --sparse=always` does; otherwise the kernel copies (copy_file_range), several chunks in flight.
+ * `cp --sparse=always` does, writing behind (a few MiB unwritten at most, so the pass's fsync does not flood the
+ * disk the guest uses); otherwise the kernel copies (copy_file_range), several chunks in flight.
  */
 export class Mover {
   /** Bytes per second; 0 means unlimited. */
