@@ -27,12 +27,6 @@ if ((${#missing[@]})); then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 [ -e /dev/fuse ] || modprobe fuse 2>/dev/null || true
-# FUSE over io_uring (Linux 6.14+) is built in but off by default; ferry mounts use it where it is on.
-uring=/sys/module/fuse/parameters/enable_uring
-if [ -w "$uring" ] && [ "$(cat "$uring")" = N ]; then
-  echo "setup: turning on FUSE over io_uring (fuse.enable_uring=Y)"
-  echo Y > "$uring"
-fi
 
 stamp_file=node_modules/.ferry-setup-stamp
 stamp=$( (node --version; cat package-lock.json; cat patches/* scripts/build-native.mjs) | sha256sum | cut -d' ' -f1)

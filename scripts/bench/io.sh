@@ -1,12 +1,10 @@
 #!/usr/bin/env bash
-# I/O benchmark: fio over several targets on the same scratch filesystem, in one run, printed as a markdown table.
+# I/O benchmark: fio over four targets on the same scratch filesystem, in one run, printed as a markdown table.
 #
 #   targets  native          the backing directory itself
 #            bindfs          `bindfs <src> <mnt>` with bindfs's default options (the exact command is printed)
 #            ferry-js        `ferry mount` with dirty tracking, on the JavaScript data path (FERRY_NATIVE=0)
-#            ferry           `ferry mount` with dirty tracking (default 64K blocks, 128K read-around), native data path,
-#                            requests through FUSE over io_uring where the kernel offers it
-#            ferry-devfuse   the same with `--no-io-uring`: requests through read(2) on /dev/fuse
+#            ferry           `ferry mount` with dirty tracking (default 64K blocks, 128K read-around), native data path
 #            ferry-notrack   `ferry mount --no-track`, native data path
 #            ferry-noreadaround  `ferry mount --read-around 0`, native data path (not in the default set: a reader
 #                            for like-for-like comparisons with passthroughs that read only what is asked)
@@ -21,10 +19,10 @@
 #   FERRY_BENCH_DIR       parent of the scratch directory (default /var/tmp; the root disk, not a tmpfs)
 #   FERRY_BENCH_TMPFS=1   mount a tmpfs inside the scratch directory and keep the backing files there
 #   FERRY_BENCH_DIRECT=1  direct=1 (checked on every target first; a target without O_DIRECT is skipped)
-#   FERRY_BENCH_RUNTIME   seconds per fio job (default 10; 6 jobs x 6 targets, about 7 minutes in all)
+#   FERRY_BENCH_RUNTIME   seconds per fio job (default 10; 6 jobs x 4 targets, about 5 minutes in all)
 #   FERRY_BENCH_SIZE      file size per target (default 1G; fio/numfmt suffixes K M G)
 #   FERRY_BENCH_QD_ENGINE psync (default: numjobs=16) or libaio (iodepth=16; only async with direct=1)
-#   FERRY_BENCH_TARGETS   subset or extra, e.g. "bindfs ferry" (default: native bindfs ferry-js ferry ferry-devfuse ferry-notrack)
+#   FERRY_BENCH_TARGETS   subset or extra, e.g. "bindfs ferry" (default: native bindfs ferry-js ferry ferry-notrack)
 #   FERRY_BENCH_KEEP=1    keep the raw fio JSON (its directory is printed); mounts are always removed
 # Caches are dropped (sync; echo 3 > /proc/sys/vm/drop_caches) before every fio run. Every mount made here is
 # removed on exit, pass or fail (a hung FUSE connection is aborted through /sys/fs/fuse/connections).
@@ -40,7 +38,7 @@ direct=${FERRY_BENCH_DIRECT:-0}
 use_tmpfs=${FERRY_BENCH_TMPFS:-0}
 base=${FERRY_BENCH_DIR:-/var/tmp}
 qd_engine=${FERRY_BENCH_QD_ENGINE:-psync}
-targets=(${FERRY_BENCH_TARGETS:-native bindfs ferry-js ferry ferry-devfuse ferry-notrack})
+targets=(${FERRY_BENCH_TARGETS:-native bindfs ferry-js ferry ferry-notrack})
 keep=${FERRY_BENCH_KEEP:-0}
 
 die() { echo "bench: $*" >&2; exit 2; }
@@ -59,7 +57,7 @@ case $qd_engine in psync | libaio) ;; *) die "FERRY_BENCH_QD_ENGINE must be psyn
 size=$(numfmt --from=iec "${size_arg^^}" 2>/dev/null) || die "FERRY_BENCH_SIZE '$size_arg' is not a size"
 ((size >= 16 << 20 && size % (1 << 20) == 0)) || die "FERRY_BENCH_SIZE must be a whole number of MiB, at least 16M"
 for t in "${targets[@]}"; do
-  case $t in native | bindfs | ferry-js | ferry | ferry-devfuse | ferry-notrack | ferry-noreadaround) ;; *) die "unknown target '$t'" ;; esac
+  case $t in native | bindfs | ferry-js | ferry | ferry-notrack | ferry-noreadaround) ;; *) die "unknown target '$t'" ;; esac
 done
 [ -d "$base" ] || die "FERRY_BENCH_DIR $base is not a directory"
 [[ $base != *[[:space:]]* ]] || die "FERRY_BENCH_DIR must not contain whitespace"
@@ -212,7 +210,6 @@ for t in "${targets[@]}"; do
     bindfs) kind_of[$t]=bindfs label_of[$t]="bindfs" ;;
     ferry-js) kind_of[$t]=ferry label_of[$t]="ferry JS path" ;;
     ferry) kind_of[$t]=ferry label_of[$t]="ferry native" ;;
-    ferry-devfuse) kind_of[$t]=ferry label_of[$t]="ferry native --no-io-uring" ;;
     ferry-notrack) kind_of[$t]=ferry label_of[$t]="ferry native --no-track" ;;
     ferry-noreadaround) kind_of[$t]=ferry label_of[$t]="ferry native --read-around 0" ;;
   esac
@@ -244,9 +241,8 @@ for t in "${targets[@]}"; do
       run_bounded 60 bindfs "$store/$t" "$m" || die "bindfs mount failed"
       daemon_pid[$t]=$(pid_of_cmdline bindfs "$store/$t" "$m") || note "cannot find the bindfs process"
       ;;
-    ferry-js | ferry | ferry-devfuse | ferry-notrack | ferry-noreadaround)
+    ferry-js | ferry | ferry-notrack | ferry-noreadaround)
       args=(mount "$store/$t" "$m" --state-dir "$state")
-      [ "$t" = ferry-devfuse ] && args+=(--no-io-uring)
       [ "$t" = ferry-notrack ] && args+=(--no-track)
       [ "$t" = ferry-noreadaround ] && args+=(--read-around 0)
       native=1
@@ -388,8 +384,6 @@ echo "- versions: $(fio --version), bindfs $(bindfs --version 2>&1 | awk '{print
 echo "- I/O: $([ "$direct" = 1 ] && echo 'O_DIRECT (direct=1)' || echo 'buffered (direct=0)'); 16 in flight = $qd16_desc; one $(numfmt --to=iec "$size") file per target, laid out beforehand"
 [ -z "$bindfs_cmd" ] || echo "- bindfs: \`$bindfs_cmd\` (default options: single-threaded, O_DIRECT not forwarded, xattrs mirrored)"
 for c in "${ferry_cmds[@]}"; do echo "- ferry: \`$c\`"; done
-uring=/sys/module/fuse/parameters/enable_uring
-echo "- FUSE over io_uring in this kernel: $([ -e $uring ] && echo "enable_uring=$(cat $uring)" || echo 'absent') (\`ferry native\` uses it when Y)"
 echo "- fio, per job and target (caches dropped before each run):"
 echo '  ```'
 for j in "${jobs[@]}"; do

@@ -16,7 +16,6 @@ interface MountFlags {
   logFormat: 'json' | 'pretty';
   allowOther?: boolean;
   track: boolean;
-  ioUring: boolean;
 }
 
 export function mountCommand(): Command {
@@ -32,14 +31,12 @@ export function mountCommand(): Command {
     .option('--log-file <file>', 'write logs here (default: stderr in the foreground, <state-dir>/mounts/<id>.log in the background)')
     .addOption(new Option('--log-format <format>', 'json for machines, pretty for people').choices(['json', 'pretty']).default('json'))
     .option('--allow-other', 'let other users in, with kernel permission checks (default_permissions)')
-    .option('--no-io-uring', 'take requests through read(2) on /dev/fuse even where the kernel offers FUSE over io_uring (or FERRY_IO_URING=0)')
     .option('--no-track', 'do not record dirty blocks (for benchmarks only: a migration needs tracking)')
     .action(
       action(async (datastore: string, mountpoint: string, flags: MountFlags) => {
         const blockSize = parseBlockSize(flags.blockSize);
         const readAround = parseReadAround(flags.readAround);
         const stateDir = stateDirFrom(flags.stateDir);
-        const ioUring = flags.ioUring && process.env.FERRY_IO_URING !== '0';
         const logFile = flags.logFile ? resolve(flags.logFile) : undefined;
         if (flags.foreground) {
           const { runDaemon } = await import('../daemon/main.js');
@@ -48,7 +45,6 @@ export function mountCommand(): Command {
             mountpoint,
             blockSize,
             readAround,
-            ioUring,
             stateDir,
             allowOther: !!flags.allowOther,
             track: flags.track,
@@ -65,7 +61,6 @@ export function mountCommand(): Command {
         args.push('--log-level', flags.logLevel, '--log-format', flags.logFormat, '--log-file', daemonLog);
         if (flags.allowOther) args.push('--allow-other');
         if (!flags.track) args.push('--no-track');
-        if (!ioUring) args.push('--no-io-uring');
         await launchDaemon(fileURLToPath(new URL('./main.js', import.meta.url)), args, resolve(mountpoint), daemonLog);
       }),
     );

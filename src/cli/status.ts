@@ -5,7 +5,7 @@ import { isAlive, listRecords, type MountRecord } from '../state/registry.js';
 import { formatBytes } from '../util/size.js';
 import { locate } from './locate.js';
 import { action, printJson } from './run.js';
-import type { DataPathStatus, TransportStatus } from '../fs/native-stats.js';
+import type { DataPathStatus } from '../fs/native-stats.js';
 
 interface MountStatus extends MountRecord {
   state: 'running' | 'dead' | 'unresponsive';
@@ -16,7 +16,6 @@ interface MountStatus extends MountRecord {
   dirtyBytes?: number;
   openFiles?: unknown[];
   dataPath?: DataPathStatus;
-  transport?: TransportStatus;
   trackedFiles?: { path: string; size: number; dirtyBytes: number }[];
   migrations?: { id: string; path: string; destination: string; phase: string; running: boolean; interrupted?: boolean; passes: number; result?: { type: string; downtimeMs?: number; message?: string } }[];
 }
@@ -44,9 +43,6 @@ function printHuman(s: MountStatus): void {
   console.log(`${s.mountpoint} ← ${s.datastore}`);
   console.log(`  pid ${s.pid}, up ${Math.round((s.uptimeMs ?? 0) / 1000)} s, block size ${formatBytes(s.blockSize)}, read-around ${s.readAround ? formatBytes(s.readAround) : 'off'}`);
   console.log(`  ${s.totalOps} ops, ${formatBytes(s.bytesRead ?? 0)} read, ${formatBytes(s.bytesWritten ?? 0)} written, ${s.openFiles?.length ?? 0} open file(s)`);
-  const t = s.transport;
-  if (t?.kind === 'io_uring') console.log(`  requests: FUSE over io_uring (${t.ringEntries} ring entries, ${t.ringRequests} requests through them)`);
-  else if (t) console.log('  requests: read(2) on /dev/fuse');
   const d = s.dataPath;
   if (d?.mode === 'native') {
     console.log(`  data path: native (${d.readOps} reads, ${d.writeOps} writes answered in C, ${d.passedOps} handed to JS; write latency p50 ≤${d.writeLatencyP50Us} µs, p99 ≤${d.writeLatencyP99Us} µs)`);

@@ -6,14 +6,13 @@ import type { MountRecord } from '../state/registry.js';
 import { errnoCode } from '../util/user-error.js';
 import type { Migration } from '../migrate/engine.js';
 import { summarize, virtualParam } from './migration-handlers.js';
-import { dataPathStatus, type TransportStatus } from '../fs/native-stats.js';
+import { dataPathStatus } from '../fs/native-stats.js';
 
 export interface DaemonView {
   record: MountRecord;
   fs: FsContext;
   startedAtMs: number;
   migrations: Migration[];
-  transport(): TransportStatus;
   shutdown(reason: string): void;
 }
 
@@ -49,7 +48,6 @@ export function controlHandlers(view: DaemonView): Record<string, Handler> {
         ...view.record,
         uptimeMs: Date.now() - view.startedAtMs,
         tracking: fs.tracker.enabled,
-        transport: view.transport(),
         dataPath,
         ops,
         totalOps: fs.counters.totalOps + dataPath.readOps + dataPath.writeOps,

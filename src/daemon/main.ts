@@ -14,7 +14,6 @@ import { lazyUnmount } from '../util/mounts.js';
 import { UserError, errorMessage } from '../util/user-error.js';
 import { checkMountPaths } from './preflight.js';
 import { controlHandlers } from './control-handlers.js';
-import { transportStatus } from '../fs/native-stats.js';
 import { createLogger, type LogFormat } from './logger.js';
 import { startWatchdog } from './watchdog.js';
 import { migrationHandlers } from './migration-handlers.js';
@@ -27,7 +26,6 @@ export interface DaemonOptions {
   mountpoint: string;
   blockSize: number;
   readAround: number;
-  ioUring: boolean;
   stateDir: string;
   allowOther: boolean;
   track: boolean;
@@ -104,7 +102,6 @@ async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
     io: Fuse.io,
     native,
   };
-  Fuse.ioUring(opts.ioUring);
   const fuse = new Fuse(mountpoint, createOps(fsContext), { timeout: false, mountOptions: mountOptions(opts) });
   await new Promise<void>((resolve, reject) => {
     fuse.mount((err) => (err ? reject(new UserError(`cannot mount ${mountpoint}: ${err.message}`, 1)) : resolve()));
@@ -160,7 +157,7 @@ async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
   };
 
   const handlers = {
-    ...controlHandlers({ record, fs: fsContext, startedAtMs: Date.now(), shutdown, migrations, transport: () => transportStatus(Fuse.ioUringStats()) }),
+    ...controlHandlers({ record, fs: fsContext, startedAtMs: Date.now(), shutdown, migrations }),
     ...migrationHandlers(services, migrations),
   };
   const control = new ControlServer(handlers, log);

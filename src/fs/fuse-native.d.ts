@@ -129,10 +129,6 @@ declare module 'fuse-native' {
     unmount(cb: (err: Error | null) => void): void;
     static unmount(mnt: string, cb: (err: Error | null) => void): void;
     static readonly FERRY_PATCHSET: number | undefined;
-    /** Whether the next mount takes the kernel's FUSE-over-io_uring offer (patch 015). */
-    static ioUring(on: boolean): void;
-    /** Ring entries serving requests now, and requests answered through them since the process started. */
-    static ioUringStats(): { entries: number; requests: number };
     static readonly io: FerryIo;
     static readonly data: FerryData;
     static readonly BINDING_PATH: string;

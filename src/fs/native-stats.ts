@@ -17,17 +17,6 @@ export interface DataPathStatus {
   writeLatencyP99Us: number;
 }
 
-/** How requests reach the daemon: FUSE over io_uring once its rings serve, else read(2) on /dev/fuse. */
-export interface TransportStatus {
-  kind: 'io_uring' | '/dev/fuse';
-  ringEntries: number;
-  ringRequests: number;
-}
-
-export function transportStatus(stats: { entries: number; requests: number }): TransportStatus {
-  return { kind: stats.entries > 0 ? 'io_uring' : '/dev/fuse', ringEntries: stats.entries, ringRequests: stats.requests };
-}
-
 /** The upper bound (µs) of the log2 bucket holding the q-quantile. */
 export function quantileUs(buckets: number[], q: number): number {
   const total = buckets.reduce((a, b) => a + b, 0);

@@ -158,37 +158,11 @@ describe('fuse-native patches', () => {
     }
   });
 
-  it('015 io_uring: requests come through the kernel\'s rings where it offers them; --no-io-uring keeps /dev/fuse', async () => {
-    // setup turns the kernel's switch on wherever the kernel has it (Linux 6.14+ built with FUSE_IO_URING).
-    const param = '/sys/module/fuse/parameters/enable_uring';
-    const offered = fs.existsSync(param);
-    if (offered) expect(fs.readFileSync(param, 'utf8').trim()).toBe('Y');
-    // `npm test`'s second pass keeps /dev/fuse (FERRY_IO_URING=0), so that both transports run the suite.
-    const taken = offered && process.env.FERRY_IO_URING !== '0';
-    const data = Buffer.alloc(1 << 20, 5);
-    const before = (await m.status()).transport.ringRequests;
-    await fsp.writeFile(inMount('ring'), data);
-    expect((await fsp.readFile(inMount('ring'))).equals(data)).toBe(true);
-    const after = (await m.status()).transport;
-    expect(after.kind).toBe(taken ? 'io_uring' : '/dev/fuse');
-    // At least the 8 writes of 128 KiB and the 8 reads, besides lookups, opens and flushes.
-    if (taken) expect(after.ringRequests - before).toBeGreaterThanOrEqual(16);
-
-    const plain = await mountFerry({ args: ['--no-io-uring'] });
-    try {
-      await fsp.writeFile(join(plain.mountpoint, 'plain'), data);
-      expect((await fsp.readFile(join(plain.mountpoint, 'plain'))).equals(data)).toBe(true);
-      expect((await plain.status()).transport).toEqual({ kind: '/dev/fuse', ringEntries: 0, ringRequests: 0 });
-    } finally {
-      await plain.stop();
-    }
-  });
-
   it('008 identity: the daemon logs which addon it loaded, the patched build, and its data path (010)', async () => {
     const log = await fsp.readFile(join(m.stateDir, 'mounts', (await fsp.readdir(join(m.stateDir, 'mounts'))).find((n) => n.endsWith('.log'))!), 'utf8');
     const line = log.split('\n').find((l) => l.includes('loaded fuse-native'))!;
     expect(JSON.parse(line)).toMatchObject({ binding: expect.stringMatching(/node_modules\/fuse-native\/build\/Release\/fuse\.node$/),
-      patchset: 9,
+      patchset: 8,
       dataPath: process.env.FERRY_NATIVE === '0' ? 'js' : 'native',
     });
   });
