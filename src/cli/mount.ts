@@ -4,11 +4,13 @@ import { resolve } from 'node:path';
 import { ensureStateDir, mountsDir, stateDirFrom } from '../state/state-dir.js';
 import { mountId } from '../state/registry.js';
 import { parseBlockSize, parseReadAround } from '../util/size.js';
+import { parseBusyPoll } from '../util/duration.js';
 import { action } from './run.js';
 
 interface MountFlags {
   blockSize: string;
   readAround: string;
+  busyPoll: string;
   stateDir?: string;
   foreground?: boolean;
   logLevel: string;
@@ -25,6 +27,7 @@ export function mountCommand(): Command {
     .argument('<mountpoint>', 'empty directory to mount on')
     .option('--block-size <size>', 'dirty-tracking granularity, a power of two from 4K to 16M', '64K')
     .option('--read-around <size>', 'on a read that misses the page cache, fetch this much around it (0: off)', '128K')
+    .option('--busy-poll <duration>', 'after answering a short request, watch for the next one this long before sleeping (0: off)', '50us')
     .option('--state-dir <dir>', 'where daemons keep sockets and state (default $FERRY_STATE_DIR or /var/lib/ferry)')
     .option('--foreground', 'stay attached; unmount on SIGINT/SIGTERM')
     .addOption(new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'fatal']).default('info'))
@@ -36,6 +39,7 @@ export function mountCommand(): Command {
       action(async (datastore: string, mountpoint: string, flags: MountFlags) => {
         const blockSize = parseBlockSize(flags.blockSize);
         const readAround = parseReadAround(flags.readAround);
+        const busyPollNs = parseBusyPoll(flags.busyPoll);
         const stateDir = stateDirFrom(flags.stateDir);
         const logFile = flags.logFile ? resolve(flags.logFile) : undefined;
         if (flags.foreground) {
@@ -45,6 +49,7 @@ export function mountCommand(): Command {
             mountpoint,
             blockSize,
             readAround,
+            busyPollNs,
             stateDir,
             allowOther: !!flags.allowOther,
             track: flags.track,
@@ -57,7 +62,7 @@ export function mountCommand(): Command {
         await ensureStateDir(stateDir);
         const { launchDaemon } = await import('../daemon/launch.js');
         const daemonLog = logFile ?? `${mountsDir(stateDir)}/${mountId(resolve(mountpoint))}.log`;
-        const args = ['mount', resolve(datastore), resolve(mountpoint), '--block-size', String(blockSize), '--read-around', String(readAround), '--state-dir', stateDir];
+        const args = ['mount', resolve(datastore), resolve(mountpoint), '--block-size', String(blockSize), '--read-around', String(readAround), '--busy-poll', busyPollNs === 0 ? '0' : `${busyPollNs}ns`, '--state-dir', stateDir];
         args.push('--log-level', flags.logLevel, '--log-format', flags.logFormat, '--log-file', daemonLog);
         if (flags.allowOther) args.push('--allow-other');
         if (!flags.track) args.push('--no-track');

@@ -41,11 +41,11 @@ function printHuman(s: MountStatus): void {
     return;
   }
   console.log(`${s.mountpoint} ← ${s.datastore}`);
-  console.log(`  pid ${s.pid}, up ${Math.round((s.uptimeMs ?? 0) / 1000)} s, block size ${formatBytes(s.blockSize)}, read-around ${s.readAround ? formatBytes(s.readAround) : 'off'}`);
+  console.log(`  pid ${s.pid}, up ${Math.round((s.uptimeMs ?? 0) / 1000)} s, block size ${formatBytes(s.blockSize)}, read-around ${s.readAround ? formatBytes(s.readAround) : 'off'}, busy poll ${s.busyPollNs ? `${s.busyPollNs / 1000} µs` : 'off'}`);
   console.log(`  ${s.totalOps} ops, ${formatBytes(s.bytesRead ?? 0)} read, ${formatBytes(s.bytesWritten ?? 0)} written, ${s.openFiles?.length ?? 0} open file(s)`);
   const d = s.dataPath;
   if (d?.mode === 'native') {
-    console.log(`  data path: native (${d.readOps} reads, ${d.writeOps} writes answered in C, ${d.passedOps} handed to JS; write latency p50 ≤${d.writeLatencyP50Us} µs, p99 ≤${d.writeLatencyP99Us} µs)`);
+    console.log(`  data path: native (${d.readOps} reads, ${d.writeOps} writes answered in C, ${d.passedOps} handed to JS; ${d.pollCaught} requests caught by polling, ${d.pollVain} polls in vain; write latency p50 ≤${d.writeLatencyP50Us} µs, p99 ≤${d.writeLatencyP99Us} µs)`);
   } else if (d) {
     console.log('  data path: JavaScript (FERRY_NATIVE=0)');
   }

@@ -26,6 +26,8 @@ export interface DaemonOptions {
   mountpoint: string;
   blockSize: number;
   readAround: number;
+  /** How long a FUSE worker watches for the next request after a short one (native data path; 0: off). */
+  busyPollNs: number;
   stateDir: string;
   allowOther: boolean;
   track: boolean;
@@ -76,7 +78,7 @@ interface Started {
 async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
   const { datastore, mountpoint } = await checkMountPaths(opts.datastore, opts.mountpoint);
   const Fuse = await loadFuse();
-  const native = nativeDataPath(Fuse, opts.blockSize, opts.readAround);
+  const native = nativeDataPath(Fuse, opts.blockSize, opts.readAround, opts.busyPollNs);
   log.info({ binding: Fuse.BINDING_PATH, patchset: Fuse.FERRY_PATCHSET, dataPath: native ? 'native' : 'js' }, 'loaded fuse-native');
   await ensureStateDir(opts.stateDir);
   for (const other of await listRecords(opts.stateDir)) {
@@ -115,6 +117,7 @@ async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
     socket: socketPathFor(opts.stateDir, mountpoint),
     blockSize: opts.blockSize,
     readAround: native ? opts.readAround : 0,
+    busyPollNs: native ? opts.busyPollNs : 0,
     startedAt: new Date().toISOString(),
     ...(opts.logFile ? { logFile: opts.logFile } : {}),
   };

@@ -85,6 +85,9 @@ declare module 'fuse-native' {
     passedOps: number;
     /** Guest writes the native path also wrote to a migration's destination (mirror mode). */
     mirrorOps: number;
+    /** Requests a polling worker caught, and polls that ended with none. */
+    pollCaught: number;
+    pollVain: number;
     inflight: number;
   }
   /** ferry's native data path (patch 010, ferry-data.c). */
@@ -92,6 +95,8 @@ declare module 'fuse-native' {
     enable(blockSize: number): void;
     /** On a page-cache miss, fetch the aligned `bytes` around a read (0: off; else a power of two, 4 KiB to 16 MiB). */
     readAround(bytes: number): void;
+    /** After answering a request in less than `ns`, a FUSE worker polls for the next one up to `ns` before it sleeps (0: off; at most 1 ms). */
+    busyPoll(ns: number): void;
     newFile(): NativeFileRef;
     /** Zeroed bitmap memory owned by C (8-byte multiple). */
     newMap(bytes: number): ArrayBuffer;

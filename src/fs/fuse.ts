@@ -6,7 +6,7 @@ import type { FerryData } from 'fuse-native';
 import { UserError, errorMessage } from '../util/user-error.js';
 
 /** The patch level this code is written against (patches/fuse-native+2.2.6+*.patch). */
-export const EXPECTED_PATCHSET = 8;
+export const EXPECTED_PATCHSET = 9;
 
 export type Fuse = typeof FuseClass;
 
@@ -44,9 +44,10 @@ export async function loadFuse(): Promise<Fuse> {
  * The native data path (reads and writes answered in C on FUSE worker threads), unless FERRY_NATIVE=0 asks for
  * the JavaScript path, which behaves the same.
  */
-export function nativeDataPath(fuse: Fuse, blockSize: number, readAround: number): FerryData | undefined {
+export function nativeDataPath(fuse: Fuse, blockSize: number, readAround: number, busyPollNs: number): FerryData | undefined {
   if (process.env.FERRY_NATIVE === '0') return undefined;
   fuse.data.enable(blockSize);
   fuse.data.readAround(readAround);
+  fuse.data.busyPoll(busyPollNs);
   return fuse.data;
 }

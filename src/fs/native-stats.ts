@@ -8,6 +8,9 @@ export interface DataPathStatus {
   writeOps: number;
   passedOps: number;
   mirrorOps: number;
+  /** Requests a polling FUSE worker caught without sleeping, and polls that ended with none. */
+  pollCaught: number;
+  pollVain: number;
   readBytes: number;
   writeBytes: number;
   errors: number;
@@ -30,7 +33,7 @@ export function quantileUs(buckets: number[], q: number): number {
 }
 
 export function dataPathStatus(native: FerryData | undefined): DataPathStatus {
-  const zero = { readOps: 0, writeOps: 0, passedOps: 0, mirrorOps: 0, readBytes: 0, writeBytes: 0, errors: 0, readLatencyP50Us: 0, readLatencyP99Us: 0, writeLatencyP50Us: 0, writeLatencyP99Us: 0 };
+  const zero = { readOps: 0, writeOps: 0, passedOps: 0, mirrorOps: 0, pollCaught: 0, pollVain: 0, readBytes: 0, writeBytes: 0, errors: 0, readLatencyP50Us: 0, readLatencyP99Us: 0, writeLatencyP50Us: 0, writeLatencyP99Us: 0 };
   if (!native) return { mode: 'js', ...zero };
   const s = native.stats();
   return {
@@ -39,6 +42,8 @@ export function dataPathStatus(native: FerryData | undefined): DataPathStatus {
     writeOps: s.writeOps,
     passedOps: s.passedOps,
     mirrorOps: s.mirrorOps,
+    pollCaught: s.pollCaught,
+    pollVain: s.pollVain,
     readBytes: s.readBytes,
     writeBytes: s.writeBytes,
     errors: s.readErrors + s.writeErrors,

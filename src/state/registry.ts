@@ -16,6 +16,8 @@ export interface MountRecord {
   blockSize: number;
   /** Bytes fetched around a read that misses the page cache (native data path; 0: off). */
   readAround?: number;
+  /** How long a FUSE worker polls for the next request after a short one (native data path; 0: off). */
+  busyPollNs?: number;
   startedAt: string;
   logFile?: string;
 }

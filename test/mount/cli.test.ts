@@ -64,6 +64,12 @@ describe('ferry mount refuses bad input', () => {
     }
   });
 
+  it('busy poll without a unit, over 1 ms or unreadable', async () => {
+    for (const bad of ['50', '2ms', '500ns', 'lots', '-5us', 'us']) {
+      await expectRefused(mount([join(root, 'ds'), join(root, 'mnt'), '--busy-poll', bad]), /^ferry: --busy-poll: .* must be 0 \(off\) or from 1us to 1ms/);
+    }
+  });
+
   it('a mountpoint that is already a mount', async () => {
     await fsp.mkdir(join(root, 'tmpfs'));
     execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', join(root, 'tmpfs')]);

@@ -111,4 +111,47 @@ describe(`data path (${expectedMode})`, () => {
     for (let block = 0; block < size / 4096; block++) if (!taken.has(block)) missing.push(block);
     expect(missing).toEqual([]);
   });
+  it('busy polling catches back-to-back writes, backs off on sparse ones, and is off with --busy-poll 0 (native path)', async () => {
+    // Another process writes 2000 4 KiB writes back to back, or 100 with 5 ms between them.
+    const writer = `const fs = require('fs'); const fd = fs.openSync(process.argv[1], 'w'); const b = Buffer.alloc(4096, 7);
+      const w = new Int32Array(new SharedArrayBuffer(4)); const sparse = process.argv[2] === 'sparse';
+      for (let i = 0; i < (sparse ? 100 : 2000); i++) { if (sparse) Atomics.wait(w, 0, 0, 5); fs.writeSync(fd, b, 0, 4096, i * 4096); }`;
+    const write = async (t: TestMount, mode = 'burst') => {
+      expect((await run(process.execPath, ['-e', writer, join(t.mountpoint, 'poll.img'), mode])).code).toBe(0);
+    };
+    const polls = async (t: TestMount) => {
+      const d = (await t.status()).dataPath;
+      return { caught: d.pollCaught as number, vain: d.pollVain as number };
+    };
+    expect((await m.cli(['status', m.mountpoint])).stdout).toMatch(expectedMode === 'native' ? /busy poll 50 µs/ : /busy poll off/);
+
+    // A 1 ms window: every one of these writes is answered well within it, so each may poll.
+    const long = await mountFerry({ args: ['--busy-poll', '1ms'] });
+    const off = await mountFerry({ args: ['--busy-poll', '0'] });
+    try {
+      const before = await polls(long);
+      await write(long);
+      const burst = await polls(long);
+      await write(long, 'sparse');
+      const sparse = await polls(long);
+      if (expectedMode === 'js') {
+        expect([burst, sparse]).toEqual([before, before]);
+        return;
+      }
+      expect((await long.status()).busyPollNs).toBe(1_000_000);
+      // Nearly every write of the burst is caught by a polling worker.
+      expect(burst.caught - before.caught).toBeGreaterThan(1500);
+      // 100 sparse writes: a poll in vain, then 1, 3, 7 ... 63 chances let go: 6 or 7 polls, not one per write.
+      expect(sparse.vain - burst.vain).toBeGreaterThanOrEqual(5);
+      expect(sparse.vain - burst.vain).toBeLessThanOrEqual(8);
+
+      expect((await off.cli(['status', off.mountpoint])).stdout).toMatch(/busy poll off/);
+      const start = await polls(off);
+      await write(off);
+      expect(await polls(off)).toEqual(start);
+    } finally {
+      await long.stop();
+      await off.stop();
+    }
+  });
 });
