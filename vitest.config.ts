@@ -8,5 +8,7 @@ export default defineConfig({
     testTimeout: 180_000,
     hookTimeout: 60_000,
     globalSetup: ['test/helpers/global-setup.ts'],
+    // Daemons started by the tests check the write path's invariants (a violation fails the migration).
+    env: { FERRY_CHECK_INVARIANTS: '1' },
   },
 });

@@ -20,6 +20,8 @@ import { migrationHandlers } from './migration-handlers.js';
 import { DatastoreState } from '../state/datastore-state.js';
 import { Migration, type MountServices } from '../migrate/engine.js';
 import { recoverMigrations } from '../migrate/recovery.js';
+import { Claims } from '../migrate/claims.js';
+import { CommitQueue } from '../migrate/commits.js';
 
 export interface DaemonOptions {
   datastore: string;
@@ -137,7 +139,9 @@ async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
     io: Fuse.io,
     native,
     log,
-    running: () => migrations.filter((m) => m.isActive).map((m) => m.options.virtual),
+    claims: new Claims(paths),
+    commits: new CommitQueue(paths, state, log),
+    otherMounts: async () => (await listRecords(opts.stateDir)).filter((r) => r.pid !== process.pid && isAlive(r.pid)),
   };
   for (const left of interrupted) migrations.push(Migration.interrupted(left.journal, left.checkpoint, left.intent, services));
   const shutdown = (reason: string) => {
@@ -146,7 +150,8 @@ async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
     log.info({ reason }, 'unmounting');
     watchdog.stop();
     control.close();
-    void Promise.all(migrations.map((m) => m.cancel())).then(() => fuse.unmount((err) => {
+    // Running migrations abort (source intact); interrupted ones keep their partial copy for --resume.
+    void Promise.all(migrations.filter((m) => m.isRunning).map((m) => m.cancel())).then(() => fuse.unmount((err) => {
       if (err) {
         log.warn({ err: err.message }, 'fusermount failed, detaching lazily');
         void lazyUnmount(mountpoint).catch(() => undefined);

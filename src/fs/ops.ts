@@ -444,7 +444,7 @@ export function createOps(ctx: FsContext): FuseOps {
 
     rename(from, to, cb) {
       guarded('rename', from, to, cb, async () => {
-        if (paths.isMappingRoot(from) || paths.isMappingRoot(to)) return -E.EBUSY;
+        if (paths.holdsSubtree(from) || paths.holdsSubtree(to)) return -E.EBUSY;
         if (!sameMapping(from, to)) return -E.EXDEV;
         await fsp.rename(paths.resolve(from), paths.resolve(to));
         tracker.renamed(from, to);
@@ -481,7 +481,7 @@ export function createOps(ctx: FsContext): FuseOps {
 
     rmdir(path, cb) {
       guarded('rmdir', path, undefined, cb, async () => {
-        if (paths.isMappingRoot(path)) return -E.EBUSY;
+        if (paths.holdsSubtree(path)) return -E.EBUSY;
         await fsp.rmdir(paths.resolve(path));
         return 0;
       });

@@ -11,6 +11,8 @@ export interface Mapping {
 /** Which backing directory serves each path of the mount: the longest matching prefix wins. */
 export class PathMap {
   private mappings: Mapping[];
+  /** Subtrees that migrations work on (running or interrupted): set and cleared by the migrations' claims. */
+  private readonly pinned = new Set<string>();
 
   constructor(root: string, extra: Mapping[] = []) {
     this.mappings = [];
@@ -49,6 +51,25 @@ export class PathMap {
   /** True when `path` is itself the root of a non-root mapping (it cannot be renamed or removed like a plain entry). */
   isMappingRoot(path: string): boolean {
     return path !== '/' && this.mappings.some((m) => m.virtual === path);
+  }
+
+  pin(virtual: string): void {
+    this.pinned.add(virtual);
+  }
+
+  unpin(virtual: string): void {
+    this.pinned.delete(virtual);
+  }
+
+  /**
+   * True when renaming or removing `path` would move or drop a mapped or migrating subtree: it is the root of one,
+   * or an ancestor of one (the subtree would vanish from the namespace while its mapping stays).
+   */
+  holdsSubtree(path: string): boolean {
+    if (path === '/') return false;
+    for (const m of this.mappings) if (m.virtual !== '/' && isWithin(m.virtual, path)) return true;
+    for (const virtual of this.pinned) if (isWithin(virtual, path)) return true;
+    return false;
   }
 
   /** Names of mapped subtrees directly inside `dir`, which readdir must show even if the backing dir lacks them. */

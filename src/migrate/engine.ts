@@ -3,7 +3,7 @@ import { close, fstat, open } from 'node:fs';
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { FerryData, FerryIo } from 'fuse-native';
-import type { PathMap, Mapping } from '../fs/path-map.js';
+import type { PathMap } from '../fs/path-map.js';
 import type { IoGate, Freeze } from '../fs/gate.js';
 import type { HandleTable, Handle } from '../fs/handles.js';
 import { backingFlags } from '../fs/ops.js';
@@ -17,13 +17,15 @@ import { walkTree, under, type Tree } from './walk.js';
 import { mergeExtents } from './extents.js';
 import { decide, estimateSwitchoverMs, mirrorReason, type PassFigures } from './policy.js';
 import { CopyWindow } from '../track/copy-window.js';
-import { IntentLog } from '../track/intent-log.js';
+import { IntentLog, type Regions } from '../track/intent-log.js';
 import { DirtyMap, type Extent } from '../track/dirty-map.js';
 import type { MigrationJournal } from '../state/datastore-state.js';
 import { decodeMap, encodeMap, type Checkpoint } from './checkpoint.js';
 import { planMigration, type Plan } from './preflight.js';
 import { isWithin } from '../util/paths.js';
 import { faultPoint } from './faults.js';
+import type { Claims } from './claims.js';
+import type { CommitQueue } from './commits.js';
 
 export type Phase = 'preflight' | 'prepare' | 'bulk' | 'iterate' | 'switchover' | 'cleanup' | 'done' | 'abort' | 'interrupted';
 
@@ -53,8 +55,12 @@ export interface MountServices {
   /** The native data path, if it serves this mount (copy windows then get a C twin). */
   native?: FerryData;
   log: Logger;
-  /** Virtual paths of migrations still running on this mount. */
-  running(): string[];
+  /** What running and interrupted migrations own; a migration releases its claim when it ends. */
+  claims: Claims;
+  /** The path map's one writer. */
+  commits: CommitQueue;
+  /** Datastores and mountpoints of the other ferry mounts on this host (a destination must be outside them). */
+  otherMounts(): Promise<{ datastore: string; mountpoint: string }[]>;
 }
 
 export interface MirrorFigures {
@@ -129,6 +135,9 @@ const CHECKPOINT_EVERY_MS = 2000;
 /** Latency samples kept for the mirror percentiles. */
 const MAX_SAMPLES = 100_000;
 
+/** Debug checks of the write path's invariants (tests set it): a violation fails the migration loudly. */
+const CHECK_INVARIANTS = process.env.FERRY_CHECK_INVARIANTS === '1';
+
 /** Minimum bytes a pass must move for its throughput to count (small passes are dominated by overhead). */
 const MEASURABLE_BYTES = 8 << 20;
 
@@ -176,6 +185,11 @@ export class Migration implements TrackingSession {
   private readonly born = new Map<bigint, bigint>();
   private checkpointing: Promise<void> | undefined;
   private checkpointTimer: NodeJS.Timeout | undefined;
+  /** Checkpoint file writes and its removal, one at a time (see barCheckpoints). */
+  private sideWrites: Promise<unknown> = Promise.resolve();
+  private checkpointsBarred = false;
+  /** Why the migration must stop, when that came from outside its own flow (intent log, timer checkpoint). */
+  private failure: unknown;
   private resumeFrom: ResumeState | undefined;
   /** Left by a crashed daemon: tracking follows the subtree until `ferry migrate --resume` or `ferry cancel`. */
   interrupted = false;
@@ -208,17 +222,29 @@ export class Migration implements TrackingSession {
     return this.mover.rateLimit;
   }
 
-  /** Checks everything; throws RefusedError with nothing changed. */
+  /**
+   * Checks everything; throws RefusedError with nothing changed. The subtree is claimed before anything is
+   * awaited, the destination as soon as it is resolved; a refused migration holds no claim.
+   */
   async preflight(): Promise<void> {
-    this.emit({ type: 'phase', phase: 'preflight' });
-    this.plan = await planMigration({
-      virtual: this.options.virtual,
-      dest: this.options.dest,
-      mountpoint: this.mount.mountpoint,
-      paths: this.mount.paths,
-      tracking: this.mount.tracker.enabled,
-      running: this.mount.running(),
-    });
+    this.mount.claims.take(this, this.options.virtual);
+    try {
+      this.emit({ type: 'phase', phase: 'preflight' });
+      await faultPoint('preflight');
+      const plan = await planMigration({
+        virtual: this.options.virtual,
+        dest: this.options.dest,
+        mountpoint: this.mount.mountpoint,
+        paths: this.mount.paths,
+        tracking: this.mount.tracker.enabled,
+        otherMounts: await this.mount.otherMounts(),
+      });
+      this.mount.claims.claimDestination(this, plan.destRoot);
+      this.plan = plan;
+    } catch (err) {
+      this.mount.claims.release(this);
+      throw err;
+    }
   }
 
   /** Runs to the end; resolves with the last event (done or error). */
@@ -269,6 +295,7 @@ export class Migration implements TrackingSession {
     };
     m.interrupted = true;
     m.phase = 'interrupted';
+    mount.claims.take(m, journal.virtual, journal.dest);
     mount.tracker.follow(journal.virtual, (file) => {
       file.takeFor(m, undefined, m.intent);
       m.attach(file);
@@ -283,12 +310,77 @@ export class Migration implements TrackingSession {
     return this.start();
   }
 
-  private newIntentLog(initial?: Map<bigint, Set<number>>): IntentLog {
+  private newIntentLog(initial?: Regions): IntentLog {
     return new IntentLog(
       INTENT_REGION_BYTES,
-      (regions) => this.mount.state.writeSide(this.id, 'intent', [...regions].map(([ino, set]) => [String(ino), [...set]])),
+      async (regions, trimming) => {
+        if (trimming) await faultPoint('intent-trim');
+        await this.mount.state.writeSide(this.id, 'intent', [...regions].map(([ino, set]) => [String(ino), [...set]]));
+      },
       initial,
+      (err) => this.intentFailed(err),
+      CHECK_INVARIANTS ? (vouched) => this.checkVouched(vouched) : undefined,
     );
+  }
+
+  /**
+   * The intent log could not be written, so a resume could miss writes: the checkpoint goes first (a crash from
+   * now on undoes the copy instead of resuming it), then the migration stops. The guest's writes are held only
+   * until the checkpoint is gone.
+   */
+  private async intentFailed(err: unknown): Promise<void> {
+    this.mount.log.error({ err, migration: this.id }, 'the write-intent log could not be written: the migration stops, the VM stays on the source');
+    try {
+      await this.barCheckpoints();
+    } catch (rmErr) {
+      this.mount.log.error({ err: rmErr, migration: this.id }, 'could not remove the checkpoint after the intent log failed');
+    }
+    this.fail(Object.assign(new Error(`the write-intent log could not be written (${errorMessage(err)})`), { code: errorCode(err) }));
+  }
+
+  /** Stops the migration from outside its own flow; it aborts at its next step, source intact. */
+  private fail(err: unknown): void {
+    this.failure ??= err;
+    if (this.interrupted) {
+      this.interrupted = false;
+      this.mount.tracker.unfollow(this.options.virtual);
+      void this.abort(err);
+      return;
+    }
+    this.abortController.abort();
+  }
+
+  /** Debug builds: every region C may write without asking must be in the durable intent log. */
+  private checkVouched(vouched: Regions): void {
+    for (const file of this.attached) {
+      if (file.ino === undefined) continue;
+      for (const region of file.vouchedRegions()) {
+        if (vouched.get(file.ino)?.has(region)) continue;
+        const err = Object.assign(new Error(`invariant broken: region ${region} of inode ${file.ino} passes natively but is not in the durable intent log`), { code: 'EINVARIANT' });
+        this.mount.log.fatal({ migration: this.id }, err.message);
+        this.fail(err);
+        return;
+      }
+    }
+  }
+
+  private writeCheckpoint(checkpoint: Checkpoint): Promise<void> {
+    const next = this.sideWrites.then(async () => {
+      if (this.checkpointsBarred) throw new Error('the write-intent log failed: no checkpoint may be written');
+      await this.mount.state.writeSide(this.id, 'checkpoint', checkpoint);
+    });
+    this.sideWrites = next.catch(() => undefined);
+    return next;
+  }
+
+  /** No checkpoint exists, nor will: after this resolves no crash can resume from a log that missed writes. */
+  private barCheckpoints(): Promise<void> {
+    const next = this.sideWrites.then(async () => {
+      this.checkpointsBarred = true;
+      await this.mount.state.removeSide(this.id, 'checkpoint');
+    });
+    this.sideWrites = next.catch(() => undefined);
+    return next;
   }
 
   /** Durable progress: placement, inodes copied in full with their dirty bits, the file being copied and how far. */
@@ -312,6 +404,7 @@ export class Migration implements TrackingSession {
       }
       for (const [ino, map] of this.inFlightMaps) orInto(ino, map);
       const empty = new DirtyMap(bs);
+      // Progress is read here, then made durable at the destination before it is recorded.
       const checkpoint: Checkpoint = {
         at: new Date().toISOString(),
         placed: this.shadow!.placedEntries().map(([ino, rel]) => [String(ino), rel]),
@@ -319,8 +412,11 @@ export class Migration implements TrackingSession {
         complete: [...this.completeInos].map((ino) => [String(ino), encodeMap(perIno.get(ino) ?? empty)]),
         partial: this.partial && { ino: String(this.partial.ino), copiedUpTo: this.partial.copiedUpTo, dirty: encodeMap(perIno.get(this.partial.ino) ?? empty) },
       };
-      await this.mount.state.writeSide(this.id, 'checkpoint', checkpoint);
+      await this.shadow!.flush();
+      await this.writeCheckpoint(checkpoint);
+      await faultPoint('checkpoint-written');
       await this.intent!.trimToEpoch();
+      await faultPoint('intent-trimmed');
     };
     this.checkpointing = run().finally(() => (this.checkpointing = undefined));
     return this.checkpointing;
@@ -366,7 +462,7 @@ export class Migration implements TrackingSession {
     try {
       if (!this.resumeFrom) await this.prepare(plan);
       this.intent ??= this.newIntentLog();
-      this.checkpointTimer = setInterval(() => void this.checkpoint().catch(() => undefined), CHECKPOINT_EVERY_MS);
+      this.checkpointTimer = setInterval(() => void this.checkpoint().catch((err) => this.fail(err)), CHECKPOINT_EVERY_MS);
 
       this.emit({ type: 'phase', phase: 'bulk' });
       await this.pass(0, true);
@@ -396,7 +492,7 @@ export class Migration implements TrackingSession {
         source: plan.source,
         destination: plan.destRoot,
       };
-      this.result = done;
+      this.settle(done);
       this.emit({ type: 'phase', phase: 'done' });
       this.emit(done);
       return done;
@@ -406,11 +502,11 @@ export class Migration implements TrackingSession {
         // Past the commit the destination is authoritative: only the source deletion can be left over.
         this.mount.log.error({ err, migration: this.id }, 'cleanup after commit failed');
         const done: DoneEvent = { type: 'done', mode: this.mirroring ? 'mirror' : 'iterative', ...this.mirrorFigures(), downtimeMs: 0, passes: this.passes.length, bytesCopied: this.bytesCopied, durationMs: Date.now() - this.startedAt, source: plan.source, destination: plan.destRoot };
-        this.result = done;
+        this.settle(done);
         this.emit(done);
         return done;
       }
-      return this.abort(err);
+      return this.abort(this.failure ?? err);
     }
   }
 
@@ -694,15 +790,8 @@ export class Migration implements TrackingSession {
 
   /** The commit point: the path map, written atomically, names the destination. */
   private async commit(): Promise<void> {
-    const plan = this.plan!;
-    const { paths } = this.mount;
-    const without = paths.list().filter((m) => m.virtual !== plan.virtual);
-    const natural = naturalBacking(without, plan.virtual);
-    const next: Mapping[] = natural === plan.destRoot ? without : [...without, { virtual: plan.virtual, backing: plan.destRoot }];
-    await this.mount.state.saveMappings(next.filter((m) => m.virtual !== '/'));
+    await this.mount.commits.commit(this.plan!.virtual, this.plan!.destRoot);
     this.committed = true;
-    if (natural === plan.destRoot) paths.remove(plan.virtual);
-    else paths.set({ virtual: plan.virtual, backing: plan.destRoot });
   }
 
   private async cleanup(): Promise<void> {
@@ -728,9 +817,15 @@ export class Migration implements TrackingSession {
       message += `; the partial copy at ${plan.destRoot} could not be removed: ${errorMessage(cleanupErr)}`;
     }
     const event: ErrorEvent = { type: 'error', code, message: `${message}; the VM keeps running on the source`, sourceIntact: true };
-    this.result = event;
+    this.settle(event);
     this.emit(event);
     return event;
+  }
+
+  /** The end state: the migration no longer owns its subtree or destination. */
+  private settle(result: DoneEvent | ErrorEvent): void {
+    this.result = result;
+    this.mount.claims.release(this);
   }
 
   private async detachAll(): Promise<void> {
@@ -756,13 +851,6 @@ function openFd(path: string, flags: number | string): Promise<number> {
 
 function closeQuietly(fd: number): void {
   close(fd, () => undefined);
-}
-
-/** Where `virtual` would live without its own mapping. */
-export function naturalBacking(mappings: Mapping[], virtual: string): string {
-  const parent = [...mappings].sort((a, b) => b.virtual.length - a.virtual.length).find((m) => isWithin(virtual, m.virtual));
-  if (!parent) throw new Error(`no mapping covers ${virtual}`);
-  return parent.virtual === '/' ? parent.backing + virtual : parent.backing + virtual.slice(parent.virtual.length);
 }
 
 /** Undo of everything a migration wrote at its destination. */

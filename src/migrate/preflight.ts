@@ -55,7 +55,8 @@ export interface PreflightInput {
   mountpoint: string;
   paths: PathMap;
   tracking: boolean;
-  running: string[];
+  /** The other ferry mounts on this host: their datastores and mountpoints are no place for a copy. */
+  otherMounts: { datastore: string; mountpoint: string }[];
 }
 
 /** Space kept free beyond the subtree's allocated bytes: metadata, and writes during the copy. */
@@ -68,8 +69,6 @@ export async function planMigration(input: PreflightInput): Promise<Plan> {
   const { virtual, mountpoint, paths } = input;
   if (!input.tracking) throw new RefusedError('this mount runs with --no-track: remount with tracking to migrate');
   if (virtual === '/') throw new RefusedError('cannot migrate the root of the mount: name a directory or file inside it');
-  const overlapping = input.running.find((v) => isWithin(v, virtual) || isWithin(virtual, v));
-  if (overlapping) throw new RefusedError(`${virtual} overlaps the running migration of ${overlapping}`);
   const nested = paths.list().find((m) => m.virtual !== virtual && m.virtual !== '/' && isWithin(m.virtual, virtual));
   if (nested) throw new RefusedError(`${virtual} contains ${nested.virtual}, which already lives at ${nested.backing}: migrate that first`);
 
@@ -102,6 +101,12 @@ export async function planMigration(input: PreflightInput): Promise<Plan> {
     const alias = m.virtual === '/' ? destRoot.slice(m.backing.length) || '/' : m.virtual + destRoot.slice(m.backing.length);
     if (alias !== virtual) {
       throw new RefusedError(`destination ${destRoot} lies inside ${m.backing}, which this mount serves (it would show up as ${alias}): choose a directory outside the datastore`);
+    }
+  }
+
+  for (const other of input.otherMounts) {
+    if (isWithin(destRoot, other.datastore) || isWithin(destRoot, other.mountpoint) || isWithin(other.datastore, destRoot)) {
+      throw new RefusedError(`destination ${destRoot} overlaps ${other.datastore}, which another ferry mount serves at ${other.mountpoint}: choose a directory outside it`);
     }
   }
 

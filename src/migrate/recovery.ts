@@ -20,14 +20,14 @@ export interface Interrupted {
 export async function recoverMigrations(state: DatastoreState, paths: PathMap, log: Logger): Promise<Interrupted[]> {
   const interrupted: Interrupted[] = [];
   for (const journal of await state.journals()) {
-    const checkpoint = await state.readSide<Checkpoint>(journal.id, 'checkpoint');
-    if (paths.resolve(journal.virtual) !== journal.dest && checkpoint) {
-      const logged = (await state.readSide<[string, number[]][]>(journal.id, 'intent')) ?? [];
-      interrupted.push({ journal, checkpoint, intent: new Map(logged.map(([ino, regions]) => [BigInt(ino), new Set(regions)])) });
+    const committed = paths.resolve(journal.virtual) === journal.dest;
+    const resumable = committed ? undefined : await readResumable(state, journal, log);
+    if (resumable) {
+      interrupted.push({ journal, ...resumable });
       log.warn({ migration: journal.id, virtual: journal.virtual, destination: journal.dest }, 'migration interrupted by a crash: resume it with ferry migrate --resume, or ferry cancel');
       continue;
     }
-    if (paths.resolve(journal.virtual) === journal.dest) {
+    if (committed) {
       if (!journal.keepSource) await fsp.rm(journal.source, { recursive: true, force: true });
       log.warn({ migration: journal.id, virtual: journal.virtual, destination: journal.dest }, 'completed a migration interrupted after its commit');
     } else {
@@ -37,4 +37,20 @@ export async function recoverMigrations(state: DatastoreState, paths: PathMap, l
     await state.removeJournal(journal.id);
   }
   return interrupted;
+}
+
+/**
+ * The checkpoint and intent log of an uncommitted migration, if both can be trusted. A missing intent log means
+ * no write was ever logged; one that cannot be read could hide writes, so the copy is not resumed but undone.
+ */
+async function readResumable(state: DatastoreState, journal: MigrationJournal, log: Logger): Promise<Omit<Interrupted, 'journal'> | undefined> {
+  try {
+    const checkpoint = await state.readSide<Checkpoint>(journal.id, 'checkpoint');
+    if (!checkpoint) return undefined;
+    const logged = (await state.readSide<[string, number[]][]>(journal.id, 'intent')) ?? [];
+    return { checkpoint, intent: new Map(logged.map(([ino, regions]) => [BigInt(ino), new Set(regions)])) };
+  } catch (err) {
+    log.error({ err, migration: journal.id }, 'checkpoint or intent log unreadable: the partial copy cannot be trusted and is removed');
+    return undefined;
+  }
 }

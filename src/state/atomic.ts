@@ -1,9 +1,11 @@
 import { open, rename, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
 
-/** Durably replaces `path`: write a temp file, fsync it, rename over, fsync the directory. */
+let temps = 0;
+
+/** Durably replaces `path`: write a temp file (a name of its own, even for concurrent writers), fsync it, rename over, fsync the directory. */
 export async function writeFileAtomic(path: string, data: string, mode = 0o600): Promise<void> {
-  const temp = `${path}.tmp-${process.pid}`;
+  const temp = `${path}.tmp-${process.pid}-${++temps}`;
   const file = await open(temp, 'w', mode);
   try {
     await file.writeFile(data);

@@ -1,7 +1,7 @@
 import { mkdir, readdir, readFile, unlink } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
-import { writeFileAtomic } from './atomic.js';
+import { syncDir, writeFileAtomic } from './atomic.js';
 
 export interface StoredMapping {
   virtual: string;
@@ -73,12 +73,26 @@ export class DatastoreState {
     await writeFileAtomic(join(this.journalsDir, `${id}.${kind}.json`), JSON.stringify(value) + '\n');
   }
 
+  /** Undefined when the file does not exist; throws when it cannot be read or parsed (never guessed). */
   async readSide<T>(id: string, kind: 'checkpoint' | 'intent'): Promise<T | undefined> {
+    let text: string;
     try {
-      return JSON.parse(await readFile(join(this.journalsDir, `${id}.${kind}.json`), 'utf8')) as T;
-    } catch {
-      return undefined;
+      text = await readFile(join(this.journalsDir, `${id}.${kind}.json`), 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw err;
     }
+    return JSON.parse(text) as T;
+  }
+
+  /** Durably removes a side file (a crash after this returns cannot find it). */
+  async removeSide(id: string, kind: 'checkpoint' | 'intent'): Promise<void> {
+    try {
+      await unlink(join(this.journalsDir, `${id}.${kind}.json`));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
+    await syncDir(this.journalsDir);
   }
 
   async journals(): Promise<MigrationJournal[]> {

@@ -1,25 +1,41 @@
+export type Regions = Map<bigint, Set<number>>;
+
 /**
  * A write-intent log (like md's write-intent bitmap): before a write reaches the source, the coarse region it
  * touches is recorded durably, so after a crash every region that may hold writes newer than the last
  * checkpoint is known and copied again. The first write to a region since the last checkpoint waits for one
  * flush (coalesced with others); later writes to it pass straight through.
+ *
+ * Who changes what (all on the JS thread; see native-notes/memory-model.md, "Write intents"):
+ * - `touched`, `wanted`: `before()` adds; `beginEpoch()` empties `touched`; a flush empties `wanted` as it starts.
+ * - `vouched`: the regions a write may pass without waiting (and that C may be told about). Only a completed
+ *   flush adds to it, and only what that flush put on disk. A trim withdraws what it will drop *before* it
+ *   starts writing, so no write can pass on a region that the file on disk is about to lose.
+ * - Flushes run one at a time, each writing the set computed when it starts.
  */
 export class IntentLog {
-  private durable = new Map<bigint, Set<number>>();
-  private wanted = new Map<bigint, Set<number>>();
-  private touched = new Map<bigint, Set<number>>();
-  private flushing: Promise<void> | undefined;
-  private again = false;
+  private vouched: Regions = new Map();
+  private wanted: Regions = new Map();
+  private touched: Regions = new Map();
   private waiters: (() => void)[] = [];
-  /** Persists run one after another: they replace the same file. */
-  private chain: Promise<void> = Promise.resolve();
+  private trimWaiters: { resolve: () => void; reject: (err: unknown) => void }[] = [];
+  private flushing = false;
+  private failure: unknown;
+  /** After a failure: resolves once the owner has stopped counting on the log (writes wait until then). */
+  private released: Promise<void> | undefined;
+  private isReleased = false;
 
   constructor(
     readonly regionBytes: number,
-    private readonly persist: (regions: Map<bigint, Set<number>>) => Promise<void>,
-    initial?: Map<bigint, Set<number>>,
+    /** Replaces the log on disk with `regions`; `trimming`: the write that drops what a checkpoint covers. */
+    private readonly persist: (regions: Regions, trimming: boolean) => Promise<void>,
+    initial?: Regions,
+    /** The log could not be written: the owner stops counting on it; writes go on once this resolves. */
+    private readonly onFailure: (err: unknown) => Promise<void> | void = () => undefined,
+    /** Debug check after every change of `vouched` (tests: nothing vouched elsewhere may lie outside it). */
+    private readonly onVouchedChange?: (vouched: Regions) => void,
   ) {
-    if (initial) for (const [ino, set] of initial) this.durable.set(ino, new Set(set));
+    if (initial) this.vouched = copy(initial);
   }
 
   /** Before a write to [offset, offset+length) of inode `ino`: undefined when its regions are already durable. */
@@ -29,15 +45,17 @@ export class IntentLog {
     let missing = false;
     for (let r = first; r <= last; r++) {
       add(this.touched, ino, r);
-      if (!this.durable.get(ino)?.has(r)) {
+      if (!this.vouched.get(ino)?.has(r)) {
         add(this.wanted, ino, r);
         missing = true;
       }
     }
+    // A broken log lets writes through once its owner no longer counts on it.
+    if (this.failure !== undefined) return this.isReleased ? undefined : this.released;
     if (!missing) return undefined;
     return new Promise((resolve) => {
       this.waiters.push(resolve);
-      this.schedule();
+      this.kick();
     });
   }
 
@@ -47,63 +65,90 @@ export class IntentLog {
   }
 
   /** After a checkpoint holds every dirty bit up to the epoch start: keep only what was touched since. */
-  async trimToEpoch(): Promise<void> {
-    const keep = new Map([...this.touched].map(([ino, set]) => [ino, new Set(set)]));
-    for (const [ino, set] of this.wanted) for (const r of set) add(keep, ino, r);
-    this.wanted = new Map();
-    await this.serialized(keep);
+  trimToEpoch(): Promise<void> {
+    if (this.failure !== undefined) return Promise.reject(this.failure);
+    return new Promise((resolve, reject) => {
+      this.trimWaiters.push({ resolve, reject });
+      this.kick();
+    });
   }
 
   /** Every region that may hold writes not in the last checkpoint. */
-  regions(): Map<bigint, Set<number>> {
-    return this.union();
+  regions(): Regions {
+    return union(this.vouched, this.wanted, this.touched);
   }
 
-  private union(): Map<bigint, Set<number>> {
-    const all = new Map<bigint, Set<number>>();
-    for (const map of [this.durable, this.wanted, this.touched]) for (const [ino, set] of map) for (const r of set) add(all, ino, r);
-    return all;
+  private kick(): void {
+    if (this.flushing) return;
+    this.flushing = true;
+    void this.flushLoop();
   }
 
-  /** `durable` is always what the last completed write put on disk. */
-  private serialized(regions: Map<bigint, Set<number>>): Promise<void> {
-    const next = this.chain.then(async () => {
-      await this.persist(regions);
-      this.durable = regions;
-    });
-    this.chain = next.catch(() => undefined);
-    return next;
-  }
-
-  private schedule(): void {
-    if (this.flushing) {
-      this.again = true;
-      return;
-    }
-    const regions = this.union();
-    const waiters = this.waiters;
-    this.waiters = [];
-    this.flushing = this.serialized(regions).then(
-      () => {
-        for (const w of waiters) w();
-      },
-      () => {
-        // The state disk failed: let the writes through (the migration notices at its next checkpoint).
-        for (const w of waiters) w();
-      },
-    );
-    void this.flushing.then(() => {
-      this.flushing = undefined;
-      if (this.again || this.waiters.length > 0) {
-        this.again = false;
-        this.schedule();
+  private async flushLoop(): Promise<void> {
+    while (this.failure === undefined && (this.waiters.length > 0 || this.trimWaiters.length > 0)) {
+      const trimming = this.trimWaiters.length > 0;
+      const trimWaiters = this.trimWaiters;
+      const waiters = this.waiters;
+      this.trimWaiters = [];
+      this.waiters = [];
+      const content = trimming ? union(this.touched, this.wanted) : union(this.vouched, this.touched, this.wanted);
+      this.wanted = new Map();
+      if (trimming) {
+        // Withdraw first: a write from now on to a dropped region waits for the next flush.
+        this.vouched = intersect(this.vouched, content);
+        this.onVouchedChange?.(this.vouched);
       }
-    });
+      try {
+        await this.persist(content, trimming);
+      } catch (err) {
+        this.fail(err, waiters, trimWaiters);
+        break;
+      }
+      // Nothing else changes `vouched` while a flush runs, so the file on disk now holds all of it and more.
+      this.vouched = content;
+      this.onVouchedChange?.(this.vouched);
+      for (const w of waiters) w();
+      for (const t of trimWaiters) t.resolve();
+    }
+    this.flushing = false;
+  }
+
+  private fail(err: unknown, waiters: (() => void)[], trimWaiters: { reject: (err: unknown) => void }[]): void {
+    this.failure = err;
+    this.vouched = new Map();
+    this.onVouchedChange?.(this.vouched);
+    for (const t of [...trimWaiters, ...this.trimWaiters]) t.reject(err);
+    const held = [...waiters, ...this.waiters];
+    this.waiters = [];
+    this.trimWaiters = [];
+    this.released = Promise.resolve()
+      .then(() => this.onFailure(err))
+      .catch(() => undefined)
+      .then(() => {
+        this.isReleased = true;
+        for (const w of held) w();
+      });
   }
 }
 
-function add(map: Map<bigint, Set<number>>, ino: bigint, region: number): void {
+function add(map: Regions, ino: bigint, region: number): void {
   let set = map.get(ino);
   if (!set) map.set(ino, (set = new Set()));
   set.add(region);
+}
+
+function copy(map: Regions): Regions {
+  return new Map([...map].map(([ino, set]) => [ino, new Set(set)]));
+}
+
+function union(...maps: Regions[]): Regions {
+  const all: Regions = new Map();
+  for (const map of maps) for (const [ino, set] of map) for (const r of set) add(all, ino, r);
+  return all;
+}
+
+function intersect(a: Regions, b: Regions): Regions {
+  const both: Regions = new Map();
+  for (const [ino, set] of a) for (const r of set) if (b.get(ino)?.has(r)) add(both, ino, r);
+  return both;
 }

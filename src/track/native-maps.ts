@@ -121,6 +121,13 @@ export class NativeMaps {
     }
   }
 
+  vouchedRegions(): number[] {
+    const regions: number[] = [];
+    const bits = this.intent?.bits ?? new Uint8Array(0);
+    for (let r = 0; r < bits.length * 8; r++) if (bits[r >> 3] & (0x80 >> (r & 7))) regions.push(r);
+    return regions;
+  }
+
   /** A new intent epoch: nothing is vouched for until JS sees each region again. */
   resetIntent(): void {
     this.intent?.bits.fill(0);

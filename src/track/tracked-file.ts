@@ -181,6 +181,11 @@ export class TrackedFile {
     if (!this.sessions.some((s) => s.intent)) this.native?.disarmIntent();
   }
 
+  /** Intent regions the native path writes without asking JS (debug checks). */
+  vouchedRegions(): number[] {
+    return this.native?.vouchedRegions() ?? [];
+  }
+
   /** The session's intent log began an epoch: nothing is vouched for any more. */
   newIntentEpoch(): void {
     this.native?.resetIntent();

@@ -1,0 +1,192 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { mountFerry, type TestMount } from '../helpers/mounts.js';
+import { migrate, waitFor } from '../helpers/migration.js';
+import { hasExited } from '../helpers/cli.js';
+
+// Issue 14: races between migrations. Each refusal must leave nothing behind, each commit must survive a remount.
+const MiB = 1 << 20;
+let mount: TestMount | undefined;
+afterEach(async () => {
+  await mount?.stop();
+  mount = undefined;
+});
+
+async function vm(m: TestMount, name: string, diskMiB: number): Promise<Buffer> {
+  const disk = randomBytes(diskMiB * MiB);
+  await fsp.mkdir(join(m.datastore, name));
+  await fsp.writeFile(join(m.datastore, name, 'disk.img'), disk);
+  await fsp.writeFile(join(m.datastore, name, 'vm.cfg'), `name=${name}\n`);
+  return disk;
+}
+
+function mappings(m: TestMount): { virtual: string; backing: string }[] {
+  const dir = join(m.stateDir, 'datastores', fs.readdirSync(join(m.stateDir, 'datastores'))[0]);
+  return JSON.parse(fs.readFileSync(join(dir, 'mappings.json'), 'utf8'));
+}
+
+describe('migrations that race each other', () => {
+  it('two migrations of one VM started together: exactly one runs, the other is refused and writes nothing', async () => {
+    // The preflight (a walk of the whole tree) is held 1 s: the window a check-then-claim would lose.
+    mount = await mountFerry({ env: { FERRY_FAULTS: 'preflight=pause:1000' } });
+    const m = mount;
+    await vm(m, 'vm1', 64);
+    for (let i = 0; i < 300; i++) await fsp.writeFile(join(m.datastore, 'vm1', `log.${i}`), `entry ${i}\n`);
+    await fsp.mkdir(join(m.root, 'd1'));
+    await fsp.mkdir(join(m.root, 'd2'));
+    const a = migrate(m, join(m.mountpoint, 'vm1'), join(m.root, 'd1/vm1'));
+    const b = migrate(m, join(m.mountpoint, 'vm1'), join(m.root, 'd2/vm1'));
+    const [ra, rb] = await Promise.all([a.done, b.done]);
+    const codes = [ra.code, rb.code].sort();
+    expect(codes, `${ra.stderr} | ${rb.stderr}`).toEqual([0, 2]);
+    const refused = ra.code === 2 ? ra : rb;
+    const winner = ra.code === 0 ? 'd1' : 'd2';
+    const loser = winner === 'd1' ? 'd2' : 'd1';
+    expect(refused.stderr).toMatch(/overlaps the (running )?migration of \/vm1/);
+    expect(refused.stderr.trim().split('\n')).toHaveLength(1);
+    expect(fs.existsSync(join(m.root, loser, 'vm1'))).toBe(false);
+    expect(fs.readdirSync(join(m.root, winner, 'vm1')).length).toBe(302);
+    expect(mappings(m)).toEqual([{ virtual: '/vm1', backing: join(m.root, winner, 'vm1') }]);
+  });
+
+  it('a destination inside (or around) another running migration\'s destination is refused', async () => {
+    mount = await mountFerry();
+    const m = mount;
+    await vm(m, 'vm1', 64);
+    await vm(m, 'vm2', 1);
+    await fsp.mkdir(join(m.root, 'd'));
+    const first = migrate(m, join(m.mountpoint, 'vm1'), join(m.root, 'd/vm1'), ['--rate-limit', '8M']);
+    await waitFor(() => fs.existsSync(join(m.root, 'd/vm1/disk.img')), 20_000, 'the first copy');
+    const inside = await m.cli(['migrate', join(m.mountpoint, 'vm2'), '--to', join(m.root, 'd/vm1/nested')]);
+    expect(inside.code).toBe(2);
+    expect(inside.stderr).toMatch(/destination .*d\/vm1\/nested overlaps the destination of the migration of \/vm1/);
+    expect(fs.existsSync(join(m.root, 'd/vm1/nested'))).toBe(false);
+    expect(fs.existsSync(join(m.datastore, 'vm2/disk.img'))).toBe(true);
+    expect((await m.cli(['cancel', join(m.mountpoint, 'vm1')])).code).toBe(0);
+    expect((await first.done).code).toBe(1);
+  });
+
+  it('a destination inside a datastore that another ferry mount serves is refused', async () => {
+    mount = await mountFerry();
+    const m = mount;
+    await vm(m, 'vm1', 1);
+    const ds2 = join(m.root, 'ds2');
+    const mnt2 = join(m.root, 'mnt2');
+    await fsp.mkdir(ds2);
+    await fsp.mkdir(mnt2);
+    expect((await m.cli(['mount', ds2, mnt2])).code).toBe(0);
+    try {
+      const r = await m.cli(['migrate', join(m.mountpoint, 'vm1'), '--to', join(ds2, 'vm1')]);
+      expect(r.code).toBe(2);
+      expect(r.stderr.trim()).toBe(`ferry: destination ${join(ds2, 'vm1')} overlaps ${ds2}, which another ferry mount serves at ${mnt2}: choose a directory outside it`);
+      expect(fs.readdirSync(ds2)).toEqual([]);
+    } finally {
+      await m.cli(['unmount', mnt2, '--force']);
+    }
+  });
+
+  it('two switchovers at once both survive a remount (commits never interleave)', async () => {
+    // Each commit is held 400 ms between reading the path map and writing it: unserialized, the second
+    // commit would write a map without the first one's entry.
+    mount = await mountFerry({ env: { FERRY_FAULTS: 'commit=pause:400' } });
+    const m = mount;
+    const disks = { vm1: await vm(m, 'vm1', 2), vm2: await vm(m, 'vm2', 2) };
+    await fsp.mkdir(join(m.root, 'd'));
+    const runs = await Promise.all(['vm1', 'vm2'].map((name) => migrate(m, join(m.mountpoint, name), join(m.root, 'd', name)).done));
+    for (const r of runs) expect(r.code, r.stderr).toBe(0);
+    const expected = ['vm1', 'vm2'].map((name) => ({ virtual: `/${name}`, backing: join(m.root, 'd', name) }));
+    expect(mappings(m).sort((x, y) => x.virtual.localeCompare(y.virtual))).toEqual(expected);
+    expect((await m.cli(['unmount', m.mountpoint])).code).toBe(0);
+    expect((await m.cli(['mount', m.datastore, m.mountpoint])).code).toBe(0);
+    for (const name of ['vm1', 'vm2'] as const) expect((await fsp.readFile(join(m.mountpoint, name, 'disk.img'))).equals(disks[name])).toBe(true);
+  });
+});
+
+describe('an interrupted migration outlives an orderly stop of its daemon', () => {
+  async function interrupted(m: TestMount): Promise<string> {
+    await vm(m, 'vm1', 64);
+    await fsp.mkdir(join(m.root, 'd'));
+    const dest = join(m.root, 'd/vm1');
+    const { pid } = await m.status();
+    const running = migrate(m, join(m.mountpoint, 'vm1'), dest, ['--rate-limit', '16M']);
+    await waitFor(() => fs.readdirSync(join(m.stateDir, 'datastores'), { recursive: true }).some((n) => String(n).endsWith('.checkpoint.json')), 20_000, 'a checkpoint');
+    process.kill(pid, 'SIGKILL');
+    await waitFor(() => hasExited(pid), 10_000, 'the daemon to die');
+    expect((await running.done).code).toBe(1);
+    expect((await m.cli(['unmount', m.mountpoint, '--force'])).code).toBe(0);
+    expect((await m.cli(['mount', m.datastore, m.mountpoint])).code).toBe(0);
+    expect((await m.status()).migrations).toEqual([expect.objectContaining({ path: '/vm1', interrupted: true })]);
+    return dest;
+  }
+
+  it.each(['unmount', 'unmount --force', 'SIGTERM'])('%s keeps it for --resume, partial copy included', async (how) => {
+    mount = await mountFerry();
+    const m = mount;
+    const dest = await interrupted(m);
+    if (how === 'SIGTERM') {
+      const { pid } = await m.status();
+      process.kill(pid, 'SIGTERM');
+      await waitFor(() => hasExited(pid), 10_000, 'the daemon to stop');
+    } else {
+      const r = await m.cli(['unmount', m.mountpoint, ...(how.includes('--force') ? ['--force'] : [])]);
+      expect(r.code, r.stderr).toBe(0);
+    }
+    expect(fs.existsSync(join(dest, 'disk.img'))).toBe(true);
+    expect((await m.cli(['mount', m.datastore, m.mountpoint])).code).toBe(0);
+    expect((await m.status()).migrations).toEqual([expect.objectContaining({ path: '/vm1', interrupted: true })]);
+    const resumed = await m.cli(['migrate', join(m.mountpoint, 'vm1'), '--resume']);
+    expect(resumed.code, resumed.stderr).toBe(0);
+    expect((await fsp.readFile(join(dest, 'disk.img'))).equals(await fsp.readFile(join(m.mountpoint, 'vm1/disk.img')))).toBe(true);
+  });
+});
+
+describe('the namespace around a migrated or migrating subtree', () => {
+  const errnoOf = async (op: Promise<unknown>) => op.then(() => 'ok', (err: NodeJS.ErrnoException) => err.code);
+
+  it('an ancestor of a mapped subtree cannot be renamed or removed (EBUSY), its siblings can', async () => {
+    mount = await mountFerry();
+    const m = mount;
+    await fsp.mkdir(join(m.datastore, 'pool/vms'), { recursive: true });
+    const disk = randomBytes(MiB);
+    await fsp.mkdir(join(m.datastore, 'pool/vms/vm1'));
+    await fsp.writeFile(join(m.datastore, 'pool/vms/vm1/disk.img'), disk);
+    await fsp.mkdir(join(m.datastore, 'pool/other'));
+    await fsp.mkdir(join(m.root, 'd'));
+    const run = await migrate(m, join(m.mountpoint, 'pool/vms/vm1'), join(m.root, 'd/vm1')).done;
+    expect(run.code, run.stderr).toBe(0);
+    // The backing pool/vms is empty now: only the mapping keeps vm1 there.
+    expect(fs.readdirSync(join(m.datastore, 'pool/vms'))).toEqual([]);
+    const inMount = (p: string) => join(m.mountpoint, p);
+    expect(await errnoOf(fsp.rename(inMount('pool'), inMount('pool2')))).toBe('EBUSY');
+    expect(await errnoOf(fsp.rename(inMount('pool/vms'), inMount('pool/vms2')))).toBe('EBUSY');
+    expect(await errnoOf(fsp.rmdir(inMount('pool/vms')))).toBe('EBUSY');
+    await fsp.mkdir(inMount('empty'));
+    expect(await errnoOf(fsp.rename(inMount('empty'), inMount('pool/vms')))).toBe('EBUSY');
+    expect(await errnoOf(fsp.rename(inMount('pool/other'), inMount('pool/other2')))).toBe('ok');
+    expect((await fsp.readFile(inMount('pool/vms/vm1/disk.img'))).equals(disk)).toBe(true);
+  });
+
+  it('while a migration runs, its root and the root\'s ancestors cannot be renamed (EBUSY); inside it renames work', async () => {
+    mount = await mountFerry();
+    const m = mount;
+    await fsp.mkdir(join(m.datastore, 'pool'));
+    await fsp.mkdir(join(m.datastore, 'pool/vm1'));
+    const disk = randomBytes(32 * MiB);
+    await fsp.writeFile(join(m.datastore, 'pool/vm1/disk.img'), disk);
+    await fsp.writeFile(join(m.datastore, 'pool/vm1/a.cfg'), 'cfg');
+    await fsp.mkdir(join(m.root, 'd'));
+    const running = migrate(m, join(m.mountpoint, 'pool/vm1'), join(m.root, 'd/vm1'), ['--rate-limit', '8M']);
+    await waitFor(() => fs.existsSync(join(m.root, 'd/vm1/disk.img')), 20_000, 'the copy');
+    const inMount = (p: string) => join(m.mountpoint, p);
+    expect(await errnoOf(fsp.rename(inMount('pool/vm1'), inMount('pool/vm2')))).toBe('EBUSY');
+    expect(await errnoOf(fsp.rename(inMount('pool'), inMount('pool2')))).toBe('EBUSY');
+    expect(await errnoOf(fsp.rename(inMount('pool/vm1/a.cfg'), inMount('pool/vm1/b.cfg')))).toBe('ok');
+    const done = await running.done;
+    expect(done.code, done.stderr).toBe(0);
+    expect(fs.readdirSync(join(m.root, 'd/vm1')).sort()).toEqual(['b.cfg', 'disk.img']);
+    expect((await fsp.readFile(inMount('pool/vm1/disk.img'))).equals(disk)).toBe(true);
+  });
+});
