@@ -636,7 +636,7 @@ export class Migration implements TrackingSession {
     const progress = setInterval(() => this.emit({ type: 'progress', pass, copiedBytes: this.mover.bytesMoved - movedBefore, totalBytes }), PROGRESS_EVERY_MS);
     let copied: number;
     try {
-      copied = await this.copyTree(tree, await this.shadow!.sync(tree), throttle);
+      copied = await this.copyTree(tree, await this.shadow!.sync(tree), { frozen: !throttle });
     } finally {
       clearInterval(progress);
     }
@@ -661,29 +661,41 @@ export class Migration implements TrackingSession {
     return event;
   }
 
-  private async copyTree(tree: Tree, fresh: Set<bigint>, throttle: boolean): Promise<number> {
+  /**
+   * Copies each inode of the walk to its placed copy. A name is only a way to reach the inode: the source is
+   * opened and its inode checked before any dirty map is taken, so a rename-over or unlink since the walk costs
+   * nothing here (the next pass walks again) and never sends one inode's bytes or bits to another's copy.
+   */
+  private async copyTree(tree: Tree, fresh: Set<bigint>, { frozen }: { frozen: boolean }): Promise<number> {
     const plan = this.plan!;
     let copied = 0;
     for (const group of tree.groups) {
-      const files = group.paths.map((rel) => this.mount.tracker.acquire(rel === '' ? plan.virtual : `${plan.virtual}/${rel}`));
-      for (const f of files) f.ino ??= group.ino;
-      this.born.set(group.ino, group.stat.birthtimeNs);
-      const full = fresh.has(group.ino) || files.some((f) => !f.isAttached(this));
-      const window = this.mirroring && throttle ? await this.windowFor(group.ino) : undefined;
-      // Take the dirty maps before reading: a write racing this copy dirties the fresh map and is copied again.
-      // With a window the write path mirrors or classifies writes against the copier from here on.
-      window?.beginPlanning();
-      const maps = files.map((f) => f.takeFor(this, window, this.intent));
-      for (const f of files) this.attach(f);
       let src: fsp.FileHandle;
       try {
         src = await fsp.open(under(plan.source, group.paths[0]), 'r');
       } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue; // gone since the walk: the next pass sees it
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT' && !frozen) continue;
         throw err;
       }
-      const dst = await fsp.open(this.shadow!.pathOf(group.ino), 'r+');
+      let dst: fsp.FileHandle | undefined;
       try {
+        const window = this.mirroring && !frozen ? await this.windowFor(group.ino) : undefined;
+        const opened = await src.stat({ bigint: true });
+        // From here to takeFor nothing is awaited: the tracker's names and the inode checked agree.
+        const files = group.paths.map((rel) => this.mount.tracker.acquire(rel === '' ? plan.virtual : `${plan.virtual}/${rel}`));
+        if (opened.ino !== group.ino || files.some((f) => f.ino !== undefined && f.ino !== group.ino)) {
+          // With I/O frozen the namespace cannot move: a mismatch there is a bug, never a copy to commit.
+          if (frozen) throw Object.assign(new Error(`${group.paths[0]} is not inode ${group.ino} during the switchover`), { code: 'EINVARIANT' });
+          continue;
+        }
+        this.born.set(group.ino, group.stat.birthtimeNs);
+        const full = fresh.has(group.ino) || files.some((f) => !f.isAttached(this));
+        // Take the dirty maps before reading: a write racing this copy dirties the fresh map and is copied again.
+        // With a window the write path mirrors or classifies writes against the copier from here on.
+        window?.beginPlanning();
+        const maps = files.map((f) => f.takeFor(this, window, this.intent));
+        for (const f of files) this.attach(f);
+        dst = await fsp.open(this.shadow!.pathOf(group.ino), 'r+');
         const size = (await src.stat()).size;
         if ((await dst.stat()).size !== size) await dst.truncate(size);
         const resumed = this.resumeFrom && !fresh.has(group.ino) ? this.resumedRanges(group.ino, size, maps) : undefined;
@@ -699,7 +711,7 @@ export class Migration implements TrackingSession {
         }
         const moved = await this.mover.copy(src.fd, dst.fd, ranges, {
           sparse: fresh.has(group.ino),
-          throttle,
+          throttle: !frozen,
           window,
           onProgress: (upTo) => {
             if (this.partial?.ino === group.ino) this.partial.copiedUpTo = upTo;
@@ -711,7 +723,7 @@ export class Migration implements TrackingSession {
         copied += moved;
       } finally {
         await src.close();
-        await dst.close();
+        await dst?.close();
       }
       await faultPoint(this.phase);
     }
@@ -751,7 +763,7 @@ export class Migration implements TrackingSession {
     const reopened: { fh: number; handle: Handle; fd: number }[] = [];
     try {
       const tree = await step('walkMs', () => walkTree(plan.source));
-      const copied = await step('copyMs', async () => this.copyTree(tree, await this.shadow!.sync(tree), false));
+      const copied = await step('copyMs', async () => this.copyTree(tree, await this.shadow!.sync(tree), { frozen: true }));
       steps.copiedBytes = copied;
       await step('metadataMs', () => this.shadow!.applyMetadata(tree));
       await step('flushMs', () => this.shadow!.flush());
