@@ -10,7 +10,8 @@ import { Tracker } from '../track/tracker.js';
 import { ControlServer } from '../control/server.js';
 import { ensureStateDir } from '../state/state-dir.js';
 import { isAlive, listRecords, mountId, removeRecord, socketPathFor, writeRecord, type MountRecord } from '../state/registry.js';
-import { lazyUnmount } from '../util/mounts.js';
+import { findMount, lazyUnmount } from '../util/mounts.js';
+import { watchMount } from './mount-watch.js';
 import { UserError, errorMessage } from '../util/user-error.js';
 import { checkMountPaths } from './preflight.js';
 import { controlHandlers } from './control-handlers.js';
@@ -111,6 +112,9 @@ async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
     fuse.mount((err) => (err ? reject(new UserError(`cannot mount ${mountpoint}: ${err.message}`, 1)) : resolve()));
   });
 
+  // This daemon's entry in the mount table: its session lasts as long as that mount is in use.
+  const mounted = await findMount(mountpoint);
+
   const record: MountRecord = {
     id: mountId(mountpoint),
     mountpoint,
@@ -128,6 +132,7 @@ async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
   const stopped = new Promise<void>((resolve) => (resolveStopped = resolve));
   let stopping = false;
   const watchdog = startWatchdog(fsContext.gate, log, native);
+  const mountWatch = mounted ? watchMount(mounted, () => fsContext.handles.size, () => shutdown('the mount went away')) : undefined;
   const migrations: Migration[] = [];
   const services: MountServices = {
     mountpoint,
@@ -149,6 +154,7 @@ async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
     stopping = true;
     log.info({ reason }, 'unmounting');
     watchdog.stop();
+    mountWatch?.stop();
     control.close();
     // Running migrations abort (source intact); interrupted ones keep their partial copy for --resume.
     void Promise.all(migrations.filter((m) => m.isRunning).map((m) => m.cancel())).then(() => fuse.unmount((err) => {

@@ -72,7 +72,7 @@ export class Shadow {
     for (const g of tree.groups) for (const p of g.paths) wanted.set(p, 'file');
 
     // Files whose inode is gone from the source lose their copy; files renamed since the last pass step aside.
-    await fsp.mkdir(this.staging, { recursive: true });
+    await fsp.mkdir(this.staging, { recursive: true, mode: 0o700 });
     for (const [ino, rel] of [...this.placed]) {
       const group = groups.get(ino);
       if (!group) {

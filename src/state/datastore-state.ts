@@ -1,7 +1,7 @@
-import { mkdir, readdir, readFile, unlink } from 'node:fs/promises';
+import { mkdir, readdir, unlink } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
-import { syncDir, writeFileAtomic } from './atomic.js';
+import { readStateFile, syncDir, writeFileAtomic } from './atomic.js';
 
 export interface StoredMapping {
   virtual: string;
@@ -49,7 +49,7 @@ export class DatastoreState {
 
   async loadMappings(): Promise<StoredMapping[]> {
     try {
-      return JSON.parse(await readFile(join(this.dir, 'mappings.json'), 'utf8')) as StoredMapping[];
+      return JSON.parse(await readStateFile(join(this.dir, 'mappings.json'))) as StoredMapping[];
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
       throw err;
@@ -77,7 +77,7 @@ export class DatastoreState {
   async readSide<T>(id: string, kind: 'checkpoint' | 'intent'): Promise<T | undefined> {
     let text: string;
     try {
-      text = await readFile(join(this.journalsDir, `${id}.${kind}.json`), 'utf8');
+      text = await readStateFile(join(this.journalsDir, `${id}.${kind}.json`));
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
       throw err;
@@ -99,7 +99,7 @@ export class DatastoreState {
     const names = await readdir(this.journalsDir).catch(() => [] as string[]);
     const journals: MigrationJournal[] = [];
     for (const name of names.filter((n) => /^[^.]+\.json$/.test(n))) {
-      journals.push(JSON.parse(await readFile(join(this.journalsDir, name), 'utf8')) as MigrationJournal);
+      journals.push(JSON.parse(await readStateFile(join(this.journalsDir, name))) as MigrationJournal);
     }
     return journals;
   }

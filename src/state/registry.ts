@@ -1,8 +1,8 @@
-import { readdir, readFile, unlink } from 'node:fs/promises';
+import { readdir, unlink } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join, resolve } from 'node:path';
-import { writeFileAtomic } from './atomic.js';
+import { readStateFile, writeFileAtomic } from './atomic.js';
 import { mountsDir } from './state-dir.js';
 import { isWithin } from '../util/paths.js';
 
@@ -74,7 +74,7 @@ export async function listRecords(stateDir: string): Promise<MountRecord[]> {
   const records: MountRecord[] = [];
   for (const name of names.filter((n) => n.endsWith('.json'))) {
     try {
-      records.push(JSON.parse(await readFile(join(mountsDir(stateDir), name), 'utf8')) as MountRecord);
+      records.push(JSON.parse(await readStateFile(join(mountsDir(stateDir), name))) as MountRecord);
     } catch {
       // A record being replaced or a stray file: not a mount.
     }

@@ -6,6 +6,8 @@ import { errnoCode } from './user-error.js';
 const run = promisify(execFile);
 
 export interface MountEntry {
+  /** The mount's ID (mountinfo's first field), as /proc/<pid>/fdinfo's mnt_id names it. */
+  id: string;
   mountpoint: string;
   fstype: string;
   source: string;
@@ -26,7 +28,7 @@ export async function listMounts(): Promise<MountEntry[]> {
     const [left, right] = line.split(' - ');
     const fields = left.split(' ');
     const [fstype, source] = right.split(' ');
-    mounts.push({ mountpoint: unescapeMountField(fields[4]), fstype, source: unescapeMountField(source), minor: fields[2].split(':')[1] });
+    mounts.push({ id: fields[0], mountpoint: unescapeMountField(fields[4]), fstype, source: unescapeMountField(source), minor: fields[2].split(':')[1] });
   }
   return mounts;
 }

@@ -33,6 +33,48 @@ afterAll(async () => {
   await fsp.rm(root, { recursive: true, force: true });
 });
 
+describe('ferry mount refuses a state dir another user could tamper with, and changes nothing (issue 15)', () => {
+  const modeOf = (path: string) => fs.lstatSync(path).mode & 0o7777;
+
+  it('a state dir writable by group or others', async () => {
+    const shared = join(root, 'shared-state');
+    await fsp.mkdir(shared);
+    await fsp.chmod(shared, 0o1777);
+    const r = ferry(['mount', join(root, 'ds'), join(root, 'mnt'), '--state-dir', shared]);
+    await expectRefused(r, /state dir .*shared-state is writable by other users \(mode 1777\)/);
+    expect(modeOf(shared)).toBe(0o1777);
+    expect(fs.readdirSync(shared)).toEqual([]);
+  });
+
+  it('a state dir owned by another user', async () => {
+    const theirs = join(root, 'their-state');
+    await fsp.mkdir(theirs, { mode: 0o700 });
+    await fsp.chown(theirs, 65534, 65534);
+    await expectRefused(ferry(['mount', join(root, 'ds'), join(root, 'mnt'), '--state-dir', theirs]), /state dir .*their-state is owned by uid 65534/);
+    expect(fs.readdirSync(theirs)).toEqual([]);
+  });
+
+  it('a state dir that is a symbolic link, or not a directory', async () => {
+    await fsp.mkdir(join(root, 'real-state'), { mode: 0o700 });
+    await fsp.symlink(join(root, 'real-state'), join(root, 'link-state'));
+    await expectRefused(ferry(['mount', join(root, 'ds'), join(root, 'mnt'), '--state-dir', join(root, 'link-state')]), /state dir .*link-state is a symbolic link/);
+    await expectRefused(ferry(['mount', join(root, 'ds'), join(root, 'mnt'), '--state-dir', join(root, 'afile')]), /state dir .*afile is not a directory/);
+    expect(fs.readdirSync(join(root, 'real-state'))).toEqual([]);
+  });
+
+  it('a state dir that does not exist is created, only root may enter it', async () => {
+    const fresh = join(root, 'new-parent/new-state');
+    const mounted = await ferry(['mount', join(root, 'ds'), join(root, 'mnt'), '--state-dir', fresh]);
+    expect(mounted.code, mounted.stderr).toBe(0);
+    try {
+      expect(modeOf(fresh)).toBe(0o700);
+      expect(modeOf(join(fresh, 'mounts'))).toBe(0o700);
+    } finally {
+      expect((await ferry(['unmount', join(root, 'mnt'), '--state-dir', fresh])).code).toBe(0);
+    }
+  });
+});
+
 describe('ferry mount refuses bad input', () => {
   it('datastore missing or not a directory', async () => {
     await expectRefused(mount([join(root, 'nope'), join(root, 'mnt')]), /datastore .*nope does not exist/);
