@@ -49,6 +49,8 @@ declare module 'fuse-native' {
     llistxattr(path: string, cb: (err: number, names?: string[]) => void): void;
     lremovexattr(path: string, name: string, cb: (err: number) => void): void;
     seek(fd: number, offset: number, whence: number, cb: (err: number, offset?: number) => void): void;
+    /** mknod(2): `mode` carries the type bits (S_IFIFO, S_IFCHR, S_IFBLK, S_IFSOCK); `rdev` as FUSE passes it. */
+    mknod(path: string, mode: number, rdev: number, cb: (err: number) => void): void;
     copyRange(fdIn: number, offIn: number, fdOut: number, offOut: number, length: number, cb: (err: number, copied?: number) => void): void;
     /** copyRange into a fresh file: all-zero 4 KiB blocks stay holes (cp --sparse=always); cb gets the bytes read. */
     copySparse(fdIn: number, offIn: number, fdOut: number, offOut: number, length: number, cb: (err: number, copied?: number) => void): void;

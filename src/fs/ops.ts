@@ -1,7 +1,6 @@
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import { constants as C } from 'node:fs';
-import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import type { FuseOps, FerryIo, FerryData } from 'fuse-native';
 import type { PathMap } from './path-map.js';
@@ -14,7 +13,6 @@ import { E, toErrno } from './errno.js';
 import { giveToCaller } from './owner.js';
 import { mirrorWrites } from '../track/mirror-write.js';
 
-const runFile = promisify(execFile);
 const BIGINT = { bigint: true } as const;
 const UTIME_NOW = (1 << 30) - 1;
 const UTIME_OMIT = (1 << 30) - 2;
@@ -374,17 +372,11 @@ export function createOps(ctx: FsContext): FuseOps {
         const type = mode & C.S_IFMT;
         if (type === C.S_IFREG) {
           await (await fsp.open(backing, C.O_CREAT | C.O_EXCL | C.O_WRONLY, perm)).close();
-        } else if (type === C.S_IFIFO || type === C.S_IFCHR || type === C.S_IFBLK) {
-          // Node has no mknod(2); coreutils' mknod makes the node with the exact mode.
-          const major = (dev >>> 8) & 0xfff;
-          const minor = (dev & 0xff) | ((dev >>> 12) & 0xfff00);
-          const kind = type === C.S_IFIFO ? ['p'] : [type === C.S_IFCHR ? 'c' : 'b', String(major), String(minor)];
-          await runFile('mknod', ['-m', perm.toString(8), backing, ...kind]).catch(async (err: unknown) => {
-            const exists = await fsp.lstat(backing).then(() => true, () => false);
-            throw Object.assign(new Error(String(err)), { errno: exists ? -E.EEXIST : -E.EPERM });
-          });
         } else {
-          return -E.EPERM;
+          // Node has no mknod(2): FIFOs, devices and Unix sockets (bind() in the mount) through Fuse.io, with
+          // the exact mode (the daemon's umask is 0) and the backing filesystem's own errno.
+          const err = await new Promise<number>((resolve) => ctx.io.mknod(backing, type | perm, dev, resolve));
+          if (err) return err;
         }
         await giveToCaller(backing, backing, uid, gid);
         return 0;

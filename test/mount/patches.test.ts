@@ -1,6 +1,8 @@
 // One test per fuse-native patch (patches/, native-notes/fuse-native.md): each fails on upstream fuse-native.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fs from 'node:fs';
+import { spawn } from 'node:child_process';
+import net from 'node:net';
 import fsp from 'node:fs/promises';
 import { join } from 'node:path';
 import { mountFerry, type TestMount } from '../helpers/mounts.js';
@@ -40,6 +42,44 @@ describe('fuse-native patches', () => {
     expect(viaMount.mtimeNs).toBe(direct.mtimeNs);
     expect(viaMount.mtimeNs % 1_000_000_000n).toBe(123456789n);
     expect(viaMount.ino).toBe(direct.ino);
+  });
+
+  it('016 mknod: Unix sockets can be bound in the mount by any user (owned by them), connected to, and renamed, linked, chmodded and removed like files (issue 15)', async () => {
+    // A server as another user binds a socket in the mount (what QEMU's monitor and libvirt do next to a disk).
+    const serve = `const net = require('net'); const s = net.createServer((c) => c.end('pong')); s.listen(process.argv[1], () => console.log('listening'));`;
+    const server = spawn('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '-e', serve, inMount('mon.sock')], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    server.stdout.on('data', (d) => (out += d));
+    server.stderr.on('data', (d) => (out += d));
+    try {
+      for (let i = 0; i < 100 && !out.includes('listening'); i++) await new Promise((r) => setTimeout(r, 50));
+      expect(out).toContain('listening');
+      const st = fs.lstatSync(inStore('mon.sock'));
+      expect([st.isSocket(), st.uid, st.gid]).toEqual([true, 65534, 65534]);
+      expect(fs.lstatSync(inMount('mon.sock')).isSocket()).toBe(true);
+      const reply = await new Promise<string>((resolve, reject) => {
+        const c = net.connect(inMount('mon.sock'));
+        let got = '';
+        c.on('data', (d) => (got += d));
+        c.on('end', () => resolve(got));
+        c.on('error', reject);
+      });
+      expect(reply).toBe('pong');
+    } finally {
+      server.kill();
+    }
+    await fsp.chmod(inMount('mon.sock'), 0o600);
+    expect(fs.lstatSync(inStore('mon.sock')).mode & 0o7777).toBe(0o600);
+    await fsp.link(inMount('mon.sock'), inMount('mon.sock.link'));
+    await fsp.rename(inMount('mon.sock'), inMount('qmp.sock'));
+    expect(fs.lstatSync(inStore('qmp.sock')).nlink).toBe(2);
+    await fsp.unlink(inMount('qmp.sock'));
+    await fsp.unlink(inMount('mon.sock.link'));
+    expect(fs.existsSync(inStore('qmp.sock'))).toBe(false);
+    // And the other node types still come out exact.
+    expect((await run('mknod', ['-m', '640', inMount('null2'), 'c', '1', '3'])).code).toBe(0);
+    const dev = fs.lstatSync(inStore('null2'));
+    expect([dev.isCharacterDevice(), dev.rdev, dev.mode & 0o7777]).toEqual([true, fs.statSync('/dev/null').rdev, 0o640]);
   });
 
   it('003 utimens: both times with sub-millisecond precision, one time alone (UTIME_OMIT), now (UTIME_NOW)', async () => {
@@ -162,7 +202,7 @@ describe('fuse-native patches', () => {
     const log = await fsp.readFile(join(m.stateDir, 'mounts', (await fsp.readdir(join(m.stateDir, 'mounts'))).find((n) => n.endsWith('.log'))!), 'utf8');
     const line = log.split('\n').find((l) => l.includes('loaded fuse-native'))!;
     expect(JSON.parse(line)).toMatchObject({ binding: expect.stringMatching(/node_modules\/fuse-native\/build\/Release\/fuse\.node$/),
-      patchset: 9,
+      patchset: 10,
       dataPath: process.env.FERRY_NATIVE === '0' ? 'js' : 'native',
     });
   });
