@@ -446,7 +446,8 @@ export function createOps(ctx: FsContext): FuseOps {
 
     link(existing, newPath, cb) {
       guarded('link', existing, newPath, cb, async () => {
-        if (!sameMapping(existing, newPath)) return -E.EXDEV;
+        // As across filesystems: a link may not span two mappings, nor the edge of a subtree being migrated.
+        if (!sameMapping(existing, newPath) || paths.crossesPinned(existing, newPath)) return -E.EXDEV;
         await fsp.link(paths.resolve(existing), paths.resolve(newPath));
         tracker.linked(existing, newPath);
         return 0;

@@ -72,6 +72,12 @@ export class PathMap {
     return false;
   }
 
+  /** True when a hard link between `a` and `b` would cross the edge of a migrating subtree. */
+  crossesPinned(a: string, b: string): boolean {
+    for (const virtual of this.pinned) if (isWithin(a, virtual) !== isWithin(b, virtual)) return true;
+    return false;
+  }
+
   /** Names of mapped subtrees directly inside `dir`, which readdir must show even if the backing dir lacks them. */
   mappedChildren(dir: string): string[] {
     return this.mappings.filter((m) => m.virtual !== '/' && posix.dirname(m.virtual) === dir).map((m) => posix.basename(m.virtual));

@@ -111,6 +111,13 @@ export async function planMigration(input: PreflightInput): Promise<Plan> {
   }
 
   const tree = await walkTree(source);
+  // A file also linked from outside the subtree would be split in two by the move: the outside name would keep
+  // the source inode, which cleanup deletes under it.
+  const split = tree.groups.find((g) => g.stat.nlink > BigInt(g.paths.length));
+  if (split) {
+    const where = isFile ? virtual : `${virtual}/${split.paths[0]}`;
+    throw new RefusedError(`${where} has ${split.stat.nlink} hard links, ${Number(split.stat.nlink) - split.paths.length} of them outside ${virtual}: moving it would split them (remove those links, or migrate a directory that holds them all)`);
+  }
   const neededBytes = allocatedBytes(tree) + marginFor(allocatedBytes(tree));
   const fs = await fsp.statfs(existing);
   const freeBytes = fs.bavail * fs.bsize;

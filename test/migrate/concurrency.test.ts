@@ -251,3 +251,30 @@ describe('copies follow inodes, not names', () => {
     }
   });
 });
+
+describe('hard links and the edge of a migrated subtree', () => {
+  it('a subtree with a file also linked from outside is refused at preflight; a link across a migrating subtree\'s edge is EXDEV', async () => {
+    mount = await mountFerry();
+    const m = mount;
+    await vm(m, 'vm1', 1);
+    await fsp.link(join(m.datastore, 'vm1/disk.img'), join(m.datastore, 'outside.img'));
+    await fsp.mkdir(join(m.root, 'd'));
+    const refused = await m.cli(['migrate', join(m.mountpoint, 'vm1'), '--to', join(m.root, 'd/vm1')]);
+    expect(refused.code).toBe(2);
+    expect(refused.stderr.trim()).toBe('ferry: /vm1/disk.img has 2 hard links, 1 of them outside /vm1: moving it would split them (remove those links, or migrate a directory that holds them all)');
+    expect(fs.existsSync(join(m.root, 'd/vm1'))).toBe(false);
+    await fsp.unlink(join(m.mountpoint, 'outside.img'));
+
+    // Links inside the subtree move with it, still one inode.
+    await fsp.link(join(m.mountpoint, 'vm1/disk.img'), join(m.mountpoint, 'vm1/disk.link'));
+    await vm(m, 'vm2', 32);
+    const running = migrate(m, join(m.mountpoint, 'vm2'), join(m.root, 'd/vm2'), ['--rate-limit', '8M']);
+    await waitFor(() => fs.existsSync(join(m.root, 'd/vm2/disk.img')), 20_000, 'the copy');
+    const errno = await fsp.link(join(m.mountpoint, 'vm2/disk.img'), join(m.mountpoint, 'vm2-disk.img')).then(() => 'ok', (e: NodeJS.ErrnoException) => e.code);
+    expect(errno).toBe('EXDEV');
+    expect((await running.done).code).toBe(0);
+    const moved = await m.cli(['migrate', join(m.mountpoint, 'vm1'), '--to', join(m.root, 'd/vm1')]);
+    expect(moved.code, moved.stderr).toBe(0);
+    expect(fs.statSync(join(m.root, 'd/vm1/disk.img')).ino).toBe(fs.statSync(join(m.root, 'd/vm1/disk.link')).ino);
+  });
+});
