@@ -120,6 +120,23 @@ describe('passthrough: namespace and errors', () => {
     expect(fs.existsSync(inStore('vm1'))).toBe(false);
   });
 
+  it('link counts, ctime, mode and owner are right at once through every name of a hard-linked file (issue 19)', async () => {
+    await fsp.writeFile(inMount('h1'), 'x');
+    expect(fs.statSync(inMount('h1')).nlink).toBe(1);
+    await fsp.link(inMount('h1'), inMount('h2'));
+    expect(fs.statSync(inMount('h1')).nlink).toBe(2);
+    const before = fs.statSync(inMount('h1'), { bigint: true }).ctimeNs;
+    await new Promise((r) => setTimeout(r, 20));
+    await fsp.chmod(inMount('h2'), 0o640);
+    await fsp.chown(inMount('h2'), 65534, 65534);
+    const after = fs.statSync(inMount('h1'), { bigint: true });
+    expect([Number(after.mode) & 0o7777, Number(after.uid), Number(after.gid)]).toEqual([0o640, 65534, 65534]);
+    expect(after.ctimeNs).toBeGreaterThan(before);
+    await fsp.unlink(inMount('h2'));
+    expect(fs.statSync(inMount('h1')).nlink).toBe(1);
+    await fsp.unlink(inMount('h1'));
+  });
+
   it('returns the datastore errno unchanged', async () => {
     await fsp.mkdir(inMount('errs/full'), { recursive: true });
     await fsp.writeFile(inMount('errs/full/x'), 'x');
