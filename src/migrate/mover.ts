@@ -98,11 +98,39 @@ export class Mover {
     return moved;
   }
 
-  /** Copies one chunk in C on the threadpool; returns the bytes read. */
-  private copyChunk(srcFd: number, dstFd: number, offset: number, length: number, sparse: boolean): Promise<number> {
-    const copy = sparse ? this.io.copySparse : this.io.copyRange;
+  /**
+   * Copies one chunk in C on the threadpool; returns the bytes read. Into a copy that exists, the chunk may span
+   * holes of the source (a file cut down and grown back): its data is copied and its holes punched, so the copy
+   * reads the same and stays as sparse as the source. The source is looked at when the chunk is dispatched, so a
+   * guest write ahead of the copier is seen as data.
+   */
+  private async copyChunk(srcFd: number, dstFd: number, offset: number, length: number, sparse: boolean): Promise<number> {
+    if (sparse) return this.copyRange(this.io.copySparse, srcFd, dstFd, offset, length);
+    const end = offset + length;
+    if (((await this.seek(srcFd, offset, this.io.SEEK_HOLE)) ?? end) >= end) return this.copyRange(this.io.copyRange, srcFd, dstFd, offset, length);
+    let read = 0;
+    for (let at = offset; at < end; ) {
+      const data = Math.min((await this.seek(srcFd, at, this.io.SEEK_DATA)) ?? end, end);
+      // A destination filesystem that cannot punch holes gets the zeros written instead.
+      if (data > at && !(await this.punchHole(dstFd, at, data - at))) read += await this.copyRange(this.io.copyRange, srcFd, dstFd, at, data - at);
+      if (data >= end) break;
+      const hole = Math.min((await this.seek(srcFd, data, this.io.SEEK_HOLE)) ?? end, end);
+      read += await this.copyRange(this.io.copyRange, srcFd, dstFd, data, hole - data);
+      at = hole;
+    }
+    return read;
+  }
+
+  private copyRange(copy: FerryIo['copyRange'], srcFd: number, dstFd: number, offset: number, length: number): Promise<number> {
     return new Promise((resolve, reject) =>
       copy(srcFd, offset, dstFd, offset, length, (err, copied) => (err ? reject(errnoError(err, 'copy')) : resolve(copied!))),
+    );
+  }
+
+  /** False when the filesystem has no hole punching (EOPNOTSUPP). */
+  private punchHole(fd: number, offset: number, length: number): Promise<boolean> {
+    return new Promise((resolve, reject) =>
+      this.io.punchHole(fd, offset, length, (err) => (err === -95 ? resolve(false) : err ? reject(errnoError(err, 'punch hole')) : resolve(true))),
     );
   }
 
