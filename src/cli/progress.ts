@@ -37,6 +37,7 @@ export class MigrationProgress {
       if (event.type === 'progress') return;
       if (event.type === 'phase') console.log(`phase: ${event.phase}`);
       if (event.type === 'mode') console.log(`switching to ${event.mode} mode: ${event.reason}`);
+      if (event.type === 'switchover') console.log(`switchover ${event.attempt} abandoned after ${event.frozenMs} ms frozen (over --max-downtime): I/O thawed, copying on`);
       if (event.type === 'pass') console.log(`pass ${event.pass}: copied ${formatBytes(Number(event.copiedBytes))}, ${formatBytes(Number(event.throughputBytesPerSec))}/s, ~${event.estimatedSwitchoverMs} ms to switch over`);
       return;
     }

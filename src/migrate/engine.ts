@@ -11,7 +11,7 @@ import type { Tracker } from '../track/tracker.js';
 import type { TrackedFile, TrackingSession } from '../track/tracked-file.js';
 import type { DatastoreState } from '../state/datastore-state.js';
 import { errorMessage } from '../util/user-error.js';
-import { Mover, CancelledError } from './mover.js';
+import { Mover, CancelledError, DeadlineError } from './mover.js';
 import { Shadow } from './shadow.js';
 import { walkTree, under, type Tree } from './walk.js';
 import { mergeExtents } from './extents.js';
@@ -108,6 +108,15 @@ export interface ProgressEvent {
   totalBytes: number;
 }
 
+/** A switchover given up with I/O frozen for longer than --max-downtime: I/O thawed, passes go on. */
+export interface SwitchoverEvent {
+  type: 'switchover';
+  attempt: number;
+  outcome: 'abandoned';
+  frozenMs: number;
+  steps: Record<string, number>;
+}
+
 export interface ModeEvent {
   type: 'mode';
   mode: 'mirror';
@@ -120,7 +129,7 @@ interface ResumeState {
   partial: { ino: bigint; copiedUpTo: number; map: DirtyMap } | undefined;
 }
 
-export type MigrationEvent = { type: 'phase'; phase: Phase } | ModeEvent | ProgressEvent | PassEvent | DoneEvent | ErrorEvent;
+export type MigrationEvent = { type: 'phase'; phase: Phase } | ModeEvent | ProgressEvent | PassEvent | SwitchoverEvent | DoneEvent | ErrorEvent;
 
 /** Guest writes to the subtree above this rate make a --guest-io-priority copy pause. */
 const GUEST_BUSY_BYTES_PER_SEC = 2 << 20;
@@ -132,6 +141,8 @@ const INTENT_REGION_BYTES = 4 << 20;
 const PROGRESS_EVERY_MS = 500;
 /** How often a long pass checkpoints its progress. */
 const CHECKPOINT_EVERY_MS = 2000;
+/** Switchovers abandoned for overrunning --max-downtime before the migration gives up, source intact. */
+const MAX_SWITCHOVER_ATTEMPTS = 3;
 /** Latency samples kept for the mirror percentiles. */
 const MAX_SAMPLES = 100_000;
 
@@ -468,17 +479,24 @@ export class Migration implements TrackingSession {
       await this.pass(0, true);
       this.resumeFrom = undefined;
       this.emit({ type: 'phase', phase: 'iterate' });
-      for (let pass = 1; ; pass++) {
+      let downtimeMs: number | undefined;
+      for (let attempt = 1, pass = 1; downtimeMs === undefined; attempt++) {
+        for (; ; pass++) {
+          this.checkMirrors();
+          await this.checkpoint();
+          if (this.decideNext() === 'switchover') break;
+          await this.pass(pass, true);
+          await faultPoint('iterate');
+        }
         this.checkMirrors();
-        await this.checkpoint();
-        if (this.decideNext() === 'switchover') break;
-        await this.pass(pass, true);
-        await faultPoint('iterate');
+        clearInterval(this.checkpointTimer);
+        await this.checkpointing;
+        downtimeMs = await this.switchover(attempt);
+        if (downtimeMs === undefined) {
+          this.emit({ type: 'phase', phase: 'iterate' });
+          this.checkpointTimer = setInterval(() => void this.checkpoint().catch((err) => this.fail(err)), CHECKPOINT_EVERY_MS);
+        }
       }
-      this.checkMirrors();
-      clearInterval(this.checkpointTimer);
-      await this.checkpointing;
-      const downtimeMs = await this.switchover();
       this.emit({ type: 'phase', phase: 'cleanup' });
       await this.cleanup();
       const done: DoneEvent = {
@@ -666,10 +684,11 @@ export class Migration implements TrackingSession {
    * opened and its inode checked before any dirty map is taken, so a rename-over or unlink since the walk costs
    * nothing here (the next pass walks again) and never sends one inode's bytes or bits to another's copy.
    */
-  private async copyTree(tree: Tree, fresh: Set<bigint>, { frozen }: { frozen: boolean }): Promise<number> {
+  private async copyTree(tree: Tree, fresh: Set<bigint>, { frozen, deadline }: { frozen: boolean; deadline?: number }): Promise<number> {
     const plan = this.plan!;
     let copied = 0;
     for (const group of tree.groups) {
+      if (deadline !== undefined && Date.now() > deadline) throw new DeadlineError('the freeze overran its deadline while copying');
       let src: fsp.FileHandle;
       try {
         src = await fsp.open(under(plan.source, group.paths[0]), 'r');
@@ -709,14 +728,22 @@ export class Migration implements TrackingSession {
         } else {
           this.partial = { ino: group.ino, copiedUpTo: 0 };
         }
-        const moved = await this.mover.copy(src.fd, dst.fd, ranges, {
-          sparse: fresh.has(group.ino),
-          throttle: !frozen,
-          window,
-          onProgress: (upTo) => {
-            if (this.partial?.ino === group.ino) this.partial.copiedUpTo = upTo;
-          },
-        });
+        let moved: number;
+        try {
+          moved = await this.mover.copy(src.fd, dst.fd, ranges, {
+            sparse: fresh.has(group.ino),
+            throttle: !frozen,
+            window,
+            deadline,
+            onProgress: (upTo) => {
+              if (this.partial?.ino === group.ino) this.partial.copiedUpTo = upTo;
+            },
+          });
+        } catch (err) {
+          // The maps were taken: an abandoned switchover gives their ranges back for the next attempt.
+          if (err instanceof DeadlineError) for (const f of files) for (const [offset, length] of ranges) f.markFor(this, offset, length);
+          throw err;
+        }
         this.completeInos.add(group.ino);
         if (this.partial?.ino === group.ino) this.partial = undefined;
         this.inFlightMaps.delete(group.ino);
@@ -746,24 +773,28 @@ export class Migration implements TrackingSession {
 
   /**
    * Freeze the subtree, copy the rest, make it durable, commit, remap, move every open handle, thaw.
-   * Returns the freeze time: the downtime the guest sees.
+   * Returns the freeze time (the downtime the guest sees), or undefined when the freeze overran --max-downtime
+   * before the commit: I/O thaws and the passes go on (after MAX_SWITCHOVER_ATTEMPTS such, the migration aborts).
    */
-  private async switchover(): Promise<number> {
+  private async switchover(attempt: number): Promise<number | undefined> {
     const plan = this.plan!;
     this.emit({ type: 'phase', phase: 'switchover' });
     const frozenAt = Date.now();
+    const deadline = frozenAt + this.options.maxDowntimeMs;
     const freeze: Freeze = await this.mount.gate.freeze(plan.virtual);
     const steps: Record<string, number> = { drainMs: Date.now() - frozenAt };
+    // Every step before the commit may give up; from the commit on, the switchover finishes whatever it takes.
     const step = async <T>(name: string, work: () => Promise<T>): Promise<T> => {
       const t0 = Date.now();
       const result = await work();
       steps[name] = Date.now() - t0;
+      if (!this.committed && Date.now() > deadline) throw new DeadlineError(`the freeze overran ${this.options.maxDowntimeMs} ms in step ${name}`);
       return result;
     };
     const reopened: { fh: number; handle: Handle; fd: number }[] = [];
     try {
       const tree = await step('walkMs', () => walkTree(plan.source));
-      const copied = await step('copyMs', async () => this.copyTree(tree, await this.shadow!.sync(tree), { frozen: true }));
+      const copied = await step('copyMs', async () => this.copyTree(tree, await this.shadow!.sync(tree), { frozen: true, deadline }));
       steps.copiedBytes = copied;
       await step('metadataMs', () => this.shadow!.applyMetadata(tree));
       await step('flushMs', () => this.shadow!.flush());
@@ -792,10 +823,16 @@ export class Migration implements TrackingSession {
       this.passes.push({ type: 'pass', pass: this.passes.length, mode: this.mirroring ? 'mirror' : 'iterative', ...this.mirrorFigures(), dirtyBytes: copied, copiedBytes: copied, throughputBytesPerSec: Math.round(this.throughput), estimatedSwitchoverMs: 0, durationMs: Date.now() - frozenAt });
     } catch (err) {
       if (!this.committed) for (const { fd } of reopened) closeQuietly(fd);
-      throw err;
+      if (!(err instanceof DeadlineError) || this.committed) throw err;
+      // Nothing is lost before the commit: the copy so far is a pass like any other.
+      this.emit({ type: 'switchover', attempt, outcome: 'abandoned', frozenMs: Date.now() - frozenAt, steps });
+      if (attempt >= MAX_SWITCHOVER_ATTEMPTS) {
+        throw Object.assign(new Error(`the switchover overran --max-downtime (${this.options.maxDowntimeMs} ms) ${attempt} times: the copy cannot finish within the allowed freeze (allow more with --max-downtime)`), { code: 'ETIMEDOUT' });
+      }
+      return undefined;
     } finally {
       this.mount.gate.thaw(freeze);
-      this.mount.log.info({ migration: this.id, frozenMs: Date.now() - frozenAt, ...steps }, 'switchover freeze');
+      this.mount.log.info({ migration: this.id, attempt, frozenMs: Date.now() - frozenAt, ...steps }, 'switchover freeze');
     }
     return Date.now() - frozenAt;
   }

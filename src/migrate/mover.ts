@@ -20,6 +20,11 @@ export class CancelledError extends Error {
   readonly code = 'ECANCELED';
 }
 
+/** A copy with I/O frozen that ran past its deadline (the switchover gives up and tries again later). */
+export class DeadlineError extends Error {
+  readonly code = 'ETIMEDOUT';
+}
+
 function errnoError(err: number, what: string): Error {
   return Object.assign(new Error(`${what} failed (errno ${-err})`), { errno: err, code: err === -28 ? 'ENOSPC' : err === -5 ? 'EIO' : `E${-err}` });
 }
@@ -55,7 +60,7 @@ export class Mover {
     srcFd: number,
     dstFd: number,
     wanted: Extent[],
-    options: { sparse: boolean; throttle: boolean; window?: CopyWindow; onProgress?: (doneUpTo: number) => void },
+    options: { sparse: boolean; throttle: boolean; window?: CopyWindow; deadline?: number; onProgress?: (doneUpTo: number) => void },
   ): Promise<number> {
     const { window } = options;
     window?.beginPlanning();
@@ -80,6 +85,7 @@ export class Mover {
         const index = next++;
         const [offset, length] = chunks[index];
         if (this.signal.aborted) throw new CancelledError('migration cancelled');
+        if (options.deadline !== undefined && Date.now() > options.deadline) throw new DeadlineError('the copy overran its deadline');
         if (options.throttle) await this.throttle(length);
         window?.dispatched(index);
         // Not `moved += await …`: that reads `moved` before the await and loses other workers' counts.

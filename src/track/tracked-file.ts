@@ -167,6 +167,11 @@ export class TrackedFile {
     return entry.map.take();
   }
 
+  /** Marks a range in a session's map (blocks handed back after a copy that did not happen). */
+  markFor(session: TrackingSession, offset: number, length: number): void {
+    this.sessions.find((s) => s.session === session)?.map.mark(offset, length);
+  }
+
   peekFor(session: TrackingSession): DirtyMap | undefined {
     return this.sessions.find((s) => s.session === session)?.map.current;
   }

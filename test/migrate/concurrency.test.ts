@@ -278,3 +278,35 @@ describe('hard links and the edge of a migrated subtree', () => {
     expect(fs.statSync(join(m.root, 'd/vm1/disk.img')).ino).toBe(fs.statSync(join(m.root, 'd/vm1/disk.link')).ino);
   });
 });
+
+describe('a bounded freeze (issue 14)', () => {
+  // Each file copied with I/O frozen is held 400 ms: far past a 100 ms --max-downtime.
+  it('a switchover that overruns --max-downtime is abandoned, I/O thaws, and the next attempt commits', async () => {
+    mount = await mountFerry({ env: { FERRY_FAULTS: 'switchover=pause:400@1' } });
+    const m = mount;
+    const disk = await vm(m, 'vm1', 4);
+    await fsp.mkdir(join(m.root, 'd'));
+    const run = await migrate(m, join(m.mountpoint, 'vm1'), join(m.root, 'd/vm1'), ['--max-downtime', '100ms']).done;
+    expect(run.code, run.stderr).toBe(0);
+    const attempts = run.events.filter((e) => e.type === 'switchover');
+    expect(attempts).toEqual([expect.objectContaining({ attempt: 1, outcome: 'abandoned' })]);
+    expect(attempts[0].frozenMs).toBeLessThan(1000);
+    expect(run.final).toMatchObject({ type: 'done' });
+    expect(run.final!.downtimeMs).toBeLessThan(400);
+    expect((await fsp.readFile(join(m.root, 'd/vm1/disk.img'))).equals(disk)).toBe(true);
+  });
+
+  it('after three overruns the migration aborts: source intact, partial copy removed, the guest never blocked long', async () => {
+    mount = await mountFerry({ env: { FERRY_FAULTS: 'switchover=pause:400' } });
+    const m = mount;
+    const disk = await vm(m, 'vm1', 4);
+    await fsp.mkdir(join(m.root, 'd'));
+    const run = await migrate(m, join(m.mountpoint, 'vm1'), join(m.root, 'd/vm1'), ['--max-downtime', '100ms']).done;
+    expect(run.code).toBe(1);
+    expect(run.events.filter((e) => e.type === 'switchover').map((e) => e.attempt)).toEqual([1, 2, 3]);
+    expect(run.final).toMatchObject({ type: 'error', code: 'ETIMEDOUT', sourceIntact: true });
+    expect(run.final!.message).toMatch(/the switchover overran --max-downtime \(100 ms\) 3 times/);
+    expect(fs.existsSync(join(m.root, 'd/vm1'))).toBe(false);
+    expect((await fsp.readFile(join(m.mountpoint, 'vm1/disk.img'))).equals(disk)).toBe(true);
+  });
+});
