@@ -3,7 +3,7 @@ import { resolve } from 'node:path';
 import { realpath } from 'node:fs/promises';
 import { request } from '../control/client.js';
 import { stateDirFrom } from '../state/state-dir.js';
-import { isAlive, listRecords, removeRecord, type MountRecord } from '../state/registry.js';
+import { findDaemonServing, isAlive, listRecords, removeRecord, type MountRecord } from '../state/registry.js';
 import { abortFuseConnection, findMount, isDeadMount, lazyUnmount } from '../util/mounts.js';
 import { UserError } from '../util/user-error.js';
 import { action } from './run.js';
@@ -57,6 +57,11 @@ export function unmountCommand(): Command {
         const mount = await findMount(mountpoint);
         if (mount) {
           if (!record && mount.fstype !== 'fuse.ferry') throw new UserError(`${mountpoint} is a ${mount.fstype} mount, not a ferry mount`);
+          // Alive, but registered elsewhere: name the state dir rather than call it dead (even --force would abort it).
+          const elsewhere = !record && !(await isDeadMount(mountpoint)) ? await findDaemonServing(mountpoint) : undefined;
+          if (elsewhere) {
+            throw new UserError(`${mountpoint} is served by the ferry daemon pid ${elsewhere.pid} of state dir ${elsewhere.stateDir}, not ${stateDir}: run \`ferry unmount ${mountpoint} --state-dir ${elsewhere.stateDir}\``);
+          }
           if (!force) throw new UserError(`${mountpoint} is a dead mount (its daemon is gone): clear it with \`ferry unmount --force ${mountpoint}\``);
           // The daemon may still be exiting with the connection open: abort it so nothing waits on it.
           await abortFuseConnection(mountpoint);

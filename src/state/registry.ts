@@ -1,4 +1,4 @@
-import { readdir, unlink } from 'node:fs/promises';
+import { readdir, readFile, unlink } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join, resolve } from 'node:path';
@@ -87,4 +87,20 @@ export async function findRecordFor(stateDir: string, path: string): Promise<Mou
   const abs = resolve(path);
   const matches = (await listRecords(stateDir)).filter((r) => isWithin(abs, r.mountpoint));
   return matches.sort((a, b) => b.mountpoint.length - a.mountpoint.length)[0];
+}
+
+/**
+ * The live ferry daemon serving `mountpoint` whatever state dir it was started with (found by its command line:
+ * `ferry mount <datastore> <mountpoint> ... --state-dir <dir>`), for telling a user which state dir to name.
+ */
+export async function findDaemonServing(mountpoint: string): Promise<{ pid: number; stateDir: string } | undefined> {
+  for (const name of await readdir('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    const args = (await readFile(`/proc/${name}/cmdline`, 'utf8').catch(() => '')).split('\0');
+    const at = args.indexOf('mount');
+    if (at < 0 || args[at + 2] !== mountpoint || !args.some((a) => a.endsWith('main.js') || a.endsWith('/ferry'))) continue;
+    const dir = args.indexOf('--state-dir');
+    if (dir >= 0 && args[dir + 1]) return { pid: Number(name), stateDir: args[dir + 1] };
+  }
+  return undefined;
 }

@@ -62,6 +62,21 @@ describe('ferry mount refuses a state dir another user could tamper with, and ch
     expect(fs.readdirSync(join(root, 'real-state'))).toEqual([]);
   });
 
+  it('ferry unmount of a live mount registered in another state dir names that state dir and leaves the mount alone', async () => {
+    const other = join(root, 'other-state');
+    expect((await ferry(['mount', join(root, 'ds'), join(root, 'mnt'), '--state-dir', other])).code).toBe(0);
+    try {
+      for (const force of [[], ['--force']]) {
+        const r = await ferry(['unmount', join(root, 'mnt'), ...force, '--state-dir', join(root, 'third-state')]);
+        expect(r.code).toBe(2);
+        expect(r.stderr).toMatch(new RegExp(`is served by the ferry daemon pid \\d+ of state dir ${other}, not .*third-state: run \`ferry unmount .*mnt --state-dir ${other}\``));
+        expect(await mountsUnder(join(root, 'mnt'))).toEqual([join(root, 'mnt')]);
+      }
+    } finally {
+      expect((await ferry(['unmount', join(root, 'mnt'), '--state-dir', other])).code).toBe(0);
+    }
+  });
+
   it('a state dir that does not exist is created, only root may enter it', async () => {
     const fresh = join(root, 'new-parent/new-state');
     const mounted = await ferry(['mount', join(root, 'ds'), join(root, 'mnt'), '--state-dir', fresh]);
