@@ -8,7 +8,8 @@ declare module 'fuse-native' {
     access?(path: string, mode: number, cb: Cb): void;
     statfs?(path: string, cb: (err: number, statfs?: object) => void): void;
     readdir?(path: string, cb: (err: number, names?: string[], stats?: object[]) => void): void;
-    open?(path: string, flags: number, cb: (err: number, fh?: number, openFlags?: number) => void): void;
+    /** uid/gid: the caller's (patch 017). */
+    open?(path: string, flags: number, uid: number, gid: number, cb: (err: number, fh?: number, openFlags?: number) => void): void;
     create?(path: string, mode: number, flags: number, uid: number, gid: number, cb: (err: number, fh?: number, openFlags?: number) => void): void;
     read?(path: string, fh: number, buf: Buffer, len: number, pos: number, cb: Cb): void;
     write?(path: string, fh: number, buf: Buffer, len: number, pos: number, cb: Cb): void;

@@ -6,6 +6,11 @@ export interface Handle {
   /** Flags the file was opened with, as the kernel passed them (for reopening elsewhere). */
   flags: number;
   file: TrackedFile;
+  /**
+   * Opened for writing a setuid/setgid file by a user other than root: the first write through it drops those
+   * bits, as the kernel does on local filesystems. Its writes stay on the JS path, which does that.
+   */
+  dropsPrivileges?: boolean;
 }
 
 /**
@@ -23,7 +28,7 @@ export class HandleTable {
     const fh = this.free.length > 0 ? this.free.pop()! : this.slots.length;
     this.slots[fh] = handle;
     this.openCount++;
-    this.native?.open(fh, handle.fd, handle.file.native?.ref ?? null);
+    if (!handle.dropsPrivileges) this.native?.open(fh, handle.fd, handle.file.native?.ref ?? null);
     return fh;
   }
 

@@ -4,7 +4,7 @@ import { constants as C } from 'node:fs';
 import { promisify } from 'node:util';
 import type { FuseOps, FerryIo, FerryData } from 'fuse-native';
 import type { PathMap } from './path-map.js';
-import type { HandleTable } from './handles.js';
+import type { Handle, HandleTable } from './handles.js';
 import type { IoGate } from './gate.js';
 import type { Counters } from './counters.js';
 import type { Tracker } from '../track/tracker.js';
@@ -60,6 +60,29 @@ function learnFile(fd: number, file: TrackedFile, done: () => void): void {
       file.native?.reserve(Number(st.size));
     }
     done();
+  });
+}
+
+/**
+ * A write by anyone but root (who holds CAP_FSETID) drops setuid, and setgid where group execution is set, as
+ * local filesystems do: otherwise any user allowed to write a setuid-root program could make it run their code
+ * as root. The kernel leaves this to a FUSE server that writes with direct_io.
+ */
+const S_ISUID = 0o4000;
+const S_ISGID = 0o2000;
+const O_ACCMODE = 3;
+
+function dropsPrivileges(fd: number, flags: number, uid: number, done: (drops: boolean) => void): void {
+  if (uid === 0 || (flags & O_ACCMODE) === C.O_RDONLY) return done(false);
+  fs.fstat(fd, (err, st) => done(!err && (st.mode & (S_ISUID | S_ISGID)) !== 0));
+}
+
+function dropPrivileges(handle: Handle): void {
+  handle.dropsPrivileges = false;
+  fs.fstat(handle.fd, (err, st) => {
+    if (err) return;
+    const kill = S_ISUID | (st.mode & C.S_IXGRP ? S_ISGID : 0);
+    if (st.mode & kill) fs.fchmod(handle.fd, st.mode & 0o7777 & ~kill, () => undefined);
   });
 }
 
@@ -158,7 +181,7 @@ export function createOps(ctx: FsContext): FuseOps {
       });
     },
 
-    open(path, flags, cb) {
+    open(path, flags, uid, _gid, cb) {
       counters.count('open');
       gate.admit(path, undefined, (ticket) => {
         fs.open(paths.resolve(path), backingFlags(flags), (err, fd) => {
@@ -168,8 +191,10 @@ export function createOps(ctx: FsContext): FuseOps {
           }
           const file = tracker.acquire(path);
           learnFile(fd, file, () => {
-            gate.leave(ticket);
-            cb(0, handles.add({ fd, flags, file }), ctx.openFlags);
+            dropsPrivileges(fd, flags, uid, (drops) => {
+              gate.leave(ticket);
+              cb(0, handles.add({ fd, flags, file, dropsPrivileges: drops }), ctx.openFlags);
+            });
           });
         });
       });
@@ -240,6 +265,7 @@ export function createOps(ctx: FsContext): FuseOps {
           }
           // Only after the backing write succeeded, and before the op leaves the gate.
           counters.bytesWritten += bytes;
+          if (handle!.dropsPrivileges) dropPrivileges(handle!);
           const reply = () => {
             tracker.endWrite(file, order, pos, bytes);
             gate.leave(ticket);

@@ -82,6 +82,25 @@ describe('fuse-native patches', () => {
     expect([dev.isCharacterDevice(), dev.rdev, dev.mode & 0o7777]).toEqual([true, fs.statSync('/dev/null').rdev, 0o640]);
   });
 
+  it('017 open credentials: a write by another user drops setuid and setgid, as on a local filesystem; root\'s write keeps them (issue 15)', async () => {
+    for (const [mode, after] of [
+      [0o4777, 0o777],
+      [0o2777, 0o777],
+      [0o6777, 0o777],
+      [0o2767, 0o2767], // setgid without group execute is not a privilege: it stays
+    ]) {
+      await fsp.writeFile(inMount('suid'), 'x');
+      await fsp.chmod(inMount('suid'), mode);
+      expect((await asNobody('sh', '-c', `echo more >> ${inMount('suid')}`)).code).toBe(0);
+      expect([mode.toString(8), fs.statSync(inStore('suid')).mode & 0o7777]).toEqual([mode.toString(8), after]);
+      await fsp.unlink(inMount('suid'));
+    }
+    await fsp.writeFile(inMount('suid'), 'x');
+    await fsp.chmod(inMount('suid'), 0o6755);
+    await fsp.appendFile(inMount('suid'), 'by root');
+    expect(fs.statSync(inStore('suid')).mode & 0o7777).toBe(0o6755);
+  });
+
   it('003 utimens: both times with sub-millisecond precision, one time alone (UTIME_OMIT), now (UTIME_NOW)', async () => {
     await fsp.writeFile(inMount('times'), 'x');
     await run('touch', ['-d', '2001-02-03 04:05:06.123456789', inMount('times')]);
@@ -202,7 +221,7 @@ describe('fuse-native patches', () => {
     const log = await fsp.readFile(join(m.stateDir, 'mounts', (await fsp.readdir(join(m.stateDir, 'mounts'))).find((n) => n.endsWith('.log'))!), 'utf8');
     const line = log.split('\n').find((l) => l.includes('loaded fuse-native'))!;
     expect(JSON.parse(line)).toMatchObject({ binding: expect.stringMatching(/node_modules\/fuse-native\/build\/Release\/fuse\.node$/),
-      patchset: 10,
+      patchset: 11,
       dataPath: process.env.FERRY_NATIVE === '0' ? 'js' : 'native',
     });
   });
