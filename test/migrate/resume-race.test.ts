@@ -13,7 +13,7 @@ import { vmHome } from '../helpers/vm.js';
 const MiB = 1 << 20;
 const DISK_MIB = 128;
 /** Seeded kill instants; FERRY_RESUME_RUNS=100 for the soak (npm run soak:resume). */
-const RUNS = Number(process.env.FERRY_RESUME_RUNS ?? 8);
+const RUNS = Number(process.env.FERRY_RESUME_RUNS ?? 12);
 const SEED = Number(process.env.FERRY_SEED ?? 1);
 
 let mount: TestMount | undefined;
