@@ -63,15 +63,15 @@ function learnFile(fd: number, file: TrackedFile, done: () => void): void {
   });
 }
 
+const S_ISUID = 0o4000;
+const S_ISGID = 0o2000;
+const O_ACCMODE = 3;
+
 /**
  * A write by anyone but root (who holds CAP_FSETID) drops setuid, and setgid where group execution is set, as
  * local filesystems do: otherwise any user allowed to write a setuid-root program could make it run their code
  * as root. The kernel leaves this to a FUSE server that writes with direct_io.
  */
-const S_ISUID = 0o4000;
-const S_ISGID = 0o2000;
-const O_ACCMODE = 3;
-
 function dropsPrivileges(fd: number, flags: number, uid: number, done: (drops: boolean) => void): void {
   if (uid === 0 || (flags & O_ACCMODE) === C.O_RDONLY) return done(false);
   fs.fstat(fd, (err, st) => done(!err && (st.mode & (S_ISUID | S_ISGID)) !== 0));

@@ -73,11 +73,6 @@ export class IntentLog {
     });
   }
 
-  /** Every region that may hold writes not in the last checkpoint. */
-  regions(): Regions {
-    return union(this.vouched, this.wanted, this.touched);
-  }
-
   private kick(): void {
     if (this.flushing) return;
     this.flushing = true;
