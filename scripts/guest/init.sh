@@ -51,8 +51,18 @@ echo "FERRY-GUEST-UP uptime=$up_s"
 args="seed=${seed:-1} region=$region bs=${bs:-4096} direct=${direct:-0} fsync=${fsync:-0} delay_us=${delay_us:-0}"
 [ -z "$writes" ] || args="$args writes=$writes"
 [ -z "$seconds" ] || args="$args seconds=$seconds"
+# A heartbeat for a host that sees no progress: is the guest alive, is the workload blocked in the kernel, are
+# requests in flight on the disk? (reads and writes in flight, from the block layer.)
+(
+  while sleep 5; do
+    pid=$(pidof workload) || continue
+    echo "FERRY-TICK up=$(cut -d' ' -f1 /proc/uptime) state=$(cut -d' ' -f3 "/proc/$pid/stat") wchan=$(cat "/proc/$pid/wchan") inflight=$(tr -s ' ' '\n' </sys/block/vda/inflight | grep . | paste -sd,)"
+  done
+) &
+ticker=$!
 # shellcheck disable=SC2086 # word splitting of $args is the point
 write=$(workload write /dev/vda $args) || fail "workload write $args: exit $?"
+kill "$ticker"
 
 sync
 echo 3 >/proc/sys/vm/drop_caches

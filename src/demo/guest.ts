@@ -4,6 +4,7 @@ import { mkdtemp, rm, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
+import { gatherEvidence } from './evidence.js';
 import { fileURLToPath } from 'node:url';
 
 /** Unmodified QEMU guests (TCG, Debian cloud kernel, busybox initramfs) running scripts/guest/workload.c on a disk. */
@@ -118,8 +119,10 @@ export interface BootOptions {
   params?: GuestParams;
   /** Hard limit for the whole run; QEMU is killed after it (default 120 s). */
   timeoutMs?: number;
-  /** Appended to QEMU's command line (e.g. a -qmp socket). */
+  /** Appended to QEMU's command line. */
   qemuArgs?: string[];
+  /** More evidence for a timeout's error (the daemon's log and stacks, say), gathered before QEMU is killed. */
+  evidence?: () => Promise<string>;
 }
 
 function exec(file: string, args: string[], timeoutMs = 600_000): Promise<string> {
@@ -175,6 +178,10 @@ export async function bootGuest(options: BootOptions): Promise<Guest> {
     ...['-kernel', vmlinuz, '-initrd', initrd, '-append', bootArgs(options.params ?? {}), '-drive', drive],
     ...(options.qemuArgs ?? []),
   ];
+  // A QMP socket of its own, for the evidence of a timeout: is the VM running, what has the block layer done.
+  const qmpDir = await mkdtemp(join(tmpdir(), 'ferry-qmp-'));
+  const qmp = join(qmpDir, 'qmp.sock');
+  args.push('-qmp', `unix:${qmp},server=on,wait=off`);
   const t0 = performance.now();
   const child = spawn('qemu-system-x86_64', args, { stdio: ['ignore', 'pipe', 'pipe'] });
   live.add(child);
@@ -207,9 +214,12 @@ export async function bootGuest(options: BootOptions): Promise<Guest> {
   child.stderr!.on('data', append);
 
   let timedOut = false;
+  let evidence = '';
   const timer = setTimeout(() => {
     timedOut = true;
-    child.kill('SIGKILL');
+    void gatherEvidence(child.pid, qmp, options.evidence)
+      .then((text) => (evidence = text))
+      .finally(() => child.kill('SIGKILL'));
   }, timeoutMs);
 
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
@@ -223,13 +233,14 @@ export async function bootGuest(options: BootOptions): Promise<Guest> {
   const result = exited.then(({ code, signal }): GuestResult => {
     clearTimeout(timer);
     live.delete(child);
+    void rm(qmpDir, { recursive: true, force: true });
     const exitMs = performance.now() - t0;
     const match = /FERRY-RESULT-BEGIN\n(.*)\nFERRY-RESULT-END/.exec(log);
     if (!match || timedOut) {
       const why = timedOut
         ? `timed out after ${timeoutMs} ms`
         : (/FERRY-ERROR .*/.exec(log)?.[0] ?? `QEMU exited (code ${code}, signal ${signal}) without a result`);
-      throw new Error(`guest on ${options.image}: ${why}\n--- console tail ---\n${tail(log)}`);
+      throw new Error(`guest on ${options.image}: ${why}\n--- console tail ---\n${tail(log)}${evidence}`);
     }
     return { report: JSON.parse(match[1]) as GuestReport, console: log, exitCode: code, signal, timing: { readyMs, startedMs, exitMs } };
   });

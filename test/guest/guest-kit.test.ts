@@ -80,3 +80,18 @@ describe('guest kit', () => {
     expect(await goldenChecksum({ seed: 9, writes: 100, region: MiB, base })).not.toBe(a);
   });
 });
+
+describe('a guest that times out', () => {
+  it('leaves its evidence in the error: heartbeats, QEMU threads and QMP, and what the caller adds', async () => {
+    const image = join(dir, 'slow.raw');
+    await createImage(image, 'raw', 8 * MiB);
+    const guest = await bootGuest({ image, params: { seed: 5, seconds: 120, delay_us: 1000 }, timeoutMs: 30_000, evidence: async () => '--- caller evidence ---' });
+    const error: Error = await guest.result.then(() => new Error('no timeout'), (e: Error) => e);
+    expect(error.message).toMatch(/timed out after 30000 ms/);
+    expect(error.message).toMatch(/FERRY-TICK up=\S+ state=\w wchan=\S* inflight=\d+,\d+/);
+    expect(error.message).toMatch(/--- QEMU \(pid \d+\) threads ---\n  \d+ qemu-system-x86 \w wchan=/);
+    expect(error.message).toMatch(/query-status: \{"return": \{.*"status": "running"/);
+    expect(error.message).toMatch(/query-blockstats: \[\{"device":"virtio0","rd_operations":\d+/);
+    expect(error.message).toContain('--- caller evidence ---');
+  });
+});

@@ -38,7 +38,7 @@ describe.each([
   it('is migrated live mid-workload: zero guest I/O errors, guest checksum = destination = golden', async () => {
     const m = await vmOnFerry(format);
     const seed = format === 'raw' ? 101 : 202;
-    const guest = await bootGuest({ image: join(m.mountpoint, m.image), format, cache, params: { seed, seconds: 8, bs: 4096, region: REGION, fsync: 64, direct: cache === 'none' } });
+    const guest = await bootGuest({ evidence: m.evidence, image: join(m.mountpoint, m.image), format, cache, params: { seed, seconds: 8, bs: 4096, region: REGION, fsync: 64, direct: cache === 'none' } });
     await guest.started;
     await new Promise((r) => setTimeout(r, 1000));
     const run = await migrate(m, join(m.mountpoint, 'vm1'), m.dest).done;
@@ -74,7 +74,7 @@ describe('guests and failing destinations', () => {
       await fsp.unlink(join(m.datastore, 'vm1', 'big.bin'));
 
       // The image is sparse: it passes the space check, then the guest fills it faster than the copy.
-      const guest = await bootGuest({ image: join(m.mountpoint, m.image), params: { seed: 7, seconds: 10, bs: 65536, region: REGION, fsync: 16 } });
+      const guest = await bootGuest({ evidence: m.evidence, image: join(m.mountpoint, m.image), params: { seed: 7, seconds: 10, bs: 65536, region: REGION, fsync: 16 } });
       await guest.started;
       await waitFor(async () => (await fsp.stat(join(m.datastore, m.image))).blocks * 512 > 2 * MiB, 20_000, 'guest to allocate');
       const run = await migrate(m, join(m.mountpoint, 'vm1'), join(small, 'vm1'), ['--rate-limit', '4M', '--mode', 'iterative']).done;
@@ -94,7 +94,7 @@ describe('guests and failing destinations', () => {
 
   it('a guest migrated twice (A to B, then back to A) stays correct', async () => {
     const m = await vmOnFerry('qcow2');
-    const guest = await bootGuest({ image: join(m.mountpoint, m.image), format: 'qcow2', params: { seed: 33, seconds: 12, bs: 4096, region: REGION, fsync: 32 } });
+    const guest = await bootGuest({ evidence: m.evidence, image: join(m.mountpoint, m.image), format: 'qcow2', params: { seed: 33, seconds: 12, bs: 4096, region: REGION, fsync: 32 } });
     await guest.started;
     await new Promise((r) => setTimeout(r, 500));
     expect((await migrate(m, join(m.mountpoint, 'vm1'), m.dest).done).code).toBe(0);

@@ -1,4 +1,7 @@
-import { mkdtemp, mkdir, rm, writeFile, readdir } from 'node:fs/promises';
+import { mkdtemp, mkdir, rm, writeFile, readdir, readFile } from 'node:fs/promises';
+import { fuseWaiting, threadStates } from '../../src/demo/evidence.js';
+import { mountId } from '../../src/state/registry.js';
+import { mountsDir } from '../../src/state/state-dir.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { abortFuseConnection, lazyUnmount, listMounts } from '../../src/util/mounts.js';
@@ -17,6 +20,8 @@ export interface TestMount {
   status(): Promise<Record<string, any>>;
   dirty(path: string): Promise<{ size: number; dirtyBytes: number; extents: [number, number][]; blockSize: number }>;
   stop(): Promise<void>;
+  /** For a failure message: the daemon's threads and log tail, and FUSE requests unanswered. */
+  evidence(): Promise<string>;
 }
 
 /** Mounts whose mount point lies under `prefix`. */
@@ -59,6 +64,16 @@ export async function mountFerry(options: { args?: string[]; root?: string; data
       const r = await cli(['dirty', join(mountpoint, path), '--json']);
       if (r.code !== 0) throw new Error(`dirty failed: ${r.stderr}`);
       return JSON.parse(r.stdout);
+    },
+    async evidence() {
+      const id = mountId(mountpoint);
+      const record = JSON.parse(await readFile(join(mountsDir(stateDir), `${id}.json`), 'utf8').catch(() => '{}'));
+      const log = await readFile(join(mountsDir(stateDir), `${id}.log`), 'utf8').catch((e) => `(${e.code})`);
+      return [
+        `--- FUSE requests waiting on ${mountpoint}: ${await fuseWaiting(mountpoint)}`,
+        `--- daemon (pid ${record.pid}) threads ---\n${await threadStates(record.pid)}`,
+        `--- daemon log tail ---\n${log.split('\n').slice(-30).join('\n')}`,
+      ].join('\n');
     },
     async stop() {
       await cli(['unmount', mountpoint, '--force']);

@@ -1,0 +1,85 @@
+import { connect } from 'node:net';
+import { readFile, readdir } from 'node:fs/promises';
+import { findMount } from '../util/mounts.js';
+
+/** What a hung guest run leaves for the one who reads its failure: processes' threads, QEMU's view, FUSE's queue. */
+
+async function read(path: string): Promise<string> {
+  return (await readFile(path, 'utf8').catch((e: NodeJS.ErrnoException) => `(${e.code})`)).trim();
+}
+
+/** Each thread of `pid`: name, state, where it sleeps, and its kernel stack (root can read it). */
+export async function threadStates(pid: number | undefined): Promise<string> {
+  if (!pid) return '(no pid)';
+  const tids = await readdir(`/proc/${pid}/task`).catch(() => []);
+  const lines: string[] = [];
+  for (const tid of tids) {
+    const dir = `/proc/${pid}/task/${tid}`;
+    const stat = await read(`${dir}/stat`);
+    const state = /\) (\S)/.exec(stat)?.[1] ?? '?';
+    const stack = (await read(`${dir}/stack`)).split('\n').map((l) => l.replace(/^\[<[0-9a-f]+>\] /, '')).slice(0, 6).join(' < ');
+    lines.push(`  ${tid} ${await read(`${dir}/comm`)} ${state} wchan=${await read(`${dir}/wchan`)} ${stack}`);
+  }
+  return lines.join('\n') || `(no /proc/${pid})`;
+}
+
+/** Requests the kernel has sent to the mount's server and not yet had answered. */
+export async function fuseWaiting(mountpoint: string): Promise<string> {
+  const mount = await findMount(mountpoint);
+  if (!mount?.fstype.startsWith('fuse')) return '(not a FUSE mount)';
+  return read(`/sys/fs/fuse/connections/${mount.minor}/waiting`);
+}
+
+const BLOCK_STATS = ['rd_operations', 'wr_operations', 'flush_operations', 'failed_rd_operations', 'failed_wr_operations', 'failed_flush_operations', 'idle_time_ns'];
+
+/** query-blockstats answers with ~30 counters per device: keep the ones that say whether requests completed. */
+function compact(command: string, line: string): string {
+  if (command !== 'query-blockstats') return line;
+  try {
+    const devices = (JSON.parse(line).return as { device: string; stats: Record<string, number> }[]).filter((d) => d.stats.rd_operations + d.stats.wr_operations > 0);
+    return JSON.stringify(devices.map((d) => ({ device: d.device, ...Object.fromEntries(BLOCK_STATS.map((k) => [k, d.stats[k]])) })));
+  } catch {
+    return line;
+  }
+}
+
+/** Runs QMP commands on a QEMU's socket; every failure becomes text, within `timeoutMs`. */
+export function qmpQueries(socket: string, commands: string[], timeoutMs = 3000): Promise<string> {
+  return new Promise((resolve) => {
+    const out: string[] = [];
+    const conn = connect(socket);
+    const done = (why?: string) => {
+      clearTimeout(timer);
+      conn.destroy();
+      resolve(out.join('\n') + (why ? `\n(${why})` : ''));
+    };
+    const timer = setTimeout(() => done('QMP timed out'), timeoutMs);
+    let buffer = '';
+    let sent = -1;
+    conn.on('error', (e) => done(`QMP: ${e.message}`));
+    conn.on('data', (chunk) => {
+      buffer += chunk.toString();
+      let nl: number;
+      while ((nl = buffer.indexOf('\n')) >= 0) {
+        const line = buffer.slice(0, nl);
+        buffer = buffer.slice(nl + 1);
+        if (line.includes('"event"')) continue;
+        // sent: -1 before the greeting, 0 after qmp_capabilities went out, k after the k-th command went out.
+        if (sent >= 1) out.push(`  ${commands[sent - 1]}: ${compact(commands[sent - 1], line)}`);
+        if (sent === commands.length) return done();
+        conn.write(JSON.stringify({ execute: sent < 0 ? 'qmp_capabilities' : commands[sent] }) + '\n');
+        sent += 1;
+      }
+    });
+  });
+}
+
+/** The evidence of a guest that stopped making progress, before it is killed. */
+export async function gatherEvidence(qemuPid: number | undefined, qmpSocket: string, more?: () => Promise<string>): Promise<string> {
+  const parts = [
+    `--- QEMU (pid ${qemuPid}) threads ---\n${await threadStates(qemuPid)}`,
+    `--- QMP ---\n${await qmpQueries(qmpSocket, ['query-status', 'query-block-jobs', 'query-blockstats'])}`,
+  ];
+  if (more) parts.push(await more().catch((e: Error) => `(more evidence failed: ${e.message})`));
+  return `\n${parts.join('\n')}`;
+}
