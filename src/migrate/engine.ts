@@ -1,5 +1,5 @@
 import fsp from 'node:fs/promises';
-import { close, fstat, open } from 'node:fs';
+import { close, fstat, open, type BigIntStats } from 'node:fs';
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { FerryData, FerryIo } from 'fuse-native';
@@ -799,9 +799,16 @@ export class Migration implements TrackingSession {
       await step('metadataMs', () => this.shadow!.applyMetadata(tree));
       await step('flushMs', () => this.shadow!.flush());
       await step('reopenMs', async () => {
+        // By inode, not by name: the name a handle was opened through may since have gone, or now name another
+        // file. The frozen walk placed every inode of the subtree; a handle on any of them moves to its copy.
+        const sourceDev = (await fsp.stat(plan.source, { bigint: true })).dev;
         for (const [fh, handle] of this.mount.handles.entries()) {
-          if (!isWithin(handle.file.path, plan.virtual)) continue;
-          const rel = handle.file.path.slice(plan.virtual.length + 1);
+          const st = await fstatBig(handle.fd);
+          const rel = st.dev === sourceDev ? this.shadow!.placedPath(st.ino) : undefined;
+          if (rel === undefined) {
+            if (isWithin(handle.file.path, plan.virtual)) throw Object.assign(new Error(`${handle.file.path} is open but its inode ${st.ino} has no copy`), { code: 'EINVARIANT' });
+            continue;
+          }
           const fd = await openFd(under(plan.destRoot, rel), backingFlags(handle.flags));
           reopened.push({ fh, handle, fd });
         }
@@ -816,9 +823,7 @@ export class Migration implements TrackingSession {
       }
       // The files are other inodes now: a later migration must key them by their new numbers.
       for (const file of this.attached) file.ino = undefined;
-      for (const { handle, fd } of reopened) {
-        handle.file.ino = await new Promise<bigint | undefined>((resolve) => fstat(fd, { bigint: true }, (err, st) => resolve(err ? undefined : st.ino)));
-      }
+      for (const { handle, fd } of reopened) handle.file.ino = await fstatBig(fd).then((st) => st.ino, () => undefined);
       await faultPoint('after-commit');
       this.passes.push({ type: 'pass', pass: this.passes.length, mode: this.mirroring ? 'mirror' : 'iterative', ...this.mirrorFigures(), dirtyBytes: copied, copiedBytes: copied, throughputBytesPerSec: Math.round(this.throughput), estimatedSwitchoverMs: 0, durationMs: Date.now() - frozenAt });
     } catch (err) {
@@ -857,6 +862,8 @@ export class Migration implements TrackingSession {
     await this.detachAll();
     const code = errorCode(err);
     let message = errorMessage(err);
+    // The stack is for whoever debugs a failed migration; the event carries the message only.
+    if (!(err instanceof CancelledError)) this.mount.log.warn({ err, migration: this.id }, 'migration aborting');
     if (code === 'ENOSPC') message = `the destination ran out of space (${message})`;
     try {
       await removePartialCopy(plan.destDir, plan.destRoot, plan.isFile, plan.destDirExisted, this.id);
@@ -894,6 +901,10 @@ export class Migration implements TrackingSession {
 }
 
 /** A raw fd (fs/promises' FileHandle would close it when garbage-collected; handles and windows keep theirs). */
+function fstatBig(fd: number): Promise<BigIntStats> {
+  return new Promise((resolve, reject) => fstat(fd, { bigint: true }, (err, st) => (err ? reject(err) : resolve(st))));
+}
+
 function openFd(path: string, flags: number | string): Promise<number> {
   return new Promise((resolve, reject) => open(path, flags, (err, fd) => (err ? reject(err) : resolve(fd))));
 }

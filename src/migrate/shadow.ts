@@ -60,6 +60,12 @@ export class Shadow {
     this.placed.delete(ino);
   }
 
+  /** Where the copy of a source inode is, relative to the root; undefined for an inode the copy does not hold. */
+  placedPath(ino: bigint): string | undefined {
+    const rel = this.placed.get(ino);
+    return rel === '\0staged' ? undefined : rel;
+  }
+
   pathOf(ino: bigint): string {
     return under(this.root, this.placed.get(ino)!);
   }

@@ -1,3 +1,4 @@
+import { fstatSync } from 'node:fs';
 import type { FerryData } from 'fuse-native';
 import { TrackedFile, type MirrorJob, type WriteOrder } from './tracked-file.js';
 import { NativeMaps } from './native-maps.js';
@@ -41,9 +42,14 @@ export class Tracker {
     if (index >= 0) this.following.splice(index, 1);
   }
 
-  /** Before a write reaches the backing file (resumable migrations log their intent first). */
-  beforeWrite(file: TrackedFile, offset: number, length: number): Promise<unknown> | undefined {
-    return this.enabled ? file.beforeWrite(offset, length) : undefined;
+  /**
+   * Before a write reaches the backing file (resumable migrations log their intent first, keyed by inode). A
+   * switchover forgets the inodes of the files it moved: the handle's backing fd tells it again, at once.
+   */
+  beforeWrite(file: TrackedFile, offset: number, length: number, fd?: number): Promise<unknown> | undefined {
+    if (!this.enabled) return undefined;
+    if (file.ino === undefined && fd !== undefined) file.ino = inodeOf(fd);
+    return file.beforeWrite(offset, length);
   }
 
   find(path: string): TrackedFile | undefined {
@@ -71,7 +77,23 @@ export class Tracker {
   }
 
   unlinked(path: string): void {
+    this.drop(path);
+  }
+
+  /**
+   * A name goes. A linked file's `path` must stay one of its names (or the file is nameless): a handle opened
+   * through another name still reaches it, and anything that looks a file up by its `path` must find this file.
+   */
+  private drop(path: string): void {
+    const file = this.byPath.get(path);
     this.byPath.delete(path);
+    if (!file || file.path !== path) return;
+    for (const [other, f] of this.byPath) {
+      if (f === file) {
+        file.path = other;
+        return;
+      }
+    }
   }
 
   linked(existing: string, newPath: string): void {
@@ -80,8 +102,10 @@ export class Tracker {
 
   /** Follows a rename of a file or of a whole directory. */
   renamed(from: string, to: string): void {
+    // Two links of one file: rename(2) does nothing, and both names stay.
+    if (from !== to && this.byPath.has(to) && this.byPath.get(from) === this.byPath.get(to)) return;
     for (const path of [...this.byPath.keys()]) {
-      if (isWithin(path, to)) this.byPath.delete(path);
+      if (isWithin(path, to)) this.drop(path);
     }
     for (const [path, file] of [...this.byPath]) {
       if (!isWithin(path, from)) continue;
@@ -94,5 +118,14 @@ export class Tracker {
 
   entries(): IterableIterator<[string, TrackedFile]> {
     return this.byPath.entries();
+  }
+}
+
+/** The inode behind a backing fd; undefined if fstat fails (the intent log then breaks rather than guess). */
+function inodeOf(fd: number): bigint | undefined {
+  try {
+    return fstatSync(fd, { bigint: true }).ino;
+  } catch {
+    return undefined;
   }
 }

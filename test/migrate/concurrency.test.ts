@@ -279,6 +279,80 @@ describe('hard links and the edge of a migrated subtree', () => {
   });
 });
 
+describe('open handles follow their inode across the switchover, whatever happened to the name they were opened by', () => {
+  // Found by the torture: a handle was reopened at the destination by the name it was opened through, which a
+  // later unlink or rename had taken away (ENOENT: the migration aborted) or given to another file (the
+  // handle's writes went into that file).
+  // libfuse hides (renames) a name unlinked while open through it; here the handle is opened through the second
+  // name and the first (the one ferry first knew the file by) goes.
+  it('the first name of a linked file unlinked while a handle through the second is open: writes land in the file', async () => {
+    mount = await mountFerry();
+    const m = mount;
+    await vm(m, 'vm1', 1);
+    const home = join(m.mountpoint, 'vm1');
+    await fsp.writeFile(join(home, 'a'), 'original content\n');
+    await fsp.link(join(home, 'a'), join(home, 'b'));
+    const fd = fs.openSync(join(home, 'b'), 'r+');
+    try {
+      await fsp.unlink(join(home, 'a'));
+      await fsp.mkdir(join(m.root, 'd'));
+      const run = await migrate(m, home, join(m.root, 'd/vm1')).done;
+      expect(run.stderr).toBe('');
+      expect(run.code).toBe(0);
+      fs.writeSync(fd, 'WRITTEN', 0);
+      expect(await fsp.readFile(join(home, 'b'), 'utf8')).toBe('WRITTENl content\n');
+      expect(await fsp.readFile(join(m.root, 'd/vm1/b'), 'utf8')).toBe('WRITTENl content\n');
+    } finally {
+      fs.closeSync(fd);
+    }
+  });
+
+  it('another file renamed over the first name of a linked file open through its second: the handle keeps its file', async () => {
+    mount = await mountFerry();
+    const m = mount;
+    await vm(m, 'vm1', 1);
+    const home = join(m.mountpoint, 'vm1');
+    await fsp.writeFile(join(home, 'a'), 'file one\n');
+    await fsp.link(join(home, 'a'), join(home, 'one'));
+    await fsp.writeFile(join(home, 'c'), 'file two\n');
+    const fd = fs.openSync(join(home, 'one'), 'r+');
+    try {
+      // The name ferry first knew the file by now belongs to the other file.
+      await fsp.rename(join(home, 'c'), join(home, 'a'));
+      await fsp.mkdir(join(m.root, 'd'));
+      const run = await migrate(m, home, join(m.root, 'd/vm1')).done;
+      expect(run.stderr).toBe('');
+      expect(run.code).toBe(0);
+      fs.writeSync(fd, 'FILE', 0);
+      expect(await fsp.readFile(join(home, 'one'), 'utf8')).toBe('FILE one\n');
+      expect(await fsp.readFile(join(home, 'a'), 'utf8')).toBe('file two\n');
+    } finally {
+      fs.closeSync(fd);
+    }
+  });
+
+  it('a linked file renamed by its other name, then the first name removed: still the same file after the switch', async () => {
+    mount = await mountFerry();
+    const m = mount;
+    await vm(m, 'vm1', 1);
+    const home = join(m.mountpoint, 'vm1');
+    await fsp.writeFile(join(home, 'x'), Buffer.alloc(300_000, 1));
+    await fsp.link(join(home, 'x'), join(home, 'y'));
+    const fd = fs.openSync(join(home, 'y'), 'r+');
+    try {
+      await fsp.rename(join(home, 'y'), join(home, 'z'));
+      await fsp.unlink(join(home, 'x'));
+      await fsp.mkdir(join(m.root, 'd'));
+      const run = await migrate(m, home, join(m.root, 'd/vm1')).done;
+      expect(run.code, run.stderr).toBe(0);
+      fs.ftruncateSync(fd, 150_000);
+      expect((await fsp.stat(join(home, 'z'))).size).toBe(150_000);
+    } finally {
+      fs.closeSync(fd);
+    }
+  });
+});
+
 describe('a bounded freeze (issue 14)', () => {
   // Each file copied with I/O frozen is held 400 ms: far past a 100 ms --max-downtime.
   it('a switchover that overruns --max-downtime is abandoned, I/O thaws, and the next attempt commits', async () => {
