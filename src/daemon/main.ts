@@ -103,7 +103,7 @@ async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
     paths,
     handles: new HandleTable(native),
     tracker: new Tracker(opts.blockSize, opts.track, native),
-    gate: new IoGate(native),
+    gate: new IoGate(native, (err) => log.error({ err }, 'an op held by a freeze failed as it started')),
     counters: new Counters(),
     openFlags: Fuse.OPEN_DIRECT_IO,
     io: Fuse.io,

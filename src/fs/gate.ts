@@ -30,7 +30,11 @@ export class IoGate {
   private waiting: Waiting[] = [];
   private drains: { beforeEpoch: number; resolve: () => void }[] = [];
 
-  constructor(private readonly native?: FerryData) {}
+  constructor(
+    private readonly native?: FerryData,
+    /** An op held by a freeze that threw as it started: it is reported, and the ops behind it still start. */
+    private readonly onStartError: (err: unknown) => void = () => undefined,
+  ) {}
 
   admit(path: string, path2: string | undefined, run: Run): void {
     if (this.frozen.length > 0 && this.isFrozen(path, path2)) {
@@ -39,7 +43,13 @@ export class IoGate {
     }
     const ticket = this.epoch;
     this.inflight.set(ticket, (this.inflight.get(ticket) ?? 0) + 1);
-    run(ticket);
+    try {
+      run(ticket);
+    } catch (err) {
+      // An op that never started never leaves: a later freeze would wait for it forever.
+      this.leave(ticket);
+      throw err;
+    }
   }
 
   leave(ticket: number): void {
@@ -72,7 +82,14 @@ export class IoGate {
     this.frozen = this.frozen.filter((f) => f !== freeze);
     const ready = this.waiting.filter((w) => !this.isFrozen(w.path, w.path2));
     this.waiting = this.waiting.filter((w) => this.isFrozen(w.path, w.path2));
-    for (const w of ready) this.admit(w.path, w.path2, w.run);
+    // One op whose start throws must not strand the others held behind the same freeze.
+    for (const w of ready) {
+      try {
+        this.admit(w.path, w.path2, w.run);
+      } catch (err) {
+        this.onStartError(err);
+      }
+    }
   }
 
   /** Starts a new epoch (the watchdog calls this every second). */

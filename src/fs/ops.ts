@@ -249,7 +249,15 @@ export function createOps(ctx: FsContext): FuseOps {
       if (!handle) return cb(-E.EBADF);
       counters.count('write');
       gate.admit(path, undefined, (ticket) => {
-        const logged = tracker.beforeWrite(handle.file, pos, len);
+        let logged: Promise<unknown> | undefined;
+        try {
+          logged = tracker.beforeWrite(handle.file, pos, len, handle.fd);
+        } catch (err) {
+          // Unwritten, and answered: a request nobody answers hangs its caller for good.
+          gate.leave(ticket);
+          counters.errors++;
+          return cb(toErrno(err));
+        }
         if (logged) logged.then(() => writeBacking(ticket));
         else writeBacking(ticket);
       });
@@ -343,7 +351,7 @@ export function createOps(ctx: FsContext): FuseOps {
       if (!handle) return cb(-E.EBADF);
       guarded('ftruncate', path, undefined, cb, async () => {
         const oldSize = (await promisify(fs.fstat)(handle.fd)).size;
-        await tracker.beforeWrite(handle.file, Math.min(oldSize, size), Math.abs(oldSize - size));
+        await tracker.beforeWrite(handle.file, Math.min(oldSize, size), Math.abs(oldSize - size), handle.fd);
         await promisify(fs.ftruncate)(handle.fd, size);
         tracker.resized(handle.file, oldSize, size);
         return 0;

@@ -38,6 +38,15 @@ export class IntentLog {
     if (initial) this.vouched = copy(initial);
   }
 
+  /**
+   * A write the log cannot key (its file's inode is unknown): it cannot be made durable, so the log breaks, its
+   * owner stops counting on it (the migration aborts, source intact), and the write goes on after that.
+   */
+  unkeyable(what: string): Promise<void> | undefined {
+    if (this.failure === undefined) this.fail(Object.assign(new Error(`a write to ${what} cannot be logged: its inode is unknown`), { code: 'EINVARIANT' }), [], []);
+    return this.isReleased ? undefined : this.released;
+  }
+
   /** Before a write to [offset, offset+length) of inode `ino`: undefined when its regions are already durable. */
   before(ino: bigint, offset: number, length: number): Promise<void> | undefined {
     const first = Math.floor(offset / this.regionBytes);

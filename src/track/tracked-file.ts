@@ -71,8 +71,7 @@ export class TrackedFile {
     for (const s of this.sessions) {
       if (!s.intent) continue;
       logged = true;
-      // Without a known inode the write cannot be keyed: the whole file is then treated as touched.
-      const wait = this.ino === undefined ? s.intent.before(-1n, 0, Number.MAX_SAFE_INTEGER) : s.intent.before(this.ino, offset, length);
+      const wait = this.ino === undefined ? s.intent.unkeyable(this.path) : s.intent.before(this.ino, offset, length);
       if (wait) (waits ??= []).push(wait);
     }
     // Durable and touched in this epoch already: later writes there may stay on the native path.

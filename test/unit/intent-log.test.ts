@@ -92,6 +92,28 @@ describe('IntentLog', () => {
     expect(t.log.before(INO, 0, 4096)).toBeUndefined();
   });
 
+  it('a write it cannot key (unknown inode) breaks the log at once: the owner stops counting on it, then the write passes', async () => {
+    // It used to log every region of the file up to 2^53 bytes: a 2^31-step loop that ended in a RangeError.
+    let release!: () => void;
+    const stopped = new Promise<void>((r) => (release = r));
+    const failures: { code?: string }[] = [];
+    const t = heldLog(async (err) => {
+      failures.push(err as { code?: string });
+      await stopped;
+    });
+    const write = t.log.unkeyable('/vm1/disk.img')!;
+    let passed = false;
+    void write.then(() => (passed = true));
+    await settle();
+    expect(failures).toEqual([expect.objectContaining({ code: 'EINVARIANT' })]);
+    expect(passed).toBe(false);
+    expect(t.held).toHaveLength(0);
+    release();
+    await settle();
+    expect(passed).toBe(true);
+    expect(t.log.unkeyable('/vm1/disk.img')).toBeUndefined();
+  });
+
   /**
    * The crash property, over random interleavings of writes, flush completions and checkpoints: at every instant,
    * each write that passed and is not covered by the last written checkpoint has its region in the log on disk.
