@@ -1,0 +1,30 @@
+import { describe, expect, it } from 'vitest';
+import { writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { runTorture, type TortureStats } from './torture.js';
+
+// A short fixed-seed round of the torture (issue 14) runs in npm test; `npm run torture -- --seed N --minutes M`
+// runs seed after seed (N, N+1, ...) for M minutes per data path (scripts/torture.mjs sets these variables).
+const SEED = Number(process.env.FERRY_TORTURE_SEED ?? 1);
+const ROUNDS = Number(process.env.FERRY_TORTURE_ROUNDS ?? 3);
+const MINUTES = process.env.FERRY_TORTURE_MINUTES ? Number(process.env.FERRY_TORTURE_MINUTES) : undefined;
+const REPORT = process.env.FERRY_TORTURE_REPORT;
+
+describe('torture', () => {
+  const title = MINUTES ? `seeds from ${SEED} for ${MINUTES} min` : `seed ${SEED}, ${ROUNDS} rounds`;
+  it(`${title}: writers, overlapping migrations, cancels, rate changes and kill -9; the tree equals the model`, async () => {
+    const deadline = MINUTES ? Date.now() + MINUTES * 60_000 : 0;
+    const runs: TortureStats[] = [];
+    for (let seed = SEED; runs.length === 0 || Date.now() < deadline; seed++) {
+      const logFile = join(tmpdir(), `ferry-torture-${seed}-${process.pid}.log`);
+      const minutes = MINUTES ? Math.max(0.1, (deadline - Date.now()) / 60_000) : undefined;
+      runs.push(await runTorture({ seed, rounds: MINUTES ? 6 : ROUNDS, minutes, logFile }));
+      if (REPORT) writeFileSync(REPORT, JSON.stringify(runs));
+      if (!MINUTES) break;
+    }
+    console.log(`torture ${JSON.stringify(runs)}`);
+    expect(runs.reduce((n, r) => n + r.rounds, 0)).toBeGreaterThan(0);
+    expect(runs.reduce((n, r) => n + r.migrations, 0)).toBeGreaterThan(0);
+  }, MINUTES ? MINUTES * 60_000 + 600_000 : 600_000);
+});
