@@ -19,6 +19,8 @@ declare module 'fuse-native' {
     release?(path: string, fh: number, cb: Cb): void;
     truncate?(path: string, size: number, cb: Cb): void;
     ftruncate?(path: string, fh: number, size: number, cb: Cb): void;
+    /** fallocate(2) on an open file (patch 018); `mode` as the kernel passes it (KEEP_SIZE, PUNCH_HOLE, ZERO_RANGE). */
+    fallocate?(path: string, fh: number, mode: number, offset: number, length: number, cb: Cb): void;
     utimens?(path: string, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number, cb: Cb): void;
     readlink?(path: string, cb: (err: number, target?: string) => void): void;
     chown?(path: string, uid: number, gid: number, cb: Cb): void;
@@ -55,11 +57,20 @@ declare module 'fuse-native' {
     copyRange(fdIn: number, offIn: number, fdOut: number, offOut: number, length: number, cb: (err: number, copied?: number) => void): void;
     /** copyRange into a fresh file: all-zero 4 KiB blocks stay holes (cp --sparse=always); cb gets the bytes read. */
     copySparse(fdIn: number, offIn: number, fdOut: number, offOut: number, length: number, cb: (err: number, copied?: number) => void): void;
+    /** fallocate(2) with `mode` as given; the filesystem's errno as is (EOPNOTSUPP for a mode it lacks). */
+    fallocate(fd: number, mode: number, offset: number, length: number, cb: (err: number) => void): void;
+    /** fallocate(PUNCH_HOLE | KEEP_SIZE). */
     punchHole(fd: number, offset: number, length: number, cb: (err: number) => void): void;
+    /** utimensat(AT_FDCWD, ...): nsec 0..999999999, or UTIME_NOW / UTIME_OMIT passed to the kernel as they are. */
+    utimensat(path: string, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number, flags: number, cb: (err: number) => void): void;
     readonly SEEK_DATA: number;
     readonly SEEK_HOLE: number;
     readonly XATTR_CREATE: number;
     readonly XATTR_REPLACE: number;
+    readonly FALLOC_FL_KEEP_SIZE: number;
+    readonly FALLOC_FL_PUNCH_HOLE: number;
+    readonly FALLOC_FL_ZERO_RANGE: number;
+    readonly AT_SYMLINK_NOFOLLOW: number;
   }
   /** An opaque C object: one file's maps as the native data path sees them. */
   export type NativeFileRef = { readonly __nativeFile: unique symbol };

@@ -14,8 +14,6 @@ import { giveToCaller } from './owner.js';
 import { mirrorWrites } from '../track/mirror-write.js';
 
 const BIGINT = { bigint: true } as const;
-const UTIME_NOW = (1 << 30) - 1;
-const UTIME_OMIT = (1 << 30) - 2;
 const NO_ID = 0xffffffff;
 
 /**
@@ -42,10 +40,6 @@ type Reply = (result: number) => void;
 
 export function backingFlags(flags: number): number {
   return flags & ~KERNEL_HANDLED;
-}
-
-function seconds(sec: number, nsec: number): number {
-  return sec + nsec / 1e9;
 }
 
 /**
@@ -358,20 +352,37 @@ export function createOps(ctx: FsContext): FuseOps {
       });
     },
 
-    utimens(path, atimeSec, atimeNsec, mtimeSec, mtimeNsec, cb) {
-      guarded('utimens', path, undefined, cb, async () => {
-        const backing = paths.resolve(path);
-        const now = Date.now() / 1000;
-        let current: fs.BigIntStats | undefined;
-        if (atimeNsec === UTIME_OMIT || mtimeNsec === UTIME_OMIT) current = await fsp.lstat(backing, BIGINT);
-        const pick = (sec: number, nsec: number, currentNs: bigint | undefined): number => {
-          if (nsec === UTIME_NOW) return now;
-          if (nsec === UTIME_OMIT) return Number(currentNs) / 1e9;
-          return seconds(sec, nsec);
-        };
-        await fsp.lutimes(backing, pick(atimeSec, atimeNsec, current?.atimeNs), pick(mtimeSec, mtimeNsec, current?.mtimeNs));
-        return 0;
+    fallocate(path, fh, mode, offset, length, cb) {
+      const handle = handles.get(fh);
+      if (!handle) return cb(-E.EBADF);
+      const { io } = ctx;
+      // The modes the kernel sends a FUSE server; another (collapse, insert) would move bytes this does not track.
+      if (mode & ~(io.FALLOC_FL_KEEP_SIZE | io.FALLOC_FL_PUNCH_HOLE | io.FALLOC_FL_ZERO_RANGE)) return cb(-E.EOPNOTSUPP);
+      const end = offset + length;
+      if (end > Number.MAX_SAFE_INTEGER) return cb(-E.EFBIG);
+      guarded('fallocate', path, undefined, cb, async () => {
+        const file = handle.file;
+        const oldSize = (await promisify(fs.fstat)(handle.fd)).size;
+        // Without KEEP_SIZE the file may grow to `end`: the bytes from the old end on change too.
+        const from = mode & io.FALLOC_FL_KEEP_SIZE ? offset : Math.min(offset, oldSize);
+        await tracker.beforeWrite(file, from, end - from);
+        // Ordered with the file's writes like a write: a mirrored write it overlaps in time is copied again.
+        const order = tracker.beginWrite(file);
+        const err = await new Promise<number>((resolve) => io.fallocate(handle.fd, mode, offset, length, resolve));
+        // Marked, not mirrored: the next pass, or the switchover, copies the range and punches its holes.
+        // (setuid/setgid: the kernel kills them itself before a fallocate, with a chmod.)
+        if (err === 0) tracker.changed(file, from, end - from);
+        tracker.endWrite(file, order, from, err === 0 ? end - from : 0);
+        // ENOSYS would make the kernel stop sending fallocate for the whole mount.
+        return err === -E.ENOSYS ? -E.EOPNOTSUPP : err;
       });
+    },
+
+    utimens(path, atimeSec, atimeNsec, mtimeSec, mtimeNsec, cb) {
+      // In C: exact nanoseconds, and UTIME_NOW / UTIME_OMIT reach the kernel as they are (nothing read and written back).
+      guarded('utimens', path, undefined, cb, () =>
+        new Promise<number>((resolve) => ctx.io.utimensat(paths.resolve(path), atimeSec, atimeNsec, mtimeSec, mtimeNsec, ctx.io.AT_SYMLINK_NOFOLLOW, resolve)),
+      );
     },
 
     readlink(path, cb) {

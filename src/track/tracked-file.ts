@@ -129,10 +129,14 @@ export class TrackedFile {
    */
   resize(oldSize: number, newSize: number): void {
     const low = Math.min(oldSize, newSize);
-    const length = Math.max(oldSize, newSize) - low;
-    this.dirtyMap.mark(low, length);
+    this.changed(low, Math.max(oldSize, newSize) - low);
     this.dirtyMap.clearFrom(newSize);
-    for (const s of this.sessions) s.map.mark(low, length);
+  }
+
+  /** Bytes changed other than by a write (truncate, fallocate): dirty in every map, never mirrored. */
+  changed(offset: number, length: number): void {
+    this.dirtyMap.mark(offset, length);
+    for (const s of this.sessions) s.map.mark(offset, length);
   }
 
   /** Hands the current dirty set to the caller and starts a fresh one, in one step: a later write dirties the new map. */

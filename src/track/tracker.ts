@@ -76,6 +76,11 @@ export class Tracker {
     if (this.enabled && oldSize !== newSize) file.resize(oldSize, newSize);
   }
 
+  /** Bytes changed in place other than by a write (fallocate): the next pass copies them (see TrackedFile.changed). */
+  changed(file: TrackedFile, offset: number, length: number): void {
+    if (this.enabled) file.changed(offset, length);
+  }
+
   unlinked(path: string): void {
     this.drop(path);
   }

@@ -8,6 +8,7 @@ import { mountFerry, listTree, type TestMount } from '../helpers/mounts.js';
 import { startWriter } from '../helpers/writer.js';
 import { migrate, waitFor } from '../helpers/migration.js';
 import { vmHome } from '../helpers/vm.js';
+import { fallocate, seekDataHole } from '../helpers/sparse.js';
 
 const MiB = 1 << 20;
 let mounts: TestMount[] = [];
@@ -142,6 +143,26 @@ describe('ferry migrate: live', () => {
     // Allocated like the source (about 1 MiB): not the 63 MiB the extensions span.
     const allocated = (await fsp.stat(join(m.dest, 'sparse.img'))).blocks * 512;
     expect(allocated).toBeLessThanOrEqual(MiB + 64 * 1024);
+  });
+
+  it.each(['iterative', 'mirror'])('%s: a disk discarded and zeroed (fallocate) while it is copied arrives exact, its holes holes (issue 15)', async (mode) => {
+    const m = await setup(32);
+    const disk = join(m.mountpoint, 'vm1/disk.img');
+    let copied = 0;
+    const running = migrate(m, join(m.mountpoint, 'vm1'), m.dest, ['--mode', mode, '--rate-limit', '8M', '--keep-source', '--max-downtime', '2s'], (e) => {
+      if (e.type === 'progress' && e.pass === 0) copied = e.copiedBytes;
+    });
+    // Behind the copier (copied already: to be copied again) and ahead of it.
+    await waitFor(() => copied >= 8 * MiB, 20_000, 'the bulk copy to pass 8 MiB');
+    await fallocate(disk, ['-p'], MiB, MiB);
+    await fallocate(disk, ['-z', '-n'], 3 * MiB + 4096, 64 * 1024);
+    await fallocate(disk, ['-p'], 28 * MiB, MiB);
+    const run = await running.done;
+    expect(run.code, run.stderr).toBe(0);
+    const source = await fsp.readFile(join(m.home, 'disk.img'));
+    expect(source.subarray(MiB, 2 * MiB).equals(Buffer.alloc(MiB))).toBe(true);
+    expect(sha(await fsp.readFile(join(m.dest, 'disk.img')))).toBe(sha(source));
+    for (const at of [MiB, 28 * MiB]) expect(await seekDataHole(join(m.dest, 'disk.img'), at)).toEqual({ data: at + MiB, hole: at });
   });
 
   it('moves a single file, keeping the rest of the directory where it is', async () => {

@@ -221,7 +221,7 @@ describe('fuse-native patches', () => {
     const log = await fsp.readFile(join(m.stateDir, 'mounts', (await fsp.readdir(join(m.stateDir, 'mounts'))).find((n) => n.endsWith('.log'))!), 'utf8');
     const line = log.split('\n').find((l) => l.includes('loaded fuse-native'))!;
     expect(JSON.parse(line)).toMatchObject({ binding: expect.stringMatching(/node_modules\/fuse-native\/build\/Release\/fuse\.node$/),
-      patchset: 11,
+      patchset: 12,
       dataPath: process.env.FERRY_NATIVE === '0' ? 'js' : 'native',
     });
   });
