@@ -483,6 +483,12 @@ export function createOps(ctx: FsContext): FuseOps {
       guarded('rename', from, to, cb, async () => {
         if (paths.holdsSubtree(from) || paths.holdsSubtree(to)) return -E.EBUSY;
         if (!sameMapping(from, to)) return -E.EXDEV;
+        if (paths.crossesPinned(from, to)) {
+          // A name of a linked file (or a directory, which may hold some) crossing the edge of a migrating subtree
+          // would split the file between the copy and the source at the switchover.
+          const st = await fsp.lstat(paths.resolve(from));
+          if (st.isDirectory() || st.nlink > 1) return -E.EXDEV;
+        }
         await fsp.rename(paths.resolve(from), paths.resolve(to));
         tracker.renamed(from, to);
         return 0;

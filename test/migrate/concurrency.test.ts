@@ -279,6 +279,39 @@ describe('hard links and the edge of a migrated subtree', () => {
   });
 });
 
+describe('renames across the edge of a migrating subtree', () => {
+  // Found by the torture: a second name of a linked file renamed out of a migrating home split the file in two
+  // at the switchover (the home's names went to the copy, the renamed one stayed with the source inode).
+  it('a linked file or a directory cannot cross it (EXDEV, as across filesystems); a single-link file can, both ways', async () => {
+    mount = await mountFerry();
+    const m = mount;
+    await vm(m, 'vm1', 32);
+    await vm(m, 'vm2', 1);
+    const inside = join(m.mountpoint, 'vm1');
+    const outside = join(m.mountpoint, 'vm2');
+    await fsp.writeFile(join(inside, 'a'), 'linked\n');
+    await fsp.link(join(inside, 'a'), join(inside, 'b'));
+    await fsp.mkdir(join(inside, 'logs'));
+    await fsp.writeFile(join(inside, 'single'), 'one name\n');
+    await fsp.writeFile(join(outside, 'x'), 'x\n');
+    await fsp.link(join(outside, 'x'), join(outside, 'y'));
+    await fsp.mkdir(join(m.root, 'd'));
+    const running = migrate(m, inside, join(m.root, 'd/vm1'), ['--rate-limit', '8M']);
+    await waitFor(() => fs.existsSync(join(m.root, 'd/vm1/disk.img')), 20_000, 'the copy');
+    const errno = (p: Promise<unknown>) => p.then(() => 'ok', (e: NodeJS.ErrnoException) => e.code);
+    expect(await errno(fsp.rename(join(inside, 'b'), join(outside, 'b')))).toBe('EXDEV');
+    expect(await errno(fsp.rename(join(outside, 'y'), join(inside, 'y')))).toBe('EXDEV');
+    expect(await errno(fsp.rename(join(inside, 'logs'), join(outside, 'logs')))).toBe('EXDEV');
+    expect(await errno(fsp.rename(join(inside, 'single'), join(outside, 'single')))).toBe('ok');
+    expect(await errno(fsp.rename(join(outside, 'single'), join(inside, 'single2')))).toBe('ok');
+    expect(await errno(fsp.rename(join(inside, 'b'), join(inside, 'b2')))).toBe('ok');
+    const run = await running.done;
+    expect(run.code, run.stderr).toBe(0);
+    expect(fs.statSync(join(m.root, 'd/vm1/a')).ino).toBe(fs.statSync(join(m.root, 'd/vm1/b2')).ino);
+    expect(await fsp.readFile(join(m.root, 'd/vm1/single2'), 'utf8')).toBe('one name\n');
+  });
+});
+
 describe('open handles follow their inode across the switchover, whatever happened to the name they were opened by', () => {
   // Found by the torture: a handle was reopened at the destination by the name it was opened through, which a
   // later unlink or rename had taken away (ENOENT: the migration aborted) or given to another file (the
