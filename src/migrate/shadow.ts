@@ -23,8 +23,6 @@ async function ignoreMissing(work: Promise<unknown>): Promise<void> {
   });
 }
 
-const seconds = (ns: bigint) => Number(ns) / 1e9;
-
 /**
  * The destination copy of a subtree (VMware's "shadow"). Each pass brings its namespace in line with the
  * source tree: source inodes are followed through renames (the destination file is moved, not recopied),
@@ -157,17 +155,35 @@ export class Shadow {
   async applyMetadata(tree: Tree): Promise<void> {
     for (const group of tree.groups) {
       await this.copyXattrs(under(this.source, group.paths[0]), this.pathOf(group.ino));
-      await setMetadata(this.pathOf(group.ino), group.stat);
+      await this.setMetadata(this.pathOf(group.ino), group.stat);
     }
     for (const dir of tree.dirs) await this.copyXattrs(under(this.source, dir.rel), under(this.root, dir.rel));
     for (const link of tree.symlinks) {
       const path = under(this.root, link.rel);
       await fsp.lchown(path, Number(link.stat.uid), Number(link.stat.gid));
-      await fsp.lutimes(path, seconds(link.stat.atimeNs), seconds(link.stat.mtimeNs));
+      await this.setTimes(path, link.stat);
     }
-    for (const special of tree.specials) await setMetadata(under(this.root, special.rel), special.stat);
+    for (const special of tree.specials) await this.setMetadata(under(this.root, special.rel), special.stat);
     const dirs = [...tree.dirs].sort((a, b) => b.rel.split('/').length - a.rel.split('/').length);
-    for (const dir of dirs) await setMetadata(under(this.root, dir.rel), dir.stat);
+    for (const dir of dirs) await this.setMetadata(under(this.root, dir.rel), dir.stat);
+  }
+
+  private async setMetadata(path: string, stat: Entry['stat']): Promise<void> {
+    // chown first: it clears setuid/setgid bits that chmod then restores.
+    await fsp.lchown(path, Number(stat.uid), Number(stat.gid));
+    await fsp.chmod(path, Number(stat.mode) & 0o7777);
+    await this.setTimes(path, stat);
+  }
+
+  /** To the nanosecond (Node's utimes takes seconds as a double), never following a symlink. */
+  private setTimes(path: string, stat: Entry['stat']): Promise<void> {
+    const { atimeNs: a, mtimeNs: m } = stat;
+    const G = 1_000_000_000n;
+    return new Promise((resolve, reject) =>
+      this.io.utimensat(path, Number(a / G), Number(a % G), Number(m / G), Number(m % G), this.io.AT_SYMLINK_NOFOLLOW, (err) =>
+        err ? reject(Object.assign(new Error(`setting the times of ${path} failed (errno ${-err})`), { errno: err })) : resolve(),
+      ),
+    );
   }
 
   private async copyXattrs(from: string, to: string): Promise<void> {
@@ -196,13 +212,6 @@ export class Shadow {
       }),
     );
   }
-}
-
-async function setMetadata(path: string, stat: Entry['stat']): Promise<void> {
-  // chown first: it clears setuid/setgid bits that chmod then restores.
-  await fsp.lchown(path, Number(stat.uid), Number(stat.gid));
-  await fsp.chmod(path, Number(stat.mode) & 0o7777);
-  await fsp.lutimes(path, seconds(stat.atimeNs), seconds(stat.mtimeNs));
 }
 
 async function makeSpecial(path: string, entry: Entry): Promise<void> {

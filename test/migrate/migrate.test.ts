@@ -75,6 +75,8 @@ describe('ferry migrate: live', () => {
     await fsp.truncate(inMount('shrink.img'), 1000);
     await fsp.chmod(inMount('vm.cfg'), 0o600);
     await fsp.utimes(inMount('vm.cfg'), new Date('2020-01-02T03:04:05Z'), new Date('2021-02-03T04:05:06Z'));
+    execFileSync('touch', ['-m', '-d', '2001-02-03 04:05:06.123456789', inMount('new-name')]);
+    execFileSync('touch', ['-h', '-m', '-d', '2001-02-03 04:05:06.987654321', inMount('current')]);
     await fsp.appendFile(inMount('vm.log'), 'still running\n');
     const run = await running.done;
     expect(run.code).toBe(0);
@@ -89,6 +91,9 @@ describe('ferry migrate: live', () => {
     expect(cfg.nlink).toBe(2);
     expect((await fsp.stat(join(m.dest, 'vm.cfg.hardlink'))).ino).toBe(cfg.ino);
     expect(await fsp.readlink(join(m.dest, 'current'))).toBe('disk.img');
+    // Times to the nanosecond, on files and on symlinks.
+    expect((await fsp.stat(join(m.dest, 'new-name'), { bigint: true })).mtimeNs % 1_000_000_000n).toBe(123456789n);
+    expect((await fsp.lstat(join(m.dest, 'current'), { bigint: true })).mtimeNs % 1_000_000_000n).toBe(987654321n);
     expect(await listTree(join(m.mountpoint, 'vm1'))).toEqual(await listTree(m.dest));
   });
 
