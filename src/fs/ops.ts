@@ -11,7 +11,7 @@ import type { Tracker } from '../track/tracker.js';
 import type { TrackedFile } from '../track/tracked-file.js';
 import { E, toErrno } from './errno.js';
 import { giveToCaller } from './owner.js';
-import { mirrorWrites } from '../track/mirror-write.js';
+import { mirrorResize, mirrorWrites } from '../track/mirror-write.js';
 
 const BIGINT = { bigint: true } as const;
 const NO_ID = 0xffffffff;
@@ -99,6 +99,21 @@ export function createOps(ctx: FsContext): FuseOps {
         },
       );
     });
+  }
+
+  /** A truncate of the backing file, ordered with the file's writes, and mirrored where a migration mirrors it. */
+  async function resizeTracked(file: TrackedFile, oldSize: number, size: number, truncate: () => Promise<void>): Promise<void> {
+    const low = Math.min(oldSize, size);
+    const order = tracker.beginWrite(file);
+    try {
+      await truncate();
+    } catch (err) {
+      tracker.endWrite(file, order, low, 0);
+      throw err;
+    }
+    const mirrors = tracker.resized(file, oldSize, size, order);
+    if (mirrors) await mirrorResize(mirrors, oldSize, size);
+    tracker.endWrite(file, order, low, Math.abs(oldSize - size));
   }
 
   function sameMapping(a: string, b: string): boolean {
@@ -334,8 +349,7 @@ export function createOps(ctx: FsContext): FuseOps {
         file.ino ??= st.ino;
         const oldSize = Number(st.size);
         await tracker.beforeWrite(file, Math.min(oldSize, size), Math.abs(oldSize - size));
-        await fsp.truncate(backing, size);
-        tracker.resized(file, oldSize, size);
+        await resizeTracked(file, oldSize, size, () => fsp.truncate(backing, size));
         return 0;
       });
     },
@@ -346,8 +360,7 @@ export function createOps(ctx: FsContext): FuseOps {
       guarded('ftruncate', path, undefined, cb, async () => {
         const oldSize = (await promisify(fs.fstat)(handle.fd)).size;
         await tracker.beforeWrite(handle.file, Math.min(oldSize, size), Math.abs(oldSize - size), handle.fd);
-        await promisify(fs.ftruncate)(handle.fd, size);
-        tracker.resized(handle.file, oldSize, size);
+        await resizeTracked(handle.file, oldSize, size, () => promisify(fs.ftruncate)(handle.fd, size));
         return 0;
       });
     },

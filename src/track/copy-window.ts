@@ -92,6 +92,14 @@ export class CopyWindow {
     this.waiters = [];
   }
 
+  /**
+   * A size change is mirrored unless the copy is being planned (or mirroring failed): unlike a write's bytes,
+   * it may overlap chunks not yet copied, which the copier reads from the source as it is by then.
+   */
+  mirrorsResize(): boolean {
+    return !this.jsFailure && !this.planning;
+  }
+
   fateOf(offset: number, length: number): WriteFate {
     // (A failure in C stops C's mirroring; a JS mirror write to a failing destination fails here too.)
     if (this.jsFailure) return 'mark';

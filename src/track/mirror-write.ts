@@ -1,4 +1,4 @@
-import { write } from 'node:fs';
+import { ftruncate, write } from 'node:fs';
 import type { MirrorJob } from './tracked-file.js';
 
 function writeAll(fd: number, buf: Buffer, length: number, position: number, done: (err: Error | null) => void): void {
@@ -37,4 +37,23 @@ export function mirrorWrites(jobs: MirrorJob[], buf: Buffer, length: number, pos
     if (job.settled) job.settled.then(run);
     else run();
   }
+}
+
+/** Applies a size change to migration destinations (after the copier's chunks there), as mirrorWrites a write. */
+export async function mirrorResize(jobs: MirrorJob[], oldSize: number, newSize: number): Promise<void> {
+  const low = Math.min(oldSize, newSize);
+  await Promise.all(
+    jobs.map(async (job) => {
+      await job.settled;
+      await new Promise<void>((resolve) =>
+        ftruncate(job.window.fd, newSize, (err) => {
+          if (err) {
+            job.window.fail(err);
+            job.map.mark(low, Math.max(oldSize, newSize) - low);
+          }
+          resolve();
+        }),
+      );
+    }),
+  );
 }

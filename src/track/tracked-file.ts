@@ -127,10 +127,20 @@ export class TrackedFile {
    * A size change dirties the bytes between the two sizes. `ferry dirty` forgets blocks past the new end;
    * a migration keeps them, so a later write past that end cannot leave stale bytes on its copy.
    */
-  resize(oldSize: number, newSize: number): void {
+  resize(oldSize: number, newSize: number, order: WriteOrder = UNORDERED): MirrorJob[] | undefined {
     const low = Math.min(oldSize, newSize);
-    this.changed(low, Math.max(oldSize, newSize) - low);
+    const length = Math.max(oldSize, newSize) - low;
+    this.dirtyMap.mark(low, length);
     this.dirtyMap.clearFrom(newSize);
+    // Where a window mirrors the file, the size change is mirrored too (the caller truncates the copy once the
+    // copier's in-flight chunks there are done): a file shrunk and grown again must not be all dirty each pass.
+    let jobs: MirrorJob[] | undefined;
+    for (const s of this.sessions) {
+      const mirrored = s.window && order.windows.includes(s.window) && s.window.mirrorsResize();
+      if (mirrored) (jobs ??= []).push({ window: s.window!, settled: s.window!.settled(low, length), map: s.map });
+      else s.map.mark(low, length);
+    }
+    return jobs;
   }
 
   /** Bytes changed other than by a write (truncate, fallocate): dirty in every map, never mirrored. */

@@ -71,9 +71,12 @@ export class Tracker {
     if (order) file.endWrite(order, offset, length);
   }
 
-  /** A size change dirties the bytes between the two sizes (a shrink zeroes the tail of the new last block). */
-  resized(file: TrackedFile, oldSize: number, newSize: number): void {
-    if (this.enabled && oldSize !== newSize) file.resize(oldSize, newSize);
+  /**
+   * A size change dirties the bytes between the two sizes (a shrink zeroes the tail of the new last block), or,
+   * where a migration mirrors the file, returns the truncates of the copies the caller must make before replying.
+   */
+  resized(file: TrackedFile, oldSize: number, newSize: number, order?: WriteOrder): MirrorJob[] | undefined {
+    return this.enabled && oldSize !== newSize ? file.resize(oldSize, newSize, order) : undefined;
   }
 
   /** Bytes changed in place other than by a write (fallocate): the next pass copies them (see TrackedFile.changed). */
