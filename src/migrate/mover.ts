@@ -43,8 +43,8 @@ export class Mover {
   bytesMoved = 0;
   /** When set and true, guest I/O is heavy: throttled copies pause (up to BACKOFF_MAX_MS per chunk). */
   guestBusy: (() => boolean) | undefined;
-  private windowStart = Date.now();
-  private windowBytes = 0;
+  /** When the next throttled chunk may start (ms since the epoch). */
+  private nextSlotAt = 0;
 
   constructor(
     private readonly signal: AbortSignal,
@@ -167,19 +167,18 @@ export class Mover {
     for (let waited = 0; this.guestBusy?.() && waited < BACKOFF_MAX_MS; waited += BACKOFF_STEP_MS) {
       await new Promise((r) => setTimeout(r, BACKOFF_STEP_MS));
     }
-    if (this.rateLimit <= 0) return;
-    const now = Date.now();
-    if (now - this.windowStart > 1000) {
-      this.windowStart = now;
-      this.windowBytes = 0;
-    }
-    this.windowBytes += bytes;
-    // Short sleeps, rechecked: a rate changed with --set-rate takes effect within 100 ms.
+    // Paced chunk by chunk: each chunk takes the next slot (its bytes at the rate) when it comes due, so chunks in
+    // flight together start one after another and progress shows as they go, rather than all waiting for the
+    // slot of the last. Up to 1 s of unused rate is kept as credit. Short sleeps, rechecked: a rate changed with
+    // --set-rate takes effect within 100 ms.
     for (;;) {
       if (this.rateLimit <= 0) return;
-      const dueMs = (this.windowBytes / this.rateLimit) * 1000 - (Date.now() - this.windowStart);
-      if (dueMs <= 0) return;
-      await new Promise((r) => setTimeout(r, Math.min(dueMs, 100)));
+      const now = Date.now();
+      if (this.nextSlotAt <= now) {
+        this.nextSlotAt = Math.max(this.nextSlotAt, now - 1000) + (bytes / this.rateLimit) * 1000;
+        return;
+      }
+      await new Promise((r) => setTimeout(r, Math.min(this.nextSlotAt - now, 100)));
     }
   }
 }

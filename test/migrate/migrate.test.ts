@@ -170,6 +170,25 @@ describe('ferry migrate: live', () => {
     for (const at of [MiB, 28 * MiB]) expect(await seekDataHole(join(m.dest, 'disk.img'), at)).toEqual({ data: at + MiB, hole: at });
   });
 
+  it('a rate-limited copy progresses chunk by chunk (issue 19: it waited for the whole rate window of every chunk in flight)', async () => {
+    const m = await setup(16);
+    const seen = new Map<number, Set<number>>();
+    let bulk = false;
+    const running = migrate(m, join(m.mountpoint, 'vm1'), m.dest, ['--mode', 'iterative', '--rate-limit', '4M', '--max-downtime', '1s'], (e) => {
+      if (e.type === 'phase' && e.phase === 'bulk') bulk = true;
+      if (e.type === 'progress' && e.copiedBytes > 0 && e.copiedBytes < e.totalBytes) seen.set(e.pass, (seen.get(e.pass) ?? new Set()).add(e.copiedBytes));
+    });
+    await waitFor(() => bulk, 10_000, 'the bulk copy');
+    // The whole disk rewritten during the bulk copy: the next pass has 16 MiB of dirty extents to copy.
+    await fsp.writeFile(join(m.mountpoint, 'vm1/disk.img'), randomBytes(16 * MiB));
+    const run = await running.done;
+    expect(run.code, run.stderr).toBe(0);
+    // 16 MiB at 4 MiB/s, progress every 0.5 s: the copied bytes show at least two steps on the way, in the bulk
+    // copy and in the pass that copies the rewritten disk.
+    expect(seen.get(0)?.size ?? 0).toBeGreaterThanOrEqual(2);
+    expect(seen.get(1)?.size ?? 0).toBeGreaterThanOrEqual(2);
+  });
+
   it('moves a single file, keeping the rest of the directory where it is', async () => {
     const m = await setup(8);
     const before = await fileSha(join(m.home, 'disk.img'));
