@@ -64,8 +64,17 @@ export class DatastoreState {
     await writeFileAtomic(join(this.journalsDir, `${journal.id}.json`), JSON.stringify(journal, null, 2) + '\n');
   }
 
+  /**
+   * Side files first, the journal last, then the directory made durable: until the journal goes, recovery finds
+   * the migration and finishes or undoes it again. Only "already gone" is not an error.
+   */
   async removeJournal(id: string): Promise<void> {
-    for (const suffix of ['json', 'checkpoint.json', 'intent.json']) await unlink(join(this.journalsDir, `${id}.${suffix}`)).catch(() => undefined);
+    for (const suffix of ['checkpoint.json', 'intent.json', 'json']) {
+      await unlink(join(this.journalsDir, `${id}.${suffix}`)).catch((err: NodeJS.ErrnoException) => {
+        if (err.code !== 'ENOENT') throw err;
+      });
+    }
+    await syncDir(this.journalsDir);
   }
 
   /** A migration's side files (checkpoint, intent log): written atomically, removed with the journal. */

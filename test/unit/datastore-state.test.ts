@@ -1,0 +1,38 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { mkdtemp, mkdir, readdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DatastoreState } from '../../src/state/datastore-state.js';
+
+let dir: string | undefined;
+afterEach(async () => {
+  if (dir) await rm(dir, { recursive: true, force: true });
+  dir = undefined;
+});
+
+async function stateWithJournal(): Promise<{ state: DatastoreState; journals: string }> {
+  dir = await mkdtemp(join(tmpdir(), 'ferry-unit-state-'));
+  const state = new DatastoreState(dir, '/datastore');
+  await state.init('/datastore');
+  await state.writeJournal({ id: 'm1' } as never);
+  await state.writeSide('m1', 'checkpoint', { at: 1 });
+  return { state, journals: join(state.dir, 'migrations') };
+}
+
+describe('DatastoreState.removeJournal', () => {
+  it('removes the side files and the journal; files already gone are fine', async () => {
+    const { state, journals } = await stateWithJournal();
+    await state.removeJournal('m1');
+    expect(await readdir(journals)).toEqual([]);
+    await state.removeJournal('m1');
+  });
+
+  it('a side file that cannot be removed fails the call, and the journal stays to name the migration', async () => {
+    // It swallowed every error: a checkpoint left behind beside a removed journal, silently.
+    const { state, journals } = await stateWithJournal();
+    await mkdir(join(journals, 'm1.intent.json'));
+    await writeFile(join(journals, 'm1.intent.json', 'x'), '');
+    await expect(state.removeJournal('m1')).rejects.toMatchObject({ code: expect.stringMatching(/EISDIR|EPERM/) });
+    expect((await readdir(journals)).sort()).toEqual(['m1.intent.json', 'm1.json']);
+  });
+});
