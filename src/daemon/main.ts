@@ -5,6 +5,7 @@ import { createOps, type FsContext } from '../fs/ops.js';
 import { PathMap } from '../fs/path-map.js';
 import { HandleTable } from '../fs/handles.js';
 import { IoGate } from '../fs/gate.js';
+import { sweepHiddenFiles } from '../fs/hidden-files.js';
 import { Counters } from '../fs/counters.js';
 import { Tracker } from '../track/tracker.js';
 import { ControlServer } from '../control/server.js';
@@ -96,6 +97,8 @@ async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
   await state.init(datastore);
   const paths = new PathMap(datastore, await state.loadMappings());
   const interrupted = await recoverMigrations(state, paths, log);
+  const hidden = await sweepHiddenFiles(paths.list().map((m) => m.backing));
+  if (hidden.length > 0) log.info({ files: hidden }, 'removed files a killed daemon left unlinked-but-open');
 
   // Modes and owners arrive from the kernel already final; the daemon's umask must not change them.
   process.umask(0);
