@@ -96,6 +96,8 @@ async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
   const state = new DatastoreState(opts.stateDir, datastore);
   await state.init(datastore);
   const paths = new PathMap(datastore, await state.loadMappings());
+  // The ops reach paths past PATH_MAX relative to the datastore (see backingPath in ops.ts).
+  process.chdir(datastore);
   const interrupted = await recoverMigrations(state, paths, log);
   const hidden = await sweepHiddenFiles(paths.list().map((m) => m.backing));
   if (hidden.length > 0) log.info({ files: hidden }, 'removed files a killed daemon left unlinked-but-open');

@@ -57,6 +57,8 @@ function learnFile(fd: number, file: TrackedFile, done: () => void): void {
   });
 }
 
+/** Bytes of a path a syscall takes, its NUL included (Linux). */
+const PATH_MAX = 4096;
 const S_ISUID = 0o4000;
 const S_ISGID = 0o2000;
 const O_ACCMODE = 3;
@@ -101,6 +103,16 @@ export function createOps(ctx: FsContext): FuseOps {
     });
   }
 
+  // Past PATH_MAX the joined backing path fails where the mount's own path does not: then it goes relative to the
+  // daemon's working directory, which the daemon sets to the root backing (only that mapping can be helped so).
+  const root = paths.resolve('/');
+  const cwdIsRoot = process.cwd() === root;
+  function backingPath(path: string): string {
+    const absolute = paths.resolve(path);
+    if (Buffer.byteLength(absolute) < PATH_MAX || !cwdIsRoot || !absolute.startsWith(root + '/')) return absolute;
+    return '.' + absolute.slice(root.length);
+  }
+
   /** A truncate of the backing file, ordered with the file's writes, and mirrored where a migration mirrors it. */
   async function resizeTracked(file: TrackedFile, oldSize: number, size: number, truncate: () => Promise<void>): Promise<void> {
     const low = Math.min(oldSize, size);
@@ -128,7 +140,7 @@ export function createOps(ctx: FsContext): FuseOps {
     getattr(path, cb) {
       counters.count('getattr');
       gate.admit(path, undefined, (ticket) => {
-        fs.lstat(paths.resolve(path), BIGINT, (err, st) => {
+        fs.lstat(backingPath(path), BIGINT, (err, st) => {
           gate.leave(ticket);
           if (err) cb(toErrno(err));
           else cb(0, st);
@@ -151,7 +163,7 @@ export function createOps(ctx: FsContext): FuseOps {
 
     access(path, mode, cb) {
       guarded('access', path, undefined, cb, async () => {
-        await fsp.access(paths.resolve(path), mode);
+        await fsp.access(backingPath(path), mode);
         return 0;
       });
     },
@@ -159,7 +171,7 @@ export function createOps(ctx: FsContext): FuseOps {
     statfs(path, cb) {
       counters.count('statfs');
       gate.admit(path, undefined, (ticket) => {
-        fs.statfs(paths.resolve(path), (err, st) => {
+        fs.statfs(backingPath(path), (err, st) => {
           gate.leave(ticket);
           if (err) return cb(toErrno(err));
           // statvfs travels as 32-bit counts: scale the block size up until the counts fit.
@@ -180,7 +192,7 @@ export function createOps(ctx: FsContext): FuseOps {
     readdir(path, cb) {
       counters.count('readdir');
       gate.admit(path, undefined, (ticket) => {
-        fs.readdir(paths.resolve(path), (err, names) => {
+        fs.readdir(backingPath(path), (err, names) => {
           gate.leave(ticket);
           if (err) return cb(toErrno(err));
           const listed = new Set(names);
@@ -193,7 +205,7 @@ export function createOps(ctx: FsContext): FuseOps {
     open(path, flags, uid, _gid, cb) {
       counters.count('open');
       gate.admit(path, undefined, (ticket) => {
-        fs.open(paths.resolve(path), backingFlags(flags), (err, fd) => {
+        fs.open(backingPath(path), backingFlags(flags), (err, fd) => {
           if (err) {
             gate.leave(ticket);
             return cb(toErrno(err));
@@ -212,7 +224,7 @@ export function createOps(ctx: FsContext): FuseOps {
     create(path, mode, flags, uid, gid, cb) {
       counters.count('create');
       gate.admit(path, undefined, (ticket) => {
-        const backing = paths.resolve(path);
+        const backing = backingPath(path);
         const openFlags = backingFlags(flags) | C.O_CREAT | (flags & (C.O_EXCL | C.O_TRUNC));
         fs.open(backing, openFlags, mode, (err, fd) => {
           if (err) {
@@ -316,7 +328,7 @@ export function createOps(ctx: FsContext): FuseOps {
 
     fsyncdir(path, datasync, _fh, cb) {
       guarded('fsyncdir', path, undefined, cb, async () => {
-        const dir = await fsp.open(paths.resolve(path), 'r');
+        const dir = await fsp.open(backingPath(path), 'r');
         try {
           await (datasync ? dir.datasync() : dir.sync());
         } finally {
@@ -343,7 +355,7 @@ export function createOps(ctx: FsContext): FuseOps {
 
     truncate(path, size, cb) {
       guarded('truncate', path, undefined, cb, async () => {
-        const backing = paths.resolve(path);
+        const backing = backingPath(path);
         const st = await fsp.lstat(backing, BIGINT);
         const file = tracker.acquire(path);
         file.ino ??= st.ino;
@@ -394,14 +406,14 @@ export function createOps(ctx: FsContext): FuseOps {
     utimens(path, atimeSec, atimeNsec, mtimeSec, mtimeNsec, cb) {
       // In C: exact nanoseconds, and UTIME_NOW / UTIME_OMIT reach the kernel as they are (nothing read and written back).
       guarded('utimens', path, undefined, cb, () =>
-        new Promise<number>((resolve) => ctx.io.utimensat(paths.resolve(path), atimeSec, atimeNsec, mtimeSec, mtimeNsec, ctx.io.AT_SYMLINK_NOFOLLOW, resolve)),
+        new Promise<number>((resolve) => ctx.io.utimensat(backingPath(path), atimeSec, atimeNsec, mtimeSec, mtimeNsec, ctx.io.AT_SYMLINK_NOFOLLOW, resolve)),
       );
     },
 
     readlink(path, cb) {
       counters.count('readlink');
       gate.admit(path, undefined, (ticket) => {
-        fs.readlink(paths.resolve(path), (err, target) => {
+        fs.readlink(backingPath(path), (err, target) => {
           gate.leave(ticket);
           if (err) cb(toErrno(err));
           else cb(0, target);
@@ -411,21 +423,21 @@ export function createOps(ctx: FsContext): FuseOps {
 
     chown(path, uid, gid, cb) {
       guarded('chown', path, undefined, cb, async () => {
-        await fsp.lchown(paths.resolve(path), uid === NO_ID ? -1 : uid, gid === NO_ID ? -1 : gid);
+        await fsp.lchown(backingPath(path), uid === NO_ID ? -1 : uid, gid === NO_ID ? -1 : gid);
         return 0;
       });
     },
 
     chmod(path, mode, cb) {
       guarded('chmod', path, undefined, cb, async () => {
-        await fsp.chmod(paths.resolve(path), mode);
+        await fsp.chmod(backingPath(path), mode);
         return 0;
       });
     },
 
     mknod(path, mode, dev, uid, gid, cb) {
       guarded('mknod', path, undefined, cb, async () => {
-        const backing = paths.resolve(path);
+        const backing = backingPath(path);
         const perm = mode & 0o7777;
         const type = mode & C.S_IFMT;
         if (type === C.S_IFREG) {
@@ -444,7 +456,7 @@ export function createOps(ctx: FsContext): FuseOps {
     getxattr(path, name, _position, cb) {
       counters.count('getxattr');
       gate.admit(path, undefined, (ticket) => {
-        ctx.io.lgetxattr(paths.resolve(path), name, (err, value) => {
+        ctx.io.lgetxattr(backingPath(path), name, (err, value) => {
           gate.leave(ticket);
           if (err) cb(err);
           else cb(0, value);
@@ -455,7 +467,7 @@ export function createOps(ctx: FsContext): FuseOps {
     setxattr(path, name, value, _position, flags, cb) {
       counters.count('setxattr');
       gate.admit(path, undefined, (ticket) => {
-        ctx.io.lsetxattr(paths.resolve(path), name, value, flags, (err) => {
+        ctx.io.lsetxattr(backingPath(path), name, value, flags, (err) => {
           gate.leave(ticket);
           cb(err);
         });
@@ -465,7 +477,7 @@ export function createOps(ctx: FsContext): FuseOps {
     listxattr(path, cb) {
       counters.count('listxattr');
       gate.admit(path, undefined, (ticket) => {
-        ctx.io.llistxattr(paths.resolve(path), (err, names) => {
+        ctx.io.llistxattr(backingPath(path), (err, names) => {
           gate.leave(ticket);
           if (err) cb(err);
           else cb(0, names);
@@ -476,7 +488,7 @@ export function createOps(ctx: FsContext): FuseOps {
     removexattr(path, name, cb) {
       counters.count('removexattr');
       gate.admit(path, undefined, (ticket) => {
-        ctx.io.lremovexattr(paths.resolve(path), name, (err) => {
+        ctx.io.lremovexattr(backingPath(path), name, (err) => {
           gate.leave(ticket);
           cb(err);
         });
@@ -486,7 +498,7 @@ export function createOps(ctx: FsContext): FuseOps {
     unlink(path, cb) {
       guarded('unlink', path, undefined, cb, async () => {
         if (paths.isMappingRoot(path)) return -E.EBUSY;
-        await fsp.unlink(paths.resolve(path));
+        await fsp.unlink(backingPath(path));
         tracker.unlinked(path);
         return 0;
       });
@@ -499,10 +511,10 @@ export function createOps(ctx: FsContext): FuseOps {
         if (paths.crossesPinned(from, to)) {
           // A name of a linked file (or a directory, which may hold some) crossing the edge of a migrating subtree
           // would split the file between the copy and the source at the switchover.
-          const st = await fsp.lstat(paths.resolve(from));
+          const st = await fsp.lstat(backingPath(from));
           if (st.isDirectory() || st.nlink > 1) return -E.EXDEV;
         }
-        await fsp.rename(paths.resolve(from), paths.resolve(to));
+        await fsp.rename(backingPath(from), backingPath(to));
         tracker.renamed(from, to);
         return 0;
       });
@@ -512,7 +524,7 @@ export function createOps(ctx: FsContext): FuseOps {
       guarded('link', existing, newPath, cb, async () => {
         // As across filesystems: a link may not span two mappings, nor the edge of a subtree being migrated.
         if (!sameMapping(existing, newPath) || paths.crossesPinned(existing, newPath)) return -E.EXDEV;
-        await fsp.link(paths.resolve(existing), paths.resolve(newPath));
+        await fsp.link(backingPath(existing), backingPath(newPath));
         tracker.linked(existing, newPath);
         return 0;
       });
@@ -520,7 +532,7 @@ export function createOps(ctx: FsContext): FuseOps {
 
     symlink(target, linkPath, uid, gid, cb) {
       guarded('symlink', linkPath, undefined, cb, async () => {
-        const backing = paths.resolve(linkPath);
+        const backing = backingPath(linkPath);
         await fsp.symlink(target, backing);
         await giveToCaller(backing, backing, uid, gid);
         return 0;
@@ -529,7 +541,7 @@ export function createOps(ctx: FsContext): FuseOps {
 
     mkdir(path, mode, uid, gid, cb) {
       guarded('mkdir', path, undefined, cb, async () => {
-        const backing = paths.resolve(path);
+        const backing = backingPath(path);
         await fsp.mkdir(backing, { mode });
         await giveToCaller(backing, backing, uid, gid);
         return 0;
@@ -539,7 +551,7 @@ export function createOps(ctx: FsContext): FuseOps {
     rmdir(path, cb) {
       guarded('rmdir', path, undefined, cb, async () => {
         if (paths.holdsSubtree(path)) return -E.EBUSY;
-        await fsp.rmdir(paths.resolve(path));
+        await fsp.rmdir(backingPath(path));
         return 0;
       });
     },

@@ -188,3 +188,45 @@ describe('passthrough: namespace and errors', () => {
     expect(await fsp.readFile(inStore('log.txt'), 'utf8')).toBe('one\ntwo\nthree\n');
   });
 });
+
+describe('passthrough: paths near PATH_MAX', () => {
+  // Issue 15: the daemon joined the datastore's path and the mount's path into one backing path, which passed
+  // PATH_MAX (4096 bytes with its NUL) where the mount's own path did not: ENAMETOOLONG where ext4 succeeds.
+  it('files and directories at a mount path of about 4070 bytes work as on the backing filesystem', async () => {
+    const name = (i: number) => `${String(i).padStart(2, '0')}${'d'.repeat(251)}`;
+    const depth = 16; // 16 components of 253 bytes: a 4064-byte directory path in the mount
+    const script = `
+set -e
+cd "$1"
+for i in $(seq -w 0 ${depth - 1}); do mkdir "\${i}${'d'.repeat(251)}"; cd "\${i}${'d'.repeat(251)}"; done
+printf 'deep data' > f
+cat f; echo
+ln f g
+ln -s f s
+chmod 600 f
+touch -m -d '2001-02-03 04:05:06' f
+mv g h
+stat -c '%s %a %h %Y' f
+readlink s
+rm f h s
+ls -A | wc -l
+`;
+    try {
+      const result = await run('bash', ['-c', script, 'deep', inMount('')]);
+      expect(result.stderr).toBe('');
+      expect(result.code).toBe(0);
+      const mtime = new Date('2001-02-03T04:05:06').getTime() / 1000;
+      expect(result.stdout.split('\n')).toEqual(['deep data', `9 600 2 ${mtime}`, 'f', '0', '']);
+      // The backing path of the deepest directory is itself past PATH_MAX: look from inside, a level at a time.
+      const dirs = Array.from({ length: depth }, (_, i) => name(i));
+      const inBacking = await run('bash', ['-c', `cd "$1" && for d in ${dirs.join(' ')}; do cd "$d"; done && ls -A | wc -l`, 'deep', inStore('')]);
+      expect(inBacking.stdout.trim()).toBe('0');
+      const removed = await run('bash', ['-c', `cd "$1" && rm -rf ${name(0)}`, 'deep', inMount('')]);
+      expect(removed.code, removed.stderr).toBe(0);
+    } finally {
+      // rm -rf works a level at a time (fd-relative); Node's recursive rm of the scratch dir would not.
+      await run('bash', ['-c', `cd "$1" && rm -rf ${name(0)}`, 'deep', inStore('')]);
+    }
+    expect(await fsp.readdir(inStore(''))).not.toContain(name(0));
+  });
+});
