@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 missing=()
 need_cmd() { command -v "$1" >/dev/null 2>&1 || missing+=("$2"); }
 need_lib() { ldconfig -p | grep -q "$1" || missing+=("$2"); }
+need_pkg() { dpkg -s "$1" >/dev/null 2>&1 || missing+=("$1"); }
 
 need_lib 'libfuse.so.2 ' libfuse2
 need_cmd fusermount fuse
@@ -18,6 +19,11 @@ need_cmd python3 python3
 need_cmd setpriv util-linux
 need_cmd unshare util-linux
 need_cmd setfattr attr
+# libvirt for test/guest/libvirt.test.ts and `ferry migrate --domain`: the daemon (its package creates the
+# libvirt-qemu user QEMU runs as), its QEMU driver (only recommended, so named) and virsh.
+need_cmd libvirtd libvirt-daemon-system
+need_pkg libvirt-daemon-driver-qemu
+need_cmd virsh libvirt-clients
 for extra in ${FERRY_EXTRA_PACKAGES:-}; do dpkg -s "$extra" >/dev/null 2>&1 || missing+=("$extra"); done
 
 if ((${#missing[@]})); then

@@ -5,12 +5,14 @@ import { stateDirFrom } from '../state/state-dir.js';
 import { parseDuration } from '../util/duration.js';
 import { formatBytes, parseSize } from '../util/size.js';
 import { UserError } from '../util/user-error.js';
+import { domainHome } from './libvirt.js';
 import { locate } from './locate.js';
 import { MigrationProgress } from './progress.js';
 import { action, fail, printJson } from './run.js';
 
 interface MigrateFlags {
   to?: string;
+  domain?: string;
   resume?: boolean;
   mode: string;
   guestIoPriority?: boolean;
@@ -37,8 +39,9 @@ function parseRate(input: string): number {
 export function migrateCommand(): Command {
   return new Command('migrate')
     .description("move a running VM's directory (or one file) to another datastore, live")
-    .argument('<path>', 'a directory or file inside a ferry mount')
+    .argument('[path]', 'a directory or file inside a ferry mount (or --domain)')
     .option('--to <dest>', 'destination directory (absent or empty), outside the mount')
+    .option('--domain <name>', "a libvirt domain instead of <path>: its home, the directory of its disks and NVRAM, inside a ferry mount")
     .addOption(new Option('--mode <mode>', 'iterative: pre-copy passes; mirror: one pass, then guest writes go to both sides; auto: iterative, mirroring when that stops converging').choices(['iterative', 'mirror', 'auto']).default('auto'))
     .option('--guest-io-priority', 'pause the copy while the guest writes heavily to the subtree')
     .option('--set-rate <bytes/s>', 'change the rate limit of the running migration of <path> (0 = unlimited)')
@@ -51,7 +54,8 @@ export function migrateCommand(): Command {
     .option('--json', 'print one JSON object per event')
     .option('--state-dir <dir>', 'state dir (default $FERRY_STATE_DIR or /var/lib/ferry)')
     .action(
-      action(async (path: string, flags: MigrateFlags) => {
+      action(async (given: string | undefined, flags: MigrateFlags) => {
+        const path = await pathToMigrate(given, flags);
         if (flags.setRate !== undefined) return setRate(path, flags);
         if (!flags.to && !flags.resume) throw new UserError('missing --to <dest>: where should the files go?');
         const maxDowntimeMs = parseDuration(flags.maxDowntime, '--max-downtime');
@@ -101,6 +105,14 @@ export function migrateCommand(): Command {
         }
       }),
     );
+}
+
+/** The <path> argument, or the home of the libvirt domain that --domain names: exactly one of them. */
+async function pathToMigrate(given: string | undefined, flags: MigrateFlags): Promise<string> {
+  if (flags.domain !== undefined && given !== undefined) throw new UserError(`give either <path> or --domain, not both (${given}, --domain ${flags.domain})`);
+  if (flags.domain !== undefined) return domainHome(stateDirFrom(flags.stateDir), flags.domain);
+  if (given === undefined) throw new UserError('missing <path>: which directory or file inside a ferry mount (or --domain <name>)?');
+  return given;
 }
 
 async function setRate(path: string, flags: MigrateFlags): Promise<void> {

@@ -151,7 +151,8 @@ export function ensureGuestKit(): Promise<GuestKit> {
 const live = new Set<ChildProcess>();
 let exitHookSet = false;
 
-function bootArgs(params: GuestParams): string {
+/** The kernel command line for the guest kit: serial console, and `params` for its /init. */
+export function bootArgs(params: GuestParams): string {
   const args = ['console=ttyS0', 'quiet', 'panic=-1'];
   for (const [key, value] of Object.entries(params)) {
     if (value === undefined) continue;
