@@ -8,16 +8,17 @@ declare module 'fuse-native' {
     access?(path: string, mode: number, cb: Cb): void;
     statfs?(path: string, cb: (err: number, statfs?: object) => void): void;
     readdir?(path: string, cb: (err: number, names?: string[], stats?: object[]) => void): void;
-    /** uid/gid: the caller's (patch 017). */
-    open?(path: string, flags: number, uid: number, gid: number, cb: (err: number, fh?: number, openFlags?: number) => void): void;
-    create?(path: string, mode: number, flags: number, uid: number, gid: number, cb: (err: number, fh?: number, openFlags?: number) => void): void;
+    /** uid/gid: the caller's (patch 017); pid: the calling thread's id (patch 019). */
+    open?(path: string, flags: number, uid: number, gid: number, pid: number, cb: (err: number, fh?: number, openFlags?: number) => void): void;
+    create?(path: string, mode: number, flags: number, uid: number, gid: number, pid: number, cb: (err: number, fh?: number, openFlags?: number) => void): void;
     read?(path: string, fh: number, buf: Buffer, len: number, pos: number, cb: Cb): void;
     write?(path: string, fh: number, buf: Buffer, len: number, pos: number, cb: Cb): void;
     flush?(path: string, fh: number, cb: Cb): void;
     fsync?(path: string, datasync: number, fh: number, cb: Cb): void;
     fsyncdir?(path: string, datasync: number, fh: number, cb: Cb): void;
     release?(path: string, fh: number, cb: Cb): void;
-    truncate?(path: string, size: number, cb: Cb): void;
+    /** A truncate by path, with its caller's uid, gid and thread id (patch 019). */
+    truncate?(path: string, size: number, uid: number, gid: number, pid: number, cb: Cb): void;
     ftruncate?(path: string, fh: number, size: number, cb: Cb): void;
     /** fallocate(2) on an open file (patch 018); `mode` as the kernel passes it (KEEP_SIZE, PUNCH_HOLE, ZERO_RANGE). */
     fallocate?(path: string, fh: number, mode: number, offset: number, length: number, cb: Cb): void;

@@ -6,7 +6,7 @@ import type { FerryData } from 'fuse-native';
 import { UserError, errorMessage } from '../util/user-error.js';
 
 /** The patch level this code is written against (patches/fuse-native+2.2.6+*.patch). */
-export const EXPECTED_PATCHSET = 12;
+export const EXPECTED_PATCHSET = 13;
 
 export type Fuse = typeof FuseClass;
 

@@ -1,5 +1,6 @@
 import type { FerryData } from 'fuse-native';
 import type { TrackedFile } from '../track/tracked-file.js';
+import type { Caller } from './privileges.js';
 
 export interface Handle {
   fd: number;
@@ -7,10 +8,11 @@ export interface Handle {
   flags: number;
   file: TrackedFile;
   /**
-   * Opened for writing a setuid/setgid file by a user other than root: the first write through it drops those
-   * bits, as the kernel does on local filesystems. Its writes stay on the JS path, which does that.
+   * Set when a user other than root opened a setuid/setgid file for writing: that user. Each write, truncation and
+   * fallocate through the handle drops those bits as the kernel does on local filesystems (`killedBits`). Its
+   * writes stay on the JS path, which does that.
    */
-  dropsPrivileges?: boolean;
+  unprivilegedWriter?: Caller;
 }
 
 /**
@@ -28,7 +30,7 @@ export class HandleTable {
     const fh = this.free.length > 0 ? this.free.pop()! : this.slots.length;
     this.slots[fh] = handle;
     this.openCount++;
-    if (!handle.dropsPrivileges) this.native?.open(fh, handle.fd, handle.file.native?.ref ?? null);
+    if (!handle.unprivilegedWriter) this.native?.open(fh, handle.fd, handle.file.native?.ref ?? null);
     return fh;
   }
 

@@ -10,7 +10,8 @@ import type { Counters } from './counters.js';
 import type { Tracker } from '../track/tracker.js';
 import type { TrackedFile } from '../track/tracked-file.js';
 import { E, toErrno } from './errno.js';
-import { giveToCaller } from './owner.js';
+import { creationMode, giveToCaller } from './owner.js';
+import { callerOf, hasPrivileges, killedBits, type Caller } from './privileges.js';
 import { mirrorResize, mirrorWrites } from '../track/mirror-write.js';
 
 const BIGINT = { bigint: true } as const;
@@ -59,27 +60,36 @@ function learnFile(fd: number, file: TrackedFile, done: () => void): void {
 
 /** Bytes of a path a syscall takes, its NUL included (Linux). */
 const PATH_MAX = 4096;
-const S_ISUID = 0o4000;
-const S_ISGID = 0o2000;
 const O_ACCMODE = 3;
 
 /**
- * A write by anyone but root (who holds CAP_FSETID) drops setuid, and setgid where group execution is set, as
- * local filesystems do: otherwise any user allowed to write a setuid-root program could make it run their code
- * as root. The kernel leaves this to a FUSE server that writes with direct_io.
+ * A write by anyone but root (who holds CAP_FSETID) drops setuid, and setgid as `killedBits` says, as local
+ * filesystems do: otherwise any user allowed to write a setuid-root program could make it run their code as root.
+ * The kernel leaves this to a FUSE server that writes with direct_io, and on a truncation or fallocate drops only
+ * what FUSE's older rule says (setgid only with group execute). Decided when the file is opened for writing: the
+ * caller, with its groups read then, stays with the handle.
  */
-function dropsPrivileges(fd: number, flags: number, uid: number, done: (drops: boolean) => void): void {
-  if (uid === 0 || (flags & O_ACCMODE) === C.O_RDONLY) return done(false);
-  fs.fstat(fd, (err, st) => done(!err && (st.mode & (S_ISUID | S_ISGID)) !== 0));
+function unprivilegedWriter(fd: number, flags: number, uid: number, gid: number, pid: number, done: (writer: Caller | undefined) => void): void {
+  if (uid === 0 || (flags & O_ACCMODE) === C.O_RDONLY) return done(undefined);
+  fs.fstat(fd, (err, st) => {
+    if (err || !hasPrivileges(st.mode)) done(undefined);
+    else void callerOf(uid, gid, pid).then(done);
+  });
 }
 
-function dropPrivileges(handle: Handle): void {
-  handle.dropsPrivileges = false;
-  fs.fstat(handle.fd, (err, st) => {
-    if (err) return;
-    const kill = S_ISUID | (st.mode & C.S_IXGRP ? S_ISGID : 0);
-    if (st.mode & kill) fs.fchmod(handle.fd, st.mode & 0o7777 & ~kill, () => undefined);
-  });
+/**
+ * Drops the bits the handle's writer kills, before the change is answered, so that the caller's next stat sees
+ * them gone. Never fails: the change it follows is made, and is answered as made.
+ */
+async function dropPrivileges(handle: Handle): Promise<void> {
+  if (!handle.unprivilegedWriter) return;
+  try {
+    const st = await promisify(fs.fstat)(handle.fd);
+    const kill = killedBits(st, handle.unprivilegedWriter);
+    if (kill) await promisify(fs.fchmod)(handle.fd, st.mode & 0o7777 & ~kill);
+  } catch {
+    // The fd is the handle's own: nothing to do about a failure here but keep the answer true.
+  }
 }
 
 export function createOps(ctx: FsContext): FuseOps {
@@ -202,7 +212,7 @@ export function createOps(ctx: FsContext): FuseOps {
       });
     },
 
-    open(path, flags, uid, _gid, cb) {
+    open(path, flags, uid, gid, pid, cb) {
       counters.count('open');
       gate.admit(path, undefined, (ticket) => {
         fs.open(backingPath(path), backingFlags(flags), (err, fd) => {
@@ -212,31 +222,33 @@ export function createOps(ctx: FsContext): FuseOps {
           }
           const file = tracker.acquire(path);
           learnFile(fd, file, () => {
-            dropsPrivileges(fd, flags, uid, (drops) => {
+            unprivilegedWriter(fd, flags, uid, gid, pid, (writer) => {
               gate.leave(ticket);
-              cb(0, handles.add({ fd, flags, file, dropsPrivileges: drops }), ctx.openFlags);
+              cb(0, handles.add({ fd, flags, file, unprivilegedWriter: writer }), ctx.openFlags);
             });
           });
         });
       });
     },
 
-    create(path, mode, flags, uid, gid, cb) {
+    create(path, mode, flags, uid, gid, pid, cb) {
       counters.count('create');
       gate.admit(path, undefined, (ticket) => {
         const backing = backingPath(path);
         const openFlags = backingFlags(flags) | C.O_CREAT | (flags & (C.O_EXCL | C.O_TRUNC));
-        fs.open(backing, openFlags, mode, (err, fd) => {
+        fs.open(backing, openFlags, creationMode(mode, uid, gid), (err, fd) => {
           if (err) {
             gate.leave(ticket);
             return cb(toErrno(err));
           }
-          giveToCaller(fd, backing, uid, gid).then(
+          giveToCaller(fd, backing, uid, gid, mode).then(
             () => {
               const file = tracker.acquire(path);
               learnFile(fd, file, () => {
-                gate.leave(ticket);
-                cb(0, handles.add({ fd, flags, file }), ctx.openFlags);
+                unprivilegedWriter(fd, flags, uid, gid, pid, (writer) => {
+                  gate.leave(ticket);
+                  cb(0, handles.add({ fd, flags, file, unprivilegedWriter: writer }), ctx.openFlags);
+                });
               });
             },
             (chownErr: unknown) => {
@@ -294,15 +306,15 @@ export function createOps(ctx: FsContext): FuseOps {
           }
           // Only after the backing write succeeded, and before the op leaves the gate.
           counters.bytesWritten += bytes;
-          if (handle!.dropsPrivileges) dropPrivileges(handle!);
           const reply = () => {
             tracker.endWrite(file, order, pos, bytes);
             gate.leave(ticket);
             cb(bytes);
           };
+          const finish = handle!.unprivilegedWriter ? () => void dropPrivileges(handle!).then(reply) : reply;
           const mirrors = tracker.written(file, pos, bytes, order);
-          if (mirrors) mirrorWrites(mirrors, buf, bytes, pos, reply);
-          else reply();
+          if (mirrors) mirrorWrites(mirrors, buf, bytes, pos, finish);
+          else finish();
         });
       }
     },
@@ -353,7 +365,7 @@ export function createOps(ctx: FsContext): FuseOps {
       });
     },
 
-    truncate(path, size, cb) {
+    truncate(path, size, uid, gid, pid, cb) {
       guarded('truncate', path, undefined, cb, async () => {
         const backing = backingPath(path);
         const st = await fsp.lstat(backing, BIGINT);
@@ -362,6 +374,12 @@ export function createOps(ctx: FsContext): FuseOps {
         const oldSize = Number(st.size);
         await tracker.beforeWrite(file, Math.min(oldSize, size), Math.abs(oldSize - size));
         await resizeTracked(file, oldSize, size, () => fsp.truncate(backing, size));
+        // The kernel's own chmod came first, in the same request; it leaves setgid without group execute.
+        const mode = Number(st.mode);
+        if (uid !== 0 && hasPrivileges(mode)) {
+          const kill = killedBits({ mode, gid: Number(st.gid) }, await callerOf(uid, gid, pid));
+          if (kill) await fsp.chmod(backing, mode & 0o7777 & ~kill).catch(() => undefined); // truncated all the same
+        }
         return 0;
       });
     },
@@ -373,6 +391,7 @@ export function createOps(ctx: FsContext): FuseOps {
         const oldSize = (await promisify(fs.fstat)(handle.fd)).size;
         await tracker.beforeWrite(handle.file, Math.min(oldSize, size), Math.abs(oldSize - size), handle.fd);
         await resizeTracked(handle.file, oldSize, size, () => promisify(fs.ftruncate)(handle.fd, size));
+        await dropPrivileges(handle);
         return 0;
       });
     },
@@ -395,9 +414,9 @@ export function createOps(ctx: FsContext): FuseOps {
         const order = tracker.beginWrite(file);
         const err = await new Promise<number>((resolve) => io.fallocate(handle.fd, mode, offset, length, resolve));
         // Marked, not mirrored: the next pass, or the switchover, copies the range and punches its holes.
-        // (setuid/setgid: the kernel kills them itself before a fallocate, with a chmod.)
         if (err === 0) tracker.changed(file, from, end - from);
         tracker.endWrite(file, order, from, err === 0 ? end - from : 0);
+        if (err === 0) await dropPrivileges(handle);
         // ENOSYS would make the kernel stop sending fallocate for the whole mount.
         return err === -E.ENOSYS ? -E.EOPNOTSUPP : err;
       });
@@ -438,7 +457,7 @@ export function createOps(ctx: FsContext): FuseOps {
     mknod(path, mode, dev, uid, gid, cb) {
       guarded('mknod', path, undefined, cb, async () => {
         const backing = backingPath(path);
-        const perm = mode & 0o7777;
+        const perm = creationMode(mode & 0o7777, uid, gid);
         const type = mode & C.S_IFMT;
         if (type === C.S_IFREG) {
           await (await fsp.open(backing, C.O_CREAT | C.O_EXCL | C.O_WRONLY, perm)).close();
@@ -448,7 +467,7 @@ export function createOps(ctx: FsContext): FuseOps {
           const err = await new Promise<number>((resolve) => ctx.io.mknod(backing, type | perm, dev, resolve));
           if (err) return err;
         }
-        await giveToCaller(backing, backing, uid, gid);
+        await giveToCaller(backing, backing, uid, gid, mode);
         return 0;
       });
     },

@@ -1,11 +1,13 @@
 // POSIX calls a VM's storage stack makes through the mount (issue 15): fallocate(2) in every mode QEMU uses for
-// preallocation, discard and write-zeroes, and timestamps to the nanosecond.
+// preallocation, discard and write-zeroes, timestamps to the nanosecond, and what other users may do (setuid and
+// setgid, sticky directories, chown), checked against the backing ext4.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { makeRoot, mountFerry, type TestMount } from '../helpers/mounts.js';
 import { run } from '../helpers/cli.js';
 import { fallocate, seekDataHole } from '../helpers/sparse.js';
@@ -192,5 +194,177 @@ describe('timestamps to the nanosecond', () => {
     const target = await times('target');
     expect(target.mtime).toContain('2003-01-01 00:00:00.500000000');
     expect(target.atime).toContain('2003-01-01 00:00:00.500000000');
+  });
+});
+
+// Another user's view, checked against the kernel's own rules: every case runs the same steps (test/helpers/
+// posix-steps.mjs: root's setup, then the user's calls, in one process) in a directory on the backing ext4 and
+// in the mount, and both must end alike: each call's result, then every entry's type, mode and owner.
+describe('as another user, the mount behaves as ext4 (issue 15)', () => {
+  const STEPS = fileURLToPath(new URL('../helpers/posix-steps.mjs', import.meta.url));
+  const OWNER = 4321;
+  const USER = 4322;
+  const GROUP = 4323;
+  const GROUP2 = 4324;
+  type Step = [string, ...unknown[]];
+  interface Outcome {
+    results: string[];
+    entries: Record<string, string>;
+  }
+
+  const kind = (st: fs.Stats) =>
+    st.isFile() ? 'file' : st.isDirectory() ? 'dir' : st.isFIFO() ? 'fifo' : st.isSymbolicLink() ? 'symlink' : st.isCharacterDevice() ? 'device' : 'other';
+
+  /** Every entry under `dir` as `type mode uid:gid`; libfuse's hidden names of open unlinked files left out. */
+  function entries(dir: string): Record<string, string> {
+    const all: Record<string, string> = {};
+    for (const name of fs.readdirSync(dir, { recursive: true }) as string[]) {
+      if (name.split('/').some((part) => part.startsWith('.fuse_hidden'))) continue;
+      const st = fs.lstatSync(join(dir, name));
+      all[name] = `${kind(st)} ${(st.mode & 0o7777).toString(8)} ${st.uid}:${st.gid}`;
+    }
+    return all;
+  }
+
+  /** Runs `steps` in a fresh directory `name` on ext4 and in the mount; the mount must end as ext4 does. */
+  async function onBoth(name: string, steps: Step[]): Promise<Outcome> {
+    const outcomes: Outcome[] = [];
+    for (const base of [join(m.root, 'ext4'), m.mountpoint]) {
+      const dir = join(base, name);
+      await fsp.mkdir(dir, { recursive: true });
+      const r = await run(process.execPath, [STEPS, dir, JSON.stringify(steps)]);
+      expect(r.stderr).toBe('');
+      outcomes.push({ results: JSON.parse(r.stdout), entries: entries(dir) });
+    }
+    const [ext4, mount] = outcomes;
+    expect(mount).toEqual(ext4);
+    return ext4;
+  }
+
+  const become = (uid: number, groups: number[] = []): Step => ['become', uid, uid, groups];
+  /** The results of the calls made after `become`. */
+  const calls = (outcome: Outcome, setup: Step[]) => outcome.results.slice(setup.length + 1);
+
+  /** Steps that make an entry of each type. */
+  const TYPES = {
+    file: (p: string): Step => ['file', p],
+    dir: (p: string): Step => ['mkdir', p],
+    fifo: (p: string): Step => ['mkfifo', p],
+    symlink: (p: string): Step => ['symlink', 'target', p],
+    device: (p: string): Step => ['mknod', p],
+  };
+  type Type = keyof typeof TYPES;
+  const remove = (type: Type, p: string): Step => [type === 'dir' ? 'rmdir' : 'unlink', p];
+
+  beforeAll(async () => {
+    await fsp.mkdir(join(m.root, 'ext4'), { mode: 0o755 });
+  });
+
+  describe('setuid and setgid', () => {
+    const CALLERS: [string, number, number[]][] = [
+      ['another user', USER, []],
+      ["a member of the file's group", USER, [GROUP]],
+      ["the owner, not in the file's group", OWNER, []],
+      ["the owner, in the file's group", OWNER, [GROUP]],
+      ['root', 0, []],
+    ];
+
+    it.each(CALLERS)('a truncate (path, fd, O_TRUNC), write or fallocate by %s drops them as ext4 does', async (who, uid, groups) => {
+      const setup: Step[] = [];
+      const made: Step[] = [];
+      for (const op of ['truncate', 'ftruncate', 'otrunc', 'write', 'fallocate']) {
+        for (const mode of [0o6777, 0o4777, 0o2777, 0o6767, 0o2767]) {
+          const f = `${op}-${mode.toString(8)}`;
+          setup.push(['file', f], ['chown', f, OWNER, GROUP], ['chmod', f, mode]);
+          made.push(op.endsWith('truncate') ? [op, f, 100] : [op, f]);
+        }
+      }
+      const ext4 = await onBoth(`drop by ${who}`, [...setup, become(uid, groups), ...made]);
+      // Not vacuous: every call was made, and dropped what the kernel drops.
+      expect(calls(ext4, setup).every((r) => /^(ok|[0-7]+)$/.test(r))).toBe(true);
+      expect(ext4.entries['truncate-6777']).toBe(`file ${uid === 0 ? '6777' : '777'} ${OWNER}:${GROUP}`);
+    });
+
+    it.each(CALLERS.slice(0, 2))('a file, FIFO or directory that %s creates with setuid/setgid keeps them, as on ext4', async (who, uid, groups) => {
+      const setup: Step[] = [['chmod', '.', 0o777], ['mkdir', 'setgid-dir'], ['chown', 'setgid-dir', 0, GROUP], ['chmod', 'setgid-dir', 0o2777]];
+      const made: Step[] = [];
+      for (const dir of ['.', 'setgid-dir']) {
+        made.push(['create', `${dir}/f`, 0o6755], ['create', `${dir}/g`, 0o2745], ['mkfifo', `${dir}/p`, 0o6755], ['mkdir', `${dir}/d`, 0o7755]);
+      }
+      const ext4 = await onBoth(`create by ${who}`, [...setup, become(uid, groups), ...made]);
+      expect(ext4.entries.p).toBe(`fifo 6755 ${USER}:${USER}`);
+    });
+
+    it('a chown by root clears them on every type but directories, as ext4 does', async () => {
+      const steps: Step[] = [];
+      for (const type of ['file', 'fifo', 'device', 'dir'] as const) {
+        for (const mode of [0o6777, 0o2767]) {
+          for (const [i, [uid, gid]] of [[USER, -1], [-1, GROUP2], [USER, GROUP2], [OWNER, GROUP], [-1, -1]].entries()) {
+            const p = `${type}-${mode.toString(8)}-${i}`;
+            steps.push(TYPES[type](p), ['chown', p, OWNER, GROUP], ['chmod', p, mode], ['chown', p, uid, gid]);
+          }
+        }
+      }
+      const ext4 = await onBoth('chown by root', steps);
+      expect([ext4.entries['file-6777-0'], ext4.entries['dir-6777-0']]).toEqual([`file 777 ${USER}:${GROUP}`, `dir 6777 ${USER}:${GROUP}`]);
+    });
+  });
+
+  describe('sticky directories', () => {
+    it.each(Object.keys(TYPES) as Type[])("a user may rename or remove their own %s, not another user's (unless the directory is theirs), as on ext4", async (type) => {
+      const make = TYPES[type];
+      const setup: Step[] = [['mkdir', 's', 0o1777], ['mkdir', 'open', 0o777], ['mkdir', 'theirs-dir', 0o1777], ['chown', 'theirs-dir', USER, USER]];
+      const own = (p: string, uid: number) => setup.push(make(p), ['chown', p, uid, uid]);
+      for (let i = 1; i <= 4; i++) own(`s/theirs-${i}`, OWNER);
+      for (let i = 1; i <= 6; i++) own(`s/mine-${i}`, USER);
+      own('theirs-dir/theirs-1', OWNER);
+      own('theirs-dir/theirs-2', OWNER);
+      if (type === 'file') setup.push(['hold', 's/mine-6']); // replaced while open: libfuse hides it first
+      if (type !== 'dir') {
+        // The kernel checks the sticky bit against the owner it holds for that name. libfuse 2.9 gives each name
+        // of a hard link its own kernel inode, and a chown through one name updates that one only.
+        for (const [p, before, after] of [['s/h-theirs', USER, OWNER], ['s/h-mine', OWNER, USER]] as const) {
+          setup.push(make(p), ['chown', p, before, before], ['link', p, `${p}-2`], ['lstat', `${p}-2`], ['chown', p, after, after]);
+        }
+      }
+      const made: Step[] = [
+        remove(type, 's/theirs-1'),
+        ['rename', 's/theirs-2', 's/x'],
+        ['rename', 's/theirs-3', 'open/x'],
+        ['rename', 's/mine-1', 's/y'],
+        ['rename', 's/mine-2', 's/theirs-4'],
+        ['rename', 's/mine-3', 'open/mine-3'],
+        ['rename', 'open/mine-3', 's/mine-3b'],
+        remove(type, 's/mine-4'),
+        ['rename', 's/mine-5', 's/mine-6'],
+        remove(type, 'theirs-dir/theirs-1'),
+        ['rename', 'theirs-dir/theirs-2', 'theirs-dir/z'],
+      ];
+      if (type !== 'dir') made.push(remove(type, 's/h-theirs-2'), ['rename', 's/h-mine-2', 's/h-mine-3']);
+      const ext4 = await onBoth(`sticky ${type}`, [...setup, become(USER), ...made]);
+      const expected = ['EPERM', 'EPERM', 'EPERM', 'ok', 'EPERM', 'ok', 'ok', 'ok', 'ok', 'ok', 'ok'];
+      expect(calls(ext4, setup)).toEqual(type === 'dir' ? expected : [...expected, 'EPERM', 'ok']);
+    });
+  });
+
+  describe('chown by the owner', () => {
+    it.each(['file', 'dir', 'fifo', 'symlink'] as Type[])('of a %s: to a group they are in (primary or supplementary), not to another, as on ext4', async (type) => {
+      for (const groups of [[], [GROUP], [GROUP2, GROUP], [GROUP2]]) {
+        const setup: Step[] = [];
+        const made: Step[] = [];
+        for (const [i, [uid, gid]] of [[-1, GROUP], [-1, GROUP2], [USER, GROUP], [OWNER, -1], [-1, -1], [-1, USER]].entries()) {
+          setup.push(TYPES[type](`f${i}`), ['chown', `f${i}`, USER, USER]);
+          if (type !== 'symlink') setup.push(['chmod', `f${i}`, 0o6755]);
+          made.push(['chown', `f${i}`, uid, gid]);
+        }
+        if (type !== 'dir') {
+          // Through the other name of a hard link, after root gave the file to the user through the first.
+          setup.push(TYPES[type]('h'), ['link', 'h', 'h2'], ['lstat', 'h2'], ['chown', 'h', USER, USER]);
+          made.push(['chown', 'h2', -1, USER]);
+        }
+        const ext4 = await onBoth(`chown ${type} in ${groups.join(',') || 'no groups'}`, [...setup, become(USER, groups), ...made]);
+        expect(calls(ext4, setup).slice(0, 2)).toEqual([groups.includes(GROUP) ? 'ok' : 'EPERM', groups.includes(GROUP2) ? 'ok' : 'EPERM']);
+      }
+    });
   });
 });
