@@ -119,7 +119,8 @@ export function createOps(ctx: FsContext): FuseOps {
   const cwdIsRoot = process.cwd() === root;
   function backingPath(path: string): string {
     const absolute = paths.resolve(path);
-    if (Buffer.byteLength(absolute) < PATH_MAX || !cwdIsRoot || !absolute.startsWith(root + '/')) return absolute;
+    // Every path op comes here: count UTF-8 bytes only when 3 per UTF-16 unit could reach PATH_MAX.
+    if (absolute.length * 3 < PATH_MAX || Buffer.byteLength(absolute) < PATH_MAX || !cwdIsRoot || !absolute.startsWith(root + '/')) return absolute;
     return '.' + absolute.slice(root.length);
   }
 

@@ -143,7 +143,7 @@ export class TrackedFile {
     return jobs;
   }
 
-  /** Bytes changed other than by a write (truncate, fallocate): dirty in every map, never mirrored. */
+  /** Bytes changed in place other than by a write (fallocate): dirty in every map, never mirrored. */
   changed(offset: number, length: number): void {
     this.dirtyMap.mark(offset, length);
     for (const s of this.sessions) s.map.mark(offset, length);
