@@ -1,3 +1,4 @@
+import { execFile } from 'node:child_process';
 import { connect } from 'node:net';
 import { readFile, readdir } from 'node:fs/promises';
 import { findMount } from '../util/mounts.js';
@@ -23,11 +24,22 @@ export async function threadStates(pid: number | undefined): Promise<string> {
   return lines.join('\n') || `(no /proc/${pid})`;
 }
 
-/** Requests the kernel has sent to the mount's server and not yet had answered. */
+const CONNECTIONS = '/sys/fs/fuse/connections';
+
+/** Requests the kernel has sent to the mount's server and not yet had answered (fusectl mounted for it if need be). */
 export async function fuseWaiting(mountpoint: string): Promise<string> {
   const mount = await findMount(mountpoint);
   if (!mount?.fstype.startsWith('fuse')) return '(not a FUSE mount)';
-  return read(`/sys/fs/fuse/connections/${mount.minor}/waiting`);
+  const mountedHere = (await readdir(CONNECTIONS).catch(() => [])).length === 0 && (await run('mount', ['-t', 'fusectl', 'fusectl', CONNECTIONS]));
+  try {
+    return await read(`${CONNECTIONS}/${mount.minor}/waiting`);
+  } finally {
+    if (mountedHere) await run('umount', [CONNECTIONS]);
+  }
+}
+
+function run(file: string, args: string[]): Promise<boolean> {
+  return new Promise((resolve) => execFile(file, args, (err) => resolve(!err)));
 }
 
 const BLOCK_STATS = ['rd_operations', 'wr_operations', 'flush_operations', 'failed_rd_operations', 'failed_wr_operations', 'failed_flush_operations', 'idle_time_ns'];

@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { mountFerry, mountsUnder, type TestMount } from '../helpers/mounts.js';
 import { hasExited, run } from '../helpers/cli.js';
 import { migrate, waitFor } from '../helpers/migration.js';
+import { fuseWaiting } from '../../src/demo/evidence.js';
 
 // Issue 15: a daemon's life follows its mount, as sshfs's and bindfs's do.
 let mount: TestMount | undefined;
@@ -111,5 +112,15 @@ describe('files unlinked while open, when the daemon is killed', () => {
     expect(hidden(join(m.root, 'd/vm2'))).toEqual([]);
     expect((await fsp.readdir(join(m.mountpoint, 'vm1'))).sort()).toEqual(['.fuse_hidden-mine']);
     expect(await fsp.readdir(join(m.mountpoint, 'vm2'))).toEqual(['disk.img']);
+  });
+});
+
+describe('evidence for a hung guest', () => {
+  it('reads how many requests the kernel waits on, mounting fusectl for it and unmounting it again', async () => {
+    mount = await mountFerry();
+    const fusectl = () => / \/sys\/fs\/fuse\/connections /.test(fs.readFileSync('/proc/self/mounts', 'utf8'));
+    const before = fusectl();
+    expect(await fuseWaiting(mount.mountpoint)).toBe('0');
+    expect(fusectl()).toBe(before);
   });
 });
