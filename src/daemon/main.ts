@@ -24,6 +24,7 @@ import { Migration, type MountServices } from '../migrate/engine.js';
 import { recoverMigrations } from '../migrate/recovery.js';
 import { Claims } from '../migrate/claims.js';
 import { CommitQueue } from '../migrate/commits.js';
+import { SocketInodes } from '../fs/socket-inodes.js';
 
 export interface DaemonOptions {
   datastore: string;
@@ -116,8 +117,9 @@ async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
     openFlags: Fuse.OPEN_DIRECT_IO,
     io: Fuse.io,
     native,
+    sockets: new SocketInodes(),
   };
-  const fuse = new Fuse(mountpoint, createOps(fsContext), { timeout: false, mountOptions: mountOptions(opts) });
+  const fuse = new Fuse(mountpoint, createOps(fsContext), { timeout: false, mountOptions: mountOptions(opts), debug: process.env.FERRY_FUSE_DEBUG === '1' });
   await new Promise<void>((resolve, reject) => {
     fuse.mount((err) => (err ? reject(new UserError(`cannot mount ${mountpoint}: ${err.message}`, 1)) : resolve()));
   });
@@ -153,6 +155,7 @@ async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
     state,
     io: Fuse.io,
     native,
+    sockets: fsContext.sockets,
     log,
     claims: new Claims(paths),
     commits: new CommitQueue(paths, state, log),

@@ -7,3 +7,10 @@ export function toErrno(err: unknown): number {
   const errno = typeof err === 'object' && err !== null ? (err as { errno?: unknown }).errno : undefined;
   return typeof errno === 'number' && errno < 0 ? errno : -E.EIO;
 }
+
+const NAMES = new Map(Object.entries(E).map(([name, n]) => [n, name]));
+
+/** An Error for a negative errno from Fuse.io, with the code Node's own fs errors would carry. */
+export function ioError(err: number, what: string): Error & { errno: number; code: string } {
+  return Object.assign(new Error(`${what} failed (errno ${-err})`), { errno: err, code: NAMES.get(-err) ?? `E${-err}` });
+}

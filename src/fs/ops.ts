@@ -13,6 +13,7 @@ import { E, toErrno } from './errno.js';
 import { creationMode, giveToCaller } from './owner.js';
 import { callerOf, hasPrivileges, killedBits, type Caller } from './privileges.js';
 import { mirrorResize, mirrorWrites } from '../track/mirror-write.js';
+import type { SocketInodes } from './socket-inodes.js';
 
 const BIGINT = { bigint: true } as const;
 const NO_ID = 0xffffffff;
@@ -35,6 +36,7 @@ export interface FsContext {
   io: FerryIo;
   /** The native data path, when it answers reads and writes of registered handles. */
   native: FerryData | undefined;
+  sockets: SocketInodes;
 }
 
 type Reply = (result: number) => void;
@@ -154,7 +156,7 @@ export function createOps(ctx: FsContext): FuseOps {
         fs.lstat(backingPath(path), BIGINT, (err, st) => {
           gate.leave(ticket);
           if (err) cb(toErrno(err));
-          else cb(0, st);
+          else cb(0, ctx.sockets.reported(st));
         });
       });
     },

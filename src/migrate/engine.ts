@@ -26,6 +26,7 @@ import { isWithin } from '../util/paths.js';
 import { faultPoint } from './faults.js';
 import type { Claims } from './claims.js';
 import type { CommitQueue } from './commits.js';
+import type { SocketInodes } from '../fs/socket-inodes.js';
 
 export type Phase = 'preflight' | 'prepare' | 'bulk' | 'iterate' | 'switchover' | 'cleanup' | 'done' | 'abort' | 'interrupted';
 
@@ -54,6 +55,8 @@ export interface MountServices {
   io: FerryIo;
   /** The native data path, if it serves this mount (copy windows then get a C twin). */
   native?: FerryData;
+  /** Inode numbers reported for moved sockets (their servers stay reachable). */
+  sockets: SocketInodes;
   log: Logger;
   /** What running and interrupted migrations own; a migration releases its claim when it ends. */
   claims: Claims;
@@ -813,9 +816,13 @@ export class Migration implements TrackingSession {
           reopened.push({ fh, handle, fd });
         }
       });
+      const sockets = await Promise.all(
+        tree.specials.filter((s) => s.stat.isSocket()).map(async (s) => [s.stat, await fsp.lstat(under(plan.destRoot, s.rel), { bigint: true })] as const),
+      );
       await faultPoint('before-commit');
       if (this.abortController.signal.aborted) throw new CancelledError('migration cancelled');
       await step('commitMs', () => this.commit());
+      for (const [from, to] of sockets) this.mount.sockets.moved(from, to);
       // Infallible from here: every destination fd is already open.
       for (const { fh, handle, fd } of reopened) {
         closeQuietly(handle.fd);

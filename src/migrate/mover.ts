@@ -1,6 +1,7 @@
 import type { FerryIo } from 'fuse-native';
 import type { Extent } from '../track/dirty-map.js';
 import type { CopyWindow } from '../track/copy-window.js';
+import { ioError } from '../fs/errno.js';
 
 /** 4 MiB pieces: large sequential reads keep the source's readahead busy (1 MiB ran at half the speed here). */
 export const CHUNK_BYTES = 4 << 20;
@@ -23,10 +24,6 @@ export class CancelledError extends Error {
 /** A copy with I/O frozen that ran past its deadline (the switchover gives up and tries again later). */
 export class DeadlineError extends Error {
   readonly code = 'ETIMEDOUT';
-}
-
-function errnoError(err: number, what: string): Error {
-  return Object.assign(new Error(`${what} failed (errno ${-err})`), { errno: err, code: err === -28 ? 'ENOSPC' : err === -5 ? 'EIO' : `E${-err}` });
 }
 
 /**
@@ -129,20 +126,20 @@ export class Mover {
 
   private copyRange(copy: FerryIo['copyRange'], srcFd: number, dstFd: number, offset: number, length: number): Promise<number> {
     return new Promise((resolve, reject) =>
-      copy(srcFd, offset, dstFd, offset, length, (err, copied) => (err ? reject(errnoError(err, 'copy')) : resolve(copied!))),
+      copy(srcFd, offset, dstFd, offset, length, (err, copied) => (err ? reject(ioError(err, 'copy')) : resolve(copied!))),
     );
   }
 
   /** False when the filesystem has no hole punching (EOPNOTSUPP). */
   private punchHole(fd: number, offset: number, length: number): Promise<boolean> {
     return new Promise((resolve, reject) =>
-      this.io.punchHole(fd, offset, length, (err) => (err === -95 ? resolve(false) : err ? reject(errnoError(err, 'punch hole')) : resolve(true))),
+      this.io.punchHole(fd, offset, length, (err) => (err === -95 ? resolve(false) : err ? reject(ioError(err, 'punch hole')) : resolve(true))),
     );
   }
 
   private seek(fd: number, offset: number, whence: number): Promise<number | undefined> {
     return new Promise((resolve, reject) =>
-      this.io.seek(fd, offset, whence, (err, at) => (err === -6 ? resolve(undefined) : err ? reject(errnoError(err, 'seek')) : resolve(at))),
+      this.io.seek(fd, offset, whence, (err, at) => (err === -6 ? resolve(undefined) : err ? reject(ioError(err, 'seek')) : resolve(at))),
     );
   }
 

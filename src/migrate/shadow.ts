@@ -1,12 +1,12 @@
 import fsp from 'node:fs/promises';
 import { constants as C } from 'node:fs';
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import { dirname, join } from 'node:path';
 import type { FerryIo } from 'fuse-native';
+import { ioError } from '../fs/errno.js';
 import { type Tree, type Entry, under, walkTree } from './walk.js';
 
-const runFile = promisify(execFile);
+const S_IFMT = BigInt(C.S_IFMT);
+
 
 type Kind = 'dir' | 'file' | 'symlink' | 'special';
 
@@ -120,8 +120,13 @@ export class Shadow {
     }
     for (const special of tree.specials) {
       const path = under(this.root, special.rel);
-      if (await fsp.lstat(path).catch(() => undefined)) continue;
-      await makeSpecial(path, special);
+      const existing = await fsp.lstat(path, { bigint: true }).catch(() => undefined);
+      const { mode, rdev } = special.stat;
+      if (existing && (existing.mode & S_IFMT) === (BigInt(mode) & S_IFMT) && existing.rdev === BigInt(rdev)) continue;
+      if (existing) await fsp.unlink(path);
+      // mknod(2) itself: sockets too (a QEMU monitor's), which mknod(1) cannot make. setMetadata sets the mode.
+      const err = await new Promise<number>((resolve) => this.io.mknod(path, Number(BigInt(mode) & S_IFMT) | 0o600, Number(rdev), resolve));
+      if (err) throw ioError(err, `mknod ${path}`);
     }
     await fsp.rm(this.staging, { recursive: true, force: true });
     return fresh;
@@ -181,14 +186,14 @@ export class Shadow {
     const G = 1_000_000_000n;
     return new Promise((resolve, reject) =>
       this.io.utimensat(path, Number(a / G), Number(a % G), Number(m / G), Number(m % G), this.io.AT_SYMLINK_NOFOLLOW, (err) =>
-        err ? reject(Object.assign(new Error(`setting the times of ${path} failed (errno ${-err})`), { errno: err })) : resolve(),
+        err ? reject(ioError(err, `setting the times of ${path}`)) : resolve(),
       ),
     );
   }
 
   private async copyXattrs(from: string, to: string): Promise<void> {
     const call = <T>(fn: (cb: (err: number, value?: T) => void) => void) =>
-      new Promise<T | undefined>((resolve, reject) => fn((err, value) => (err === -61 || err === -95 ? resolve(undefined) : err ? reject(Object.assign(new Error(`xattr copy failed for ${from} (errno ${-err})`), { errno: err })) : resolve(value))));
+      new Promise<T | undefined>((resolve, reject) => fn((err, value) => (err === -61 || err === -95 ? resolve(undefined) : err ? reject(ioError(err, `the xattr copy of ${from}`)) : resolve(value))));
     const names = (await call<string[]>((cb) => this.io.llistxattr(from, cb))) ?? [];
     for (const name of names) {
       const value = await call<Buffer>((cb) => this.io.lgetxattr(from, name, cb));
@@ -212,12 +217,4 @@ export class Shadow {
       }),
     );
   }
-}
-
-async function makeSpecial(path: string, entry: Entry): Promise<void> {
-  const rdev = Number(entry.stat.rdev);
-  const major = (rdev >>> 8) & 0xfff;
-  const minor = (rdev & 0xff) | ((rdev >>> 12) & 0xfff00);
-  const kind = entry.stat.isFIFO() ? ['p'] : [entry.stat.isCharacterDevice() ? 'c' : 'b', String(major), String(minor)];
-  await runFile('mknod', ['-m', (Number(entry.stat.mode) & 0o7777).toString(8), path, ...kind]);
 }

@@ -23,7 +23,7 @@ export interface Tree {
   dirs: Entry[];
   groups: FileGroup[];
   symlinks: SymlinkEntry[];
-  /** FIFOs and device nodes. */
+  /** FIFOs, sockets and device nodes. */
   specials: Entry[];
 }
 
@@ -69,7 +69,7 @@ export async function walkTree(root: string): Promise<Tree> {
     } else if (stat.isSymbolicLink()) {
       const target = await readlink(path).catch(() => undefined);
       if (target !== undefined) tree.symlinks.push({ rel, stat, target });
-    } else if (stat.isFIFO() || stat.isCharacterDevice() || stat.isBlockDevice()) {
+    } else if (stat.isFIFO() || stat.isSocket() || stat.isCharacterDevice() || stat.isBlockDevice()) {
       tree.specials.push({ rel, stat });
     }
   };

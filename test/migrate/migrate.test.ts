@@ -3,7 +3,8 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes, createHash } from 'node:crypto';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import net from 'node:net';
 import { mountFerry, listTree, type TestMount } from '../helpers/mounts.js';
 import { startWriter } from '../helpers/writer.js';
 import { migrate, waitFor } from '../helpers/migration.js';
@@ -198,6 +199,36 @@ describe('ferry migrate: live', () => {
     expect(await fileSha(join(m.mountpoint, 'vm1/disk.img'))).toBe(before);
     expect((await fsp.readdir(m.home)).sort()).toEqual(['vm.cfg', 'vm.log']);
     expect((await fsp.readdir(join(m.mountpoint, 'vm1'))).sort()).toEqual(['disk.img', 'vm.cfg', 'vm.log']);
+  });
+
+  it('a Unix socket bound in the VM home (a QEMU monitor) is still there after each move, and its server still answers (issue 15)', async () => {
+    const m = await setup(8);
+    const socket = join(m.mountpoint, 'vm1/qmp.sock');
+    const serve = `const net = require('net'); net.createServer((c) => c.end('pong')).listen(process.argv[1], () => console.log('listening'));`;
+    const server = spawn(process.execPath, ['-e', serve, socket], { stdio: ['ignore', 'pipe', 'inherit'] });
+    try {
+      await new Promise((resolve) => server.stdout.once('data', resolve));
+      await fsp.chmod(socket, 0o640);
+      const ask = () =>
+        new Promise<string>((resolve, reject) => {
+          const c = net.connect(socket);
+          let got = '';
+          c.on('data', (d) => (got += d));
+          c.on('end', () => resolve(got));
+          c.on('error', reject);
+        });
+      const ino = fs.lstatSync(socket).ino;
+      // There and back again: each move makes a new socket node.
+      for (const to of [m.dest, m.home]) {
+        expect((await migrate(m, join(m.mountpoint, 'vm1'), to).done).code).toBe(0);
+        const st = fs.lstatSync(join(to, 'qmp.sock'));
+        expect([st.isSocket(), st.mode & 0o7777]).toEqual([true, 0o640]);
+        expect([fs.lstatSync(socket).isSocket(), fs.lstatSync(socket).ino]).toEqual([true, ino]);
+        expect(await ask()).toBe('pong');
+      }
+    } finally {
+      server.kill();
+    }
   });
 
   it('migrates there and back again (A → B → A)', async () => {
