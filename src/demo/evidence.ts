@@ -44,10 +44,16 @@ function run(file: string, args: string[]): Promise<boolean> {
 
 const BLOCK_STATS = ['rd_operations', 'wr_operations', 'flush_operations', 'failed_rd_operations', 'failed_wr_operations', 'failed_flush_operations', 'idle_time_ns'];
 
-/** query-blockstats answers with ~30 counters per device: keep the ones that say whether requests completed. */
+const VIRTIO_STATUS = ['name', 'isr', 'broken', 'started', 'vm-running', 'use-guest-notifier-mask'];
+
+/** query-blockstats and x-query-virtio-status answer at length: keep what says whether requests completed. */
 function compact(command: string, line: string): string {
-  if (command !== 'query-blockstats') return line;
   try {
+    if (command.startsWith('x-query-virtio-status')) {
+      const status = JSON.parse(line).return as Record<string, unknown>;
+      return JSON.stringify(Object.fromEntries(VIRTIO_STATUS.map((k) => [k, status[k]])));
+    }
+    if (command !== 'query-blockstats') return line;
     const devices = (JSON.parse(line).return as { device: string; stats: Record<string, number> }[]).filter((d) => d.stats.rd_operations + d.stats.wr_operations > 0);
     return JSON.stringify(devices.map((d) => ({ device: d.device, ...Object.fromEntries(BLOCK_STATS.map((k) => [k, d.stats[k]])) })));
   } catch {
@@ -55,8 +61,13 @@ function compact(command: string, line: string): string {
   }
 }
 
+/** A QMP command, by name alone or with its arguments. */
+export type QmpCommand = string | { execute: string; arguments: Record<string, unknown> };
+
+const label = (c: QmpCommand) => (typeof c === 'string' ? c : `${c.execute} ${JSON.stringify(c.arguments)}`);
+
 /** Runs QMP commands on a QEMU's socket; every failure becomes text, within `timeoutMs`. */
-export function qmpQueries(socket: string, commands: string[], timeoutMs = 3000): Promise<string> {
+export function qmpQueries(socket: string, commands: QmpCommand[], timeoutMs = 3000): Promise<string> {
   return new Promise((resolve) => {
     const out: string[] = [];
     const conn = connect(socket);
@@ -77,20 +88,42 @@ export function qmpQueries(socket: string, commands: string[], timeoutMs = 3000)
         buffer = buffer.slice(nl + 1);
         if (line.includes('"event"')) continue;
         // sent: -1 before the greeting, 0 after qmp_capabilities went out, k after the k-th command went out.
-        if (sent >= 1) out.push(`  ${commands[sent - 1]}: ${compact(commands[sent - 1], line)}`);
+        if (sent >= 1) out.push(`  ${label(commands[sent - 1])}: ${compact(label(commands[sent - 1]), line)}`);
         if (sent === commands.length) return done();
-        conn.write(JSON.stringify({ execute: sent < 0 ? 'qmp_capabilities' : commands[sent] }) + '\n');
+        const next = sent < 0 ? 'qmp_capabilities' : commands[sent];
+        conn.write(JSON.stringify(typeof next === 'string' ? { execute: next } : next) + '\n');
         sent += 1;
       }
     });
   });
 }
 
+/**
+ * Each virtio device's interrupt status and first queue: the guest's published avail index against the last one
+ * QEMU took, requests in QEMU's hands, and the used index QEMU last signalled. Tells a lost kick from a lost
+ * interrupt from a request stuck in QEMU.
+ */
+async function virtqueues(qmpSocket: string): Promise<string> {
+  const listed = /x-query-virtio: (.*)/.exec(await qmpQueries(qmpSocket, ['x-query-virtio']))?.[1] ?? '';
+  let paths: string[];
+  try {
+    paths = (JSON.parse(listed).return as { path: string }[]).map((d) => d.path);
+  } catch {
+    return `(no virtio devices listed: ${listed})`;
+  }
+  const commands = paths.flatMap((path): QmpCommand[] => [
+    { execute: 'x-query-virtio-status', arguments: { path } },
+    { execute: 'x-query-virtio-queue-status', arguments: { path, queue: 0 } },
+  ]);
+  return qmpQueries(qmpSocket, commands);
+}
+
 /** The evidence of a guest that stopped making progress, before it is killed. */
 export async function gatherEvidence(qemuPid: number | undefined, qmpSocket: string, more?: () => Promise<string>): Promise<string> {
   const parts = [
     `--- QEMU (pid ${qemuPid}) threads ---\n${await threadStates(qemuPid)}`,
-    `--- QMP ---\n${await qmpQueries(qmpSocket, ['query-status', 'query-block-jobs', 'query-blockstats'])}`,
+    `--- QMP ---\n${await qmpQueries(qmpSocket, ['query-status', 'query-block-jobs', 'query-blockstats', 'x-query-virtio'])}`,
+    `--- virtqueues ---\n${await virtqueues(qmpSocket)}`,
   ];
   if (more) parts.push(await more().catch((e: Error) => `(more evidence failed: ${e.message})`));
   return `\n${parts.join('\n')}`;

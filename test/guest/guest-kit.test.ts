@@ -82,7 +82,7 @@ describe('guest kit', () => {
 });
 
 describe('a guest that times out', () => {
-  it('leaves its evidence in the error: heartbeats, QEMU threads and QMP, and what the caller adds', async () => {
+  it('leaves its evidence in the error: heartbeats, QEMU threads, QMP and the virtqueue, and what the caller adds', async () => {
     const image = join(dir, 'slow.raw');
     await createImage(image, 'raw', 8 * MiB);
     const guest = await bootGuest({ image, params: { seed: 5, seconds: 120, delay_us: 1000 }, timeoutMs: 30_000, evidence: async () => '--- caller evidence ---' });
@@ -92,6 +92,9 @@ describe('a guest that times out', () => {
     expect(error.message).toMatch(/--- QEMU \(pid \d+\) threads ---\n  \d+ qemu-system-x86 \w wchan=/);
     expect(error.message).toMatch(/query-status: \{"return": \{.*"status": "running"/);
     expect(error.message).toMatch(/query-blockstats: \[\{"device":"virtio0","rd_operations":\d+/);
+    // The disk's virtqueue: avail and used indices, requests in QEMU's hands, the pending interrupt.
+    expect(error.message).toMatch(/x-query-virtio-status \{"path":"[^"]+"\}: \{"name":"virtio-blk","isr":\d+/);
+    expect(error.message).toMatch(/x-query-virtio-queue-status \{"path":"[^"]+","queue":0\}: \{"return": \{.*"last-avail-idx": \d+/);
     expect(error.message).toContain('--- caller evidence ---');
   });
 });
