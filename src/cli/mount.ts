@@ -17,6 +17,7 @@ interface MountFlags {
   logFile?: string;
   logFormat: 'json' | 'pretty';
   allowOther?: boolean;
+  mmap?: boolean;
   track: boolean;
 }
 
@@ -34,6 +35,7 @@ export function mountCommand(): Command {
     .option('--log-file <file>', 'write logs here (default: stderr in the foreground, <state-dir>/mounts/<id>.log in the background)')
     .addOption(new Option('--log-format <format>', 'json for machines, pretty for people').choices(['json', 'pretty']).default('json'))
     .option('--allow-other', 'let other users in, with kernel permission checks (default_permissions)')
+    .option('--mmap', 'let files be mapped shared (MAP_SHARED): opens without O_DIRECT use the page cache')
     .option('--no-track', 'do not record dirty blocks (for benchmarks only: a migration needs tracking)')
     .action(
       action(async (datastore: string, mountpoint: string, flags: MountFlags) => {
@@ -52,6 +54,7 @@ export function mountCommand(): Command {
             busyPollNs,
             stateDir,
             allowOther: !!flags.allowOther,
+            mmap: !!flags.mmap,
             track: flags.track,
             logLevel: flags.logLevel,
             logFormat: flags.logFormat,
@@ -65,6 +68,7 @@ export function mountCommand(): Command {
         const args = ['mount', resolve(datastore), resolve(mountpoint), '--block-size', String(blockSize), '--read-around', String(readAround), '--busy-poll', busyPollNs === 0 ? '0' : `${busyPollNs}ns`, '--state-dir', stateDir];
         args.push('--log-level', flags.logLevel, '--log-format', flags.logFormat, '--log-file', daemonLog);
         if (flags.allowOther) args.push('--allow-other');
+        if (flags.mmap) args.push('--mmap');
         if (!flags.track) args.push('--no-track');
         await launchDaemon(fileURLToPath(new URL('./main.js', import.meta.url)), args, resolve(mountpoint), daemonLog);
       }),

@@ -1,4 +1,4 @@
-import { closeSync } from 'node:fs';
+import { closeSync, constants as C } from 'node:fs';
 import type { Logger } from 'pino';
 import { loadFuse, nativeDataPath } from '../fs/fuse.js';
 import { createOps, type FsContext } from '../fs/ops.js';
@@ -35,6 +35,8 @@ export interface DaemonOptions {
   busyPollNs: number;
   stateDir: string;
   allowOther: boolean;
+  /** Opens without O_DIRECT use the page cache, so that they can be mapped shared. */
+  mmap: boolean;
   track: boolean;
   logLevel: string;
   logFormat: LogFormat;
@@ -114,7 +116,7 @@ async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
     tracker: new Tracker(opts.blockSize, opts.track, native),
     gate: new IoGate(native, (err) => log.error({ err }, 'an op held by a freeze failed as it started')),
     counters: new Counters(),
-    openFlags: Fuse.OPEN_DIRECT_IO,
+    openFlags: opts.mmap ? (flags) => (flags & C.O_DIRECT ? Fuse.OPEN_DIRECT_IO : 0) : () => Fuse.OPEN_DIRECT_IO,
     io: Fuse.io,
     native,
     sockets: new SocketInodes(),

@@ -30,8 +30,8 @@ export interface FsContext {
   tracker: Tracker;
   gate: IoGate;
   counters: Counters;
-  /** FUSE per-open flags (direct_io, keep_cache) given to every regular file opened. */
-  openFlags: number;
+  /** FUSE per-open flags (direct_io, keep_cache) for a regular file opened with these open(2) flags. */
+  openFlags: (flags: number) => number;
   /** Syscalls Node lacks (xattrs), from ferry's patched addon. */
   io: FerryIo;
   /** The native data path, when it answers reads and writes of registered handles. */
@@ -227,7 +227,7 @@ export function createOps(ctx: FsContext): FuseOps {
           learnFile(fd, file, () => {
             unprivilegedWriter(fd, flags, uid, gid, pid, (writer) => {
               gate.leave(ticket);
-              cb(0, handles.add({ fd, flags, file, unprivilegedWriter: writer }), ctx.openFlags);
+              cb(0, handles.add({ fd, flags, file, unprivilegedWriter: writer }), ctx.openFlags(flags));
             });
           });
         });
@@ -250,7 +250,7 @@ export function createOps(ctx: FsContext): FuseOps {
               learnFile(fd, file, () => {
                 unprivilegedWriter(fd, flags, uid, gid, pid, (writer) => {
                   gate.leave(ticket);
-                  cb(0, handles.add({ fd, flags, file, unprivilegedWriter: writer }), ctx.openFlags);
+                  cb(0, handles.add({ fd, flags, file, unprivilegedWriter: writer }), ctx.openFlags(flags));
                 });
               });
             },

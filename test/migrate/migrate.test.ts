@@ -231,6 +231,57 @@ describe('ferry migrate: live', () => {
     }
   });
 
+  it('--mmap: a writer through a shared mapping (MAP_SHARED) is tracked and copied: mount and destination equal its model; without --mmap the mapping is refused (issue 19)', async () => {
+    // Random 4 KiB stores into a shared mapping of the disk, msync now and then, until told to stop; the bytes it
+    // meant to leave go to the model file.
+    const writer = `
+import mmap, os, random, signal, sys, time
+path, model, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
+fd = os.open(path, os.O_RDWR)
+size = os.fstat(fd).st_size
+m = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+print('mapped', flush=True)
+stop = []
+signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
+rng = random.Random(seed)
+n = 0
+while not stop:
+    page = rng.randrange(size // 4096)
+    m[page * 4096:(page + 1) * 4096] = rng.randbytes(4096)
+    n += 1
+    if n % 64 == 0:
+        m.flush()
+        time.sleep(0.002)
+m.flush()
+with open(model, 'wb') as f:
+    f.write(m[:])
+print('writes', n, flush=True)
+`;
+    const refused = await setup(1);
+    const plain = spawn('python3', ['-c', writer, join(refused.mountpoint, 'vm1/disk.img'), join(refused.root, 'model'), '1'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let err = '';
+    plain.stderr.on('data', (d) => (err += d));
+    expect(await new Promise((resolve) => plain.on('close', resolve))).not.toBe(0);
+    expect(err).toMatch(/No such device/);
+
+    const m = await setup(16, ['--mmap']);
+    const disk = join(m.mountpoint, 'vm1/disk.img');
+    const child = spawn('python3', ['-c', writer, disk, join(m.root, 'model'), '7'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.on('data', (d) => (out += d));
+    await waitFor(() => out.includes('mapped'), 10_000, 'the mapping');
+    await new Promise((r) => setTimeout(r, 500));
+    const run = await migrate(m, join(m.mountpoint, 'vm1'), m.dest, ['--rate-limit', '8M']).done;
+    await new Promise((r) => setTimeout(r, 500));
+    child.kill('SIGTERM');
+    expect(await new Promise((resolve) => child.on('close', resolve))).toBe(0);
+    expect(run.code).toBe(0);
+    expect(Number(/writes (\d+)/.exec(out)?.[1])).toBeGreaterThan(1000);
+    const model = await fileSha(join(m.root, 'model'));
+    expect(await fileSha(join(m.dest, 'disk.img'))).toBe(model);
+    expect(await fileSha(disk)).toBe(model);
+  });
+
   it('migrates there and back again (A → B → A)', async () => {
     const m = await setup(8);
     const writer = await startWriter({ file: join(m.mountpoint, 'vm1/disk.img'), modelOut: join(m.root, 'model'), seed: 5, maxWrite: 65536, bytesPerSec: 4 * MiB });
