@@ -19,12 +19,13 @@ describe('torture', () => {
     for (let seed = SEED; runs.length === 0 || Date.now() < deadline; seed++) {
       const logFile = join(tmpdir(), `ferry-torture-${seed}-${process.pid}.log`);
       const minutes = MINUTES ? Math.max(0.1, (deadline - Date.now()) / 60_000) : undefined;
-      runs.push(await runTorture({ seed, rounds: MINUTES ? 6 : ROUNDS, minutes, logFile }));
+      runs.push(await runTorture({ seed, rounds: MINUTES ? 6 : ROUNDS, minutes, logFile, killInCopyFrom: MINUTES ? undefined : 2 }));
       if (REPORT) writeFileSync(REPORT, JSON.stringify(runs));
       if (!MINUTES) break;
     }
     console.log(`torture ${JSON.stringify(runs)}`);
     expect(runs.reduce((n, r) => n + r.rounds, 0)).toBeGreaterThan(0);
     expect(runs.reduce((n, r) => n + r.migrations, 0)).toBeGreaterThan(0);
+    if (!MINUTES) expect(runs[0].kills).toBeGreaterThan(0);
   }, MINUTES ? MINUTES * 60_000 + 600_000 : 600_000);
 });

@@ -39,6 +39,9 @@ export interface TortureOptions {
   rounds: number;
   minutes?: number;
   writers?: number;
+  /** From this round on, until a kill has happened, kill the daemon 2.5 s into a copy (npm test's short run
+   * must exercise --resume; a round whose migrations are refused has no copy to kill). */
+  killInCopyFrom?: number;
   /** Where the op log goes (kept on failure). */
   logFile: string;
 }
@@ -181,8 +184,14 @@ async function runRound(
   const writers = await startWriters(m, rng, round, o.writers ?? 3, log, o.logFile);
   const { pid } = await m.status();
   const where = await backings(m);
-  const running: { home: string; dest: string; from: string; run: Promise<MigrationRun> }[] = [];
-  const killAt = rng.chance(0.3) ? 1500 + rng.int(6000) : undefined;
+  // accepted: the daemon has started it (a loaded host can take seconds to start the `ferry migrate` process).
+  const running: { home: string; dest: string; from: string; run: Promise<MigrationRun>; accepted: boolean }[] = [];
+  // A third of the rounds kill the daemon: most while a migration copies (after its first checkpoint, 2 s in, a
+  // resume starts from the checkpoint; before it, the remount rolls the copy back), the rest at a random instant.
+  const drawn = rng.chance(0.3) ? (rng.chance(0.7) ? { inCopyAfterMs: 500 + rng.int(4000) } : { atMs: 1500 + rng.int(6000) }) : undefined;
+  const forced = o.killInCopyFrom !== undefined && round >= o.killInCopyFrom && stats.kills === 0;
+  const kill = forced ? { inCopyAfterMs: 2500 } : drawn;
+  let copyingSince: number | undefined;
   let killed = false;
   const started = Date.now();
   const launch = async (home: string) => {
@@ -191,10 +200,18 @@ async function runRound(
     const roots = [...dests, m.datastore].filter((r) => !from.startsWith(r + '/'));
     const dest = join(rng.pick(roots), home);
     const mode = rng.pick(MODES);
-    const rate = `${rng.pick([2, 4, 8, 16, 64])}M`;
+    // A round that kills during a copy copies slowly enough for the kill to find one.
+    const rate = `${forced ? 2 : rng.pick(kill && 'inCopyAfterMs' in kill ? [2, 4] : [2, 4, 8, 16, 64])}M`;
     log({ round, migrate: home, from, dest, mode, rate });
     stats.migrations++;
-    running.push({ home, dest, from, run: migrate(m, join(m.mountpoint, home), dest, ['--mode', mode, '--rate-limit', rate, '--max-iterations', '8']).done });
+    const onEvent = (e: Record<string, unknown>) => {
+      entry.accepted = true;
+      if (e.type !== 'phase') return;
+      if (e.phase === 'bulk') copyingSince ??= Date.now();
+      else if (e.phase !== 'iterate') copyingSince = undefined;
+    };
+    const entry = { home, dest, from, accepted: false, run: migrate(m, join(m.mountpoint, home), dest, ['--mode', mode, '--rate-limit', rate, '--max-iterations', '8'], onEvent).done };
+    running.push(entry);
   };
   // Two or three actions spread over the round: a migration of an idle home, maybe a second one alongside,
   // an overlapping request for a home already moving (must be refused and change nothing).
@@ -218,8 +235,9 @@ async function runRound(
     const size = (await fsp.stat(`${o.logFile}.ops`).catch(() => ({ size: 0 }))).size;
     if (size !== opsLogSize) [opsLogSize, progressAt] = [size, Date.now()];
     else if (Date.now() - progressAt > 20_000 && !killed) fail(`no writer operation completed for 20 s\n${await stallEvidence(m, writers)}`);
-    if (killAt !== undefined && !killed && Date.now() - started >= killAt) {
-      log({ round, kill: pid });
+    const due = kill && ('atMs' in kill ? Date.now() - started >= kill.atMs : copyingSince !== undefined && Date.now() - copyingSince >= kill.inCopyAfterMs);
+    if (due && !killed) {
+      log({ round, kill: pid, inCopy: copyingSince !== undefined });
       process.kill(pid, 'SIGKILL');
       killed = true;
       stats.kills++;
@@ -229,18 +247,20 @@ async function runRound(
       const dest = join(rng.pick(dests), `${overlap.home}-again-${round}-${rng.int(1e6)}`);
       const again = await m.cli(['migrate', join(m.mountpoint, overlap.home), '--to', dest]);
       log({ round, overlap: overlap.home, code: again.code, stderr: again.stderr.trim() });
-      // Only once the first has ended may a second migration of the same home go ahead.
-      if (again.code === 0 && !settled[0].done) fail(`a second migration of /${overlap.home} to ${dest} succeeded while the first was running`);
+      // Only once the first has ended (or before the daemon has it) may a second migration of the home go ahead.
+      const firstRunning = running[0].accepted && !settled[0].done;
+      if (again.code === 0 && firstRunning) fail(`a second migration of /${overlap.home} to ${dest} succeeded while the first was running`);
       if (again.code === 0) movedAgain.add(overlap.home);
       if (again.code === 2 && (await exists(dest))) fail(`a refused migration left ${dest} behind`);
       if (again.code === 2) stats.refused++;
     }
     const live = running[rng.int(running.length)];
-    if (rng.chance(0.15)) {
+    // A forced kill waits for its copy: no rate change or cancel may end it first.
+    if (!forced && rng.chance(0.15)) {
       const r = await m.cli(['migrate', join(m.mountpoint, live.home), '--set-rate', `${rng.pick([4, 16, 64])}M`]);
       log({ round, setRate: live.home, code: r.code, stderr: r.stderr.trim() });
       if (r.code === 0) stats.rateChanges++;
-    } else if (rng.chance(0.08)) {
+    } else if (!forced && rng.chance(0.08)) {
       const r = await m.cli(['cancel', join(m.mountpoint, live.home)]);
       log({ round, cancel: live.home, code: r.code, stderr: r.stderr.trim() });
       if (r.code === 0) stats.cancels++;
