@@ -146,6 +146,11 @@ async function qmpConnect(socket) {
     }
   });
   conn.on('error', () => undefined);
+  // QEMU gone (the guest powered off, or crashed): nothing waited for will come.
+  conn.on('close', () => {
+    for (const w of waiters.splice(0)) w.reject(new Error('QMP connection closed'));
+    pending?.reject?.(new Error('QMP connection closed'));
+  });
   await greeting;
   const command = (execute, args) =>
     new Promise((resolve, reject) => {
@@ -161,7 +166,7 @@ async function qmpConnect(socket) {
       if (seen) return Promise.resolve(seen);
       return new Promise((resolve, reject) => {
         const timer = setTimeout(() => reject(new Error(`no ${name} within ${timeoutMs} ms`)), timeoutMs);
-        waiters.push({ match, resolve: (e) => (clearTimeout(timer), resolve(e)) });
+        waiters.push({ match, resolve: (e) => (clearTimeout(timer), resolve(e)), reject: (e) => (clearTimeout(timer), reject(e)) });
       });
     },
     close: () => conn.destroy(),
