@@ -1,10 +1,11 @@
 #!/bin/sh
 # /init of the ferry guest (busybox sh). Parameters come from the kernel command line, which hands key=value
 # arguments without dots to init as environment variables: seed, writes, seconds, region, bs, direct, fsync,
-# delay_us, start_delay. Writes to /dev/vda, checksums what is there after dropping caches, prints
+# delay_us, start_delay, trace. Writes to /dev/vda, checksums what is there after dropping caches, prints
 #   FERRY-RESULT-BEGIN / one JSON line / FERRY-RESULT-END
 # on the serial console and powers off. Markers on the way: FERRY-GUEST-UP (disk found, before start_delay) and
 # FERRY-WORKLOAD-START (from the workload, as its first write goes out). Any failure: FERRY-ERROR <why>.
+# trace=1: the workload writes every write's start and latency to the second disk, /dev/vdb (see workload.c).
 export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
@@ -30,12 +31,16 @@ for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_p
   insmod "/lib/modules/$m.ko" || fail "insmod $m"
 done
 
-tries=0
-while [ ! -b /dev/vda ]; do
-  tries=$((tries + 1))
-  [ "$tries" -le 100 ] || fail "no /dev/vda after 10 s"
-  sleep 0.1
-done
+# wait_disk <name> <seconds>: the disk's node shows up a moment after its driver is loaded.
+wait_disk() {
+  tries=0
+  while [ ! -b "/dev/$1" ]; do
+    tries=$((tries + 1))
+    [ "$tries" -le $(($2 * 10)) ] || fail "no /dev/$1 after $2 s"
+    sleep 0.1
+  done
+}
+wait_disk vda 10
 
 disk=$(($(cat /sys/block/vda/size) * 512))
 max_default=$((64 << 20))
@@ -51,6 +56,10 @@ echo "FERRY-GUEST-UP uptime=$up_s"
 args="seed=${seed:-1} region=$region bs=${bs:-4096} direct=${direct:-0} fsync=${fsync:-0} delay_us=${delay_us:-0}"
 [ -z "$writes" ] || args="$args writes=$writes"
 [ -z "$seconds" ] || args="$args seconds=$seconds"
+if [ "${trace:-0}" -ne 0 ]; then
+  wait_disk vdb 2
+  args="$args trace=/dev/vdb"
+fi
 # A heartbeat for a host that sees no progress: is the guest alive, is the workload blocked in the kernel, are
 # requests in flight on the disk? (reads and writes in flight, from the block layer.)
 (

@@ -2,6 +2,7 @@
  * ferry guest workload: deterministic random writes to a disk, and a checksum of it.
  *
  *   workload write <dev> [seed=S] [writes=N] [seconds=T] region=R [bs=B] [direct=0|1] [fsync=K] [delay_us=D]
+ *                  [trace=<dev-or-file>]
  *   workload simulate <file> <seed> <N> <bs> <region>
  *   workload checksum <dev-or-file> <region>
  *
@@ -16,6 +17,11 @@
  *     splitmix64 on its own stream with state = seed ^ ((i + 1) * 0xd1b54a32d192ed03).
  * Write i therefore has the same offset and content whether the run is counted (writes=N) or timed (seconds=T),
  * so `simulate` with the reported count reproduces a timed run too.
+ *
+ * Trace (write with trace=...): after the run, every write's start and latency, for a host that wants the latency
+ * of a time window (a migration's, say). Text: a line "FERRY-TRACE <n>", then n lines "<start_us> <lat_us>"
+ * (start in µs after the first write began), then "END"; fsynced. The device must hold it all, or nothing is
+ * written and the run fails.
  *
  * Checksum: 64-bit FNV-1a (offset basis 0xcbf29ce484222325, prime 0x100000001b3) over the first `region` bytes,
  * printed as 16 hex digits.
@@ -91,11 +97,12 @@ static uint64_t size_of(int fd, const char *path) {
 struct options {
   uint64_t seed, writes, seconds, region, bs, fsync_every, delay_us;
   int direct;
+  const char *trace;
 };
 
 struct report {
   uint64_t writes, bytes, errors, fsyncs, fsync_errors;
-  uint32_t *lat_us; /* one per write */
+  uint32_t *lat_us, *start_us; /* one per write; start in µs after the first write began */
   size_t lat_cap;
   uint32_t lat_max_us, fsync_max_us;
   uint64_t lat_max_index;
@@ -103,16 +110,18 @@ struct report {
   int first_errno;
 };
 
-static void record_latency(struct report *r, uint32_t us) {
+static void record_latency(struct report *r, uint32_t start_us, uint32_t us) {
   if (r->writes == r->lat_cap) {
     r->lat_cap = r->lat_cap ? r->lat_cap * 2 : 4096;
     r->lat_us = realloc(r->lat_us, r->lat_cap * sizeof *r->lat_us);
-    if (!r->lat_us) {
+    r->start_us = realloc(r->start_us, r->lat_cap * sizeof *r->start_us);
+    if (!r->lat_us || !r->start_us) {
       fprintf(stderr, "workload: out of memory\n");
       exit(1);
     }
   }
   r->lat_us[r->writes] = us;
+  r->start_us[r->writes] = start_us;
 }
 
 static void timed_fsync(int fd, struct report *r) {
@@ -152,7 +161,7 @@ static void run_writes(int fd, const struct options *o, struct report *r, int an
       r->bytes += o->bs;
     }
     uint32_t us = (uint32_t)(t1 - t0);
-    record_latency(r, us);
+    record_latency(r, (uint32_t)(t0 - start), us);
     if (us > r->lat_max_us || r->writes == 0) {
       r->lat_max_us = us;
       r->lat_max_index = i;
@@ -168,6 +177,34 @@ static void run_writes(int fd, const struct options *o, struct report *r, int an
   timed_fsync(fd, r); /* always, so the data is on the disk before anyone checks it */
   r->elapsed_ms = (now_us() - start) / 1e3;
   free(buf);
+}
+
+/* Writes the trace (format above) in one piece: it is built in memory first, so a device too small fails cleanly. */
+static void write_trace(const char *path, const struct report *r) {
+  size_t cap = 32 + (size_t)r->writes * 22 + 8, len = 0; /* a line is at most "4294967295 4294967295\n" */
+  char *text = malloc(cap);
+  if (!text) {
+    fprintf(stderr, "workload: out of memory\n");
+    exit(1);
+  }
+  len += (size_t)snprintf(text + len, cap - len, "FERRY-TRACE %" PRIu64 "\n", r->writes);
+  for (uint64_t i = 0; i < r->writes; i++)
+    len += (size_t)snprintf(text + len, cap - len, "%" PRIu32 " %" PRIu32 "\n", r->start_us[i], r->lat_us[i]);
+  len += (size_t)snprintf(text + len, cap - len, "END\n");
+  int fd = open(path, O_WRONLY);
+  if (fd < 0) die("open", path);
+  if (size_of(fd, path) < len) {
+    fprintf(stderr, "workload: trace of %zu bytes does not fit in %s\n", len, path);
+    exit(1);
+  }
+  for (size_t done = 0; done < len;) {
+    ssize_t n = pwrite(fd, text + done, len - done, (off_t)done);
+    if (n <= 0) die("write", path);
+    done += (size_t)n;
+  }
+  if (fsync(fd) != 0) die("fsync", path);
+  close(fd);
+  free(text);
 }
 
 static int cmp_u32(const void *a, const void *b) {
@@ -203,6 +240,10 @@ static int mode_write(int argc, char **argv) {
     }
     *eq = '\0';
     const char *k = argv[a], *v = eq + 1;
+    if (!strcmp(k, "trace")) {
+      o.trace = v;
+      continue;
+    }
     uint64_t n = parse_u64(v, k);
     if (!strcmp(k, "seed")) o.seed = n;
     else if (!strcmp(k, "writes")) o.writes = n;
@@ -228,6 +269,7 @@ static int mode_write(int argc, char **argv) {
   struct report r = {0};
   run_writes(fd, &o, &r, 1);
   close(fd);
+  if (o.trace) write_trace(o.trace, &r);
   qsort(r.lat_us, r.writes, sizeof *r.lat_us, cmp_u32);
   double secs = r.elapsed_ms / 1e3;
   printf("{\"mode\":\"write\",\"seed\":%" PRIu64 ",\"writes\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"bs\":%" PRIu64
@@ -241,6 +283,7 @@ static int mode_write(int argc, char **argv) {
   printf(",\"fsyncs\":%" PRIu64 ",\"fsync_errors\":%" PRIu64 ",\"fsync_max_us\":%" PRIu32 "}\n", r.fsyncs,
          r.fsync_errors, r.fsync_max_us);
   free(r.lat_us);
+  free(r.start_us);
   return 0;
 }
 
@@ -268,6 +311,7 @@ static int mode_simulate(int argc, char **argv) {
          ",\"region\":%" PRIu64 "}\n",
          o.seed, r.writes, r.bytes, o.bs, o.region);
   free(r.lat_us);
+  free(r.start_us);
   return 0;
 }
 
@@ -312,7 +356,7 @@ int main(int argc, char **argv) {
   if (argc >= 3 && !strcmp(argv[1], "checksum")) return mode_checksum(argc - 2, argv + 2);
   fprintf(stderr,
           "usage: workload write <dev> [seed=S] [writes=N] [seconds=T] region=R [bs=B] [direct=0|1] [fsync=K] "
-          "[delay_us=D]\n"
+          "[delay_us=D] [trace=<dev-or-file>]\n"
           "       workload simulate <file> <seed> <N> <bs> <region>\n"
           "       workload checksum <dev-or-file> <region>\n");
   return 2;

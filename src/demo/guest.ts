@@ -1,6 +1,6 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdtemp, rm, truncate, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -42,6 +42,8 @@ export interface GuestParams {
   delay_us?: number;
   /** Seconds between FERRY-GUEST-UP (`ready`) and the first write, so the host can start things. */
   start_delay?: number;
+  /** Write the per-write trace to the second disk; bootGuest sets it for its `trace` option. */
+  trace?: boolean;
 }
 
 export interface WriteReport {
@@ -88,8 +90,17 @@ export interface GuestReport {
   up_s: number;
 }
 
+/** Every write of a traced run, in issue order: when it started (µs after the first write began) and how long it
+ * took (µs). */
+export interface WriteTrace {
+  startUs: Uint32Array;
+  latUs: Uint32Array;
+}
+
 export interface GuestResult {
   report: GuestReport;
+  /** With the `trace` boot option. */
+  trace?: WriteTrace;
   /** Everything QEMU printed (serial console and its own messages), CR LF made LF. */
   console: string;
   exitCode: number | null;
@@ -123,6 +134,9 @@ export interface BootOptions {
   qemuArgs?: string[];
   /** More evidence for a timeout's error (the daemon's log and stacks, say), gathered before QEMU is killed. */
   evidence?: () => Promise<string>;
+  /** A file to create for the guest's per-write trace (for latencies within a time window), attached as its
+   * second disk (drive id virtio1; the image is virtio0); the result carries it parsed. */
+  trace?: string;
 }
 
 function exec(file: string, args: string[], timeoutMs = 600_000): Promise<string> {
@@ -175,10 +189,15 @@ export async function bootGuest(options: BootOptions): Promise<Guest> {
   const format = options.format ?? 'raw';
   const cache = options.cache ?? 'writeback';
   const timeoutMs = options.timeoutMs ?? 120_000;
-  const drive = `file=${options.image.replace(/,/g, ',,')},format=${format},if=virtio,cache=${cache},werror=report,rerror=report`;
+  const drive = (file: string, more: string) => `file=${file.replace(/,/g, ',,')},if=virtio,${more}`;
+  const params = { ...options.params, ...(options.trace && { trace: true }) };
+  // A trace line per write is at most 22 bytes: 64 MiB holds 3 million writes, and costs nothing until written.
+  if (options.trace) await createImage(options.trace, 'raw', 64 << 20);
   const args = [
     ...['-accel', 'tcg', '-m', '256M', '-smp', '1', '-nographic', '-no-reboot', '-nic', 'none'],
-    ...['-kernel', vmlinuz, '-initrd', initrd, '-append', bootArgs(options.params ?? {}), '-drive', drive],
+    ...['-kernel', vmlinuz, '-initrd', initrd, '-append', bootArgs(params)],
+    ...['-drive', drive(options.image, `format=${format},cache=${cache},werror=report,rerror=report`)],
+    ...(options.trace ? ['-drive', drive(options.trace, 'format=raw,cache=writeback')] : []),
     ...(options.qemuArgs ?? []),
   ];
   // A QMP socket of its own, for the evidence of a timeout: is the VM running, what has the block layer done.
@@ -233,7 +252,7 @@ export async function bootGuest(options: BootOptions): Promise<Guest> {
     child.on('close', (code, signal) => resolve({ code, signal }));
   });
 
-  const result = exited.then(({ code, signal }): GuestResult => {
+  const result = exited.then(async ({ code, signal }): Promise<GuestResult> => {
     clearTimeout(timer);
     live.delete(child);
     void rm(qmpDir, { recursive: true, force: true });
@@ -245,7 +264,8 @@ export async function bootGuest(options: BootOptions): Promise<Guest> {
         : (/FERRY-ERROR .*/.exec(log)?.[0] ?? `QEMU exited (code ${code}, signal ${signal}) without a result`);
       throw new Error(`guest on ${options.image}: ${why}\n--- console tail ---\n${tail(log)}${evidence}`);
     }
-    return { report: JSON.parse(match[1]) as GuestReport, console: log, exitCode: code, signal, timing: { readyMs, startedMs, exitMs } };
+    const trace = options.trace ? await readTrace(options.trace) : undefined;
+    return { report: JSON.parse(match[1]) as GuestReport, trace, console: log, exitCode: code, signal, timing: { readyMs, startedMs, exitMs } };
   });
   // Markers that never come reject once QEMU is gone; all three are marked handled so that a test that only
   // awaits some of them (or kills the guest) does not trip on the others.
@@ -255,6 +275,23 @@ export async function bootGuest(options: BootOptions): Promise<Guest> {
   for (const p of [result, readyOrExit, startedOrExit]) p.catch(() => undefined);
 
   return { child, ready: readyOrExit, started: startedOrExit, result, console: () => log, kill: () => void child.kill('SIGKILL') };
+}
+
+/** Parses the trace the workload wrote (format in scripts/guest/workload.c). */
+export async function readTrace(file: string): Promise<WriteTrace> {
+  const bytes = await readFile(file);
+  const end = bytes.indexOf('\nEND\n');
+  const lines = bytes.subarray(0, end + 1).toString('latin1').split('\n');
+  const count = Number(/^FERRY-TRACE (\d+)$/.exec(lines[0])?.[1]);
+  if (end < 0 || !Number.isSafeInteger(count) || lines.length !== count + 2) throw new Error(`${file}: no complete write trace`);
+  const startUs = new Uint32Array(count);
+  const latUs = new Uint32Array(count);
+  for (let i = 0; i < count; i++) {
+    const [start, lat] = lines[i + 1].split(' ');
+    startUs[i] = Number(start);
+    latUs[i] = Number(lat);
+  }
+  return { startUs, latUs };
 }
 
 /** A fresh image of `size` bytes: a sparse raw file, or an empty qcow2. */

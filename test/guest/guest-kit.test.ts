@@ -68,6 +68,21 @@ describe('guest kit', () => {
     expect(report.write.fsyncs).toBe(Math.floor(report.write.writes / 16) + 1);
   });
 
+  it('a traced run: every write with its start and latency, on the second disk', async () => {
+    const image = join(dir, 'traced.raw');
+    await createImage(image, 'raw', 32 * MiB);
+    const guest = await bootGuest({ image, trace: join(dir, 'trace.raw'), params: { seed: 6, seconds: 2, region: REGION }, timeoutMs: 90_000 });
+    const { report, trace } = await guest.result;
+    expect(report.write.errors).toBe(0);
+    expect(trace!.latUs.length).toBe(report.write.writes);
+    const worst = trace!.latUs.reduce((a, b) => Math.max(a, b), 0);
+    expect(worst).toBe(report.write.lat_max_us);
+    expect(trace!.latUs.indexOf(worst)).toBe(report.write.lat_max_index);
+    expect(Math.abs(trace!.startUs[report.write.lat_max_index] / 1000 - report.write.lat_max_at_ms)).toBeLessThanOrEqual(0.1);
+    expect(trace!.startUs.every((start, i) => i === 0 || start >= trace!.startUs[i - 1])).toBe(true);
+    expect(report.checksum.fnv1a64).toBe(await goldenChecksum({ seed: 6, writes: report.write.writes, region: REGION }));
+  });
+
   it('golden values depend on seed, count and base image', async () => {
     const a = await goldenChecksum({ seed: 9, writes: 100, region: MiB });
     expect(await goldenChecksum({ seed: 9, writes: 100, region: MiB })).toBe(a);
