@@ -4,6 +4,7 @@
 // writes the model and exits.
 // usage: node writer.mjs <json config: { id, seed, mount, homes: string[], out: string, opsLog: string }>
 import fs from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 
 const config = JSON.parse(process.argv[2]);
@@ -195,6 +196,30 @@ const ops = {
     if (across) unlinkSoon.push({ name: to, after: count + 1 + Math.floor(random() * 20) });
     return { from, to };
   },
+  punchHole() {
+    // fallocate(PUNCH_HOLE | KEEP_SIZE): the range reads as zeros, the size stays.
+    const name = touch(pick(mine()));
+    const key = names.get(name);
+    const content = inodes.get(key);
+    const offset = 4 * KiB * Math.floor((random() * content.length) / (4 * KiB));
+    const length = 4 * KiB * (1 + Math.floor(random() * 32));
+    const r = spawnSync('fallocate', ['-p', '-o', String(offset), '-l', String(length), join(mount, name)], { encoding: 'utf8' });
+    if (r.status !== 0) throw Object.assign(new Error(`fallocate: ${r.stderr.trim()}`), { code: /not connected|connection abort/i.test(r.stderr) ? 'ENOTCONN' : 'EFALLOCATE' });
+    const punched = Buffer.from(content);
+    punched.fill(0, Math.min(offset, content.length), Math.min(offset + length, content.length));
+    inodes.set(key, punched);
+    return { name, offset, length };
+  },
+  copy() {
+    // A whole-file copy to a fresh name in the same home: libuv uses copy_file_range(2).
+    const from = pick(mine());
+    const to = touch(freshName(homeOf(from)), from);
+    fs.copyFileSync(join(mount, from), join(mount, to), fs.constants.COPYFILE_EXCL);
+    const key = `i${next}-${to}`;
+    inodes.set(key, Buffer.from(inodes.get(names.get(from))));
+    names.set(to, key);
+    return { from, to };
+  },
   read() {
     const name = pick(mine());
     const actual = fs.readFileSync(join(mount, name));
@@ -213,7 +238,7 @@ const ops = {
 };
 const WEIGHTS = [
   ['write', 34], ['directWrite', 10], ['fsync', 5], ['truncate', 7], ['create', 6], ['rename', 8],
-  ['renameOver', 5], ['unlink', 6], ['link', 5], ['read', 14],
+  ['renameOver', 5], ['unlink', 6], ['link', 5], ['read', 14], ['punchHole', 3], ['copy', 2],
 ];
 const TOTAL = WEIGHTS.reduce((s, [, w]) => s + w, 0);
 /** Errors the mount may legitimately answer with: a rename or link across datastores, an ancestor pinned. */
