@@ -9,7 +9,8 @@
       "<!(node -e \"require('fuse-shared-library/lib')\")",
     ],
     "sources": [
-      "fuse-native.c"
+      "fuse-native.c",
+      "ferry-data.c"
     ],
     'xcode_settings': {
       'OTHER_CFLAGS': [

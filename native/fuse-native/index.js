@@ -6,7 +6,8 @@ const { exec } = require('child_process')
 const Nanoresource = require('nanoresource')
 const { beforeMount, beforeUnmount, configure, unconfigure, isConfigured } = require('fuse-shared-library')
 
-const binding = require('node-gyp-build')(__dirname)
+const BINDING_PATH = require('node-gyp-build').path(__dirname)
+const binding = require(BINDING_PATH)
 
 const IS_OSX = os.platform() === 'darwin'
 const OSX_FOLDER_ICON = '/System/Library/CoreServices/CoreTypes.bundle/Contents/Resources/GenericFolderIcon.icns'
@@ -87,11 +88,11 @@ const OpcodesAndDefaults = new Map([
   }],
   ['open', {
     op: binding.op_open,
-    defaults: [0]
+    defaults: [0, 0]
   }],
   ['opendir', {
     op: binding.op_opendir,
-    defaults: [0]
+    defaults: [0, 0]
   }],
   ['read', {
     op: binding.op_read,
@@ -109,7 +110,7 @@ const OpcodesAndDefaults = new Map([
   }],
   ['create', {
     op: binding.op_create,
-    defaults: [0]
+    defaults: [0, 0]
   }],
   ['unlink', {
     op: binding.op_unlink
@@ -128,6 +129,9 @@ const OpcodesAndDefaults = new Map([
   }],
   ['rmdir', {
     op: binding.op_rmdir
+  }],
+  ['fallocate', {
+    op: binding.op_fallocate
   }]
 ])
 
@@ -139,6 +143,9 @@ class Fuse extends Nanoresource {
     this.mnt = path.resolve(mnt)
     this.ops = ops
     this.timeout = opts.timeout === false ? 0 : (opts.timeout || DEFAULT_TIMEOUT)
+
+    if (opts.mountOptions !== undefined) validateMountOptions(opts.mountOptions)
+    this._fuseOptions() // throws early on an over-long option string
 
     this._force = !!opts.force
     this._mkdir = !!opts.mkdir
@@ -178,7 +185,7 @@ class Fuse extends Nanoresource {
     if (this.opts.blksize) options.push('blksize=' + this.opts.blksize)
     if (this.opts.maxRead) options.push('max_read=' + this.opts.maxRead)
     if (this.opts.fd) options.push('fd=' + this.opts.fd)
-    if (this.opts.userId) options.push('user_id=', this.opts.userId)
+    if (this.opts.userId) options.push('user_id=' + this.opts.userId)
     if (this.opts.fsname) options.push('fsname=' + this.opts.fsname)
     if (this.opts.subtype) options.push('subtype=' + this.opts.subtype)
     if (this.opts.kernelCache) options.push('kernel_cache')
@@ -198,7 +205,13 @@ class Fuse extends Nanoresource {
       if (HAS_FOLDER_ICON) options.push('volicon=' + OSX_FOLDER_ICON)
     }
 
-    return options.length ? '-o' + options.join(',') : ''
+    if (this.opts.mountOptions) options.push(...this.opts.mountOptions)
+
+    const str = options.length ? '-o' + options.join(',') : ''
+    // the native side copies the option string into a 1024 byte buffer and
+    // would silently cut it off
+    if (Buffer.byteLength(str) > 1023) throw new RangeError('FUSE mount options are longer than 1023 bytes')
+    return str
   }
 
   _malloc (size) {
@@ -414,17 +427,10 @@ class Fuse extends Nanoresource {
     })
   }
 
-  _op_fgetattr (signal, path, fd) {
-    if (!this.ops.fgetattr) {
-      if (path !== '/') {
-        signal(Fuse.EPERM)
-      } else {
-        signal(0, getStatArray({ mtime: new Date(0), atime: new Date(0), ctime: new Date(0), mode: 16877, size: 4096 }))
-      }
-      return
-    }
-    this.ops.getattr(path, (err, stat) => {
-      if (err) return signal(err)
+  _op_fgetattr (signal, path, fh) {
+    if (!this.ops.fgetattr) return this._op_getattr(signal, path)
+    this.ops.fgetattr(path, fh, (err, stat) => {
+      if (err) return signal(err, getStatArray())
       return signal(0, getStatArray(stat))
     })
   }
@@ -435,28 +441,26 @@ class Fuse extends Nanoresource {
     })
   }
 
-  _op_open (signal, path, flags) {
-    this.ops.open(path, flags, (err, fd) => {
-      return signal(err, fd)
+  _op_open (signal, path, flags, uid, gid, pid) {
+    this.ops.open(path, flags, uid, gid, pid, (err, fh, openFlags) => {
+      return signal(err, fh, openFlags)
     })
   }
 
-  _op_opendir (signal, path, flags) {
-    this.ops.opendir(path, flags, (err, fd) => {
-      return signal(err, fd)
+  _op_opendir (signal, path, fh, flags) {
+    this.ops.opendir(path, flags, (err, fh, openFlags) => {
+      return signal(err, fh, openFlags)
     })
   }
 
-  _op_create (signal, path, mode) {
-    this.ops.create(path, mode, (err, fd) => {
-      return signal(err, fd)
+  _op_create (signal, path, mode, flags, uid, gid, pid) {
+    this.ops.create(path, mode, flags, uid, gid, pid, (err, fh, openFlags) => {
+      return signal(err, fh, openFlags)
     })
   }
 
-  _op_utimens (signal, path, atimeLow, atimeHigh, mtimeLow, mtimeHigh) {
-    const atime = getDoubleArg(atimeLow, atimeHigh)
-    const mtime = getDoubleArg(mtimeLow, mtimeHigh)
-    this.ops.utimens(path, atime, mtime, err => {
+  _op_utimens (signal, path, atimeSec, atimeNsec, mtimeSec, mtimeNsec) {
+    this.ops.utimens(path, atimeSec, atimeNsec, mtimeSec, mtimeNsec, err => {
       return signal(err)
     })
   }
@@ -503,6 +507,9 @@ class Fuse extends Nanoresource {
     this.ops.getxattr(path, name, position, (err, value) => {
       if (!err) {
         if (!value) return signal(IS_OSX ? -93 : -61, valueBuf.buffer)
+        // size 0 is a size query; a value that does not fit is ERANGE, never truncated
+        if (valueBuf.length === 0) return signal(value.length, valueBuf.buffer)
+        if (value.length > valueBuf.length) return signal(Fuse.ERANGE, valueBuf.buffer)
         value.copy(valueBuf)
         return signal(value.length, valueBuf.buffer)
       }
@@ -513,12 +520,13 @@ class Fuse extends Nanoresource {
   _op_listxattr (signal, path, listBuf) {
     this.ops.listxattr(path, (err, list) => {
       if (list && !err) {
+        let size = 0
+        for (const name of list) size += Buffer.byteLength(name) + 1
         if (!listBuf.length) {
-          let size = 0
-          for (const name of list) size += Buffer.byteLength(name) + 1
-          size += 128 // fuse yells if we do not signal room for some mac stuff also
+          if (IS_OSX) size += 128 // fuse yells if we do not signal room for some mac stuff also
           return signal(size, listBuf.buffer)
         }
+        if (size > listBuf.length) return signal(Fuse.ERANGE, listBuf.buffer)
 
         let ptr = 0
         for (const name of list) {
@@ -557,9 +565,9 @@ class Fuse extends Nanoresource {
     })
   }
 
-  _op_truncate (signal, path, sizeLow, sizeHigh) {
+  _op_truncate (signal, path, sizeLow, sizeHigh, uid, gid, pid) {
     const size = getDoubleArg(sizeLow, sizeHigh)
-    this.ops.truncate(path, size, err => {
+    this.ops.truncate(path, size, uid, gid, pid, err => {
       return signal(err)
     })
   }
@@ -567,6 +575,12 @@ class Fuse extends Nanoresource {
   _op_ftruncate (signal, path, fd, sizeLow, sizeHigh) {
     const size = getDoubleArg(sizeLow, sizeHigh)
     this.ops.ftruncate(path, fd, size, err => {
+      return signal(err)
+    })
+  }
+
+  _op_fallocate (signal, path, fd, mode, offsetLow, offsetHigh, lengthLow, lengthHigh) {
+    this.ops.fallocate(path, fd, mode, getDoubleArg(offsetLow, offsetHigh), getDoubleArg(lengthLow, lengthHigh), err => {
       return signal(err)
     })
   }
@@ -589,8 +603,8 @@ class Fuse extends Nanoresource {
     })
   }
 
-  _op_mknod (signal, path, mode, dev) {
-    this.ops.mknod(path, mode, dev, err => {
+  _op_mknod (signal, path, mode, dev, uid, gid) {
+    this.ops.mknod(path, mode, dev, uid, gid, err => {
       return signal(err)
     })
   }
@@ -613,14 +627,14 @@ class Fuse extends Nanoresource {
     })
   }
 
-  _op_symlink (signal, src, dest) {
-    this.ops.symlink(src, dest, err => {
+  _op_symlink (signal, target, linkPath, uid, gid) {
+    this.ops.symlink(target, linkPath, uid, gid, err => {
       return signal(err)
     })
   }
 
-  _op_mkdir (signal, path, mode) {
-    this.ops.mkdir(path, mode, err => {
+  _op_mkdir (signal, path, mode, uid, gid) {
+    this.ops.mkdir(path, mode, uid, gid, err => {
       return signal(err)
     })
   }
@@ -645,6 +659,45 @@ class Fuse extends Nanoresource {
     return (code && Fuse[code.toUpperCase()]) || -1
   }
 }
+
+// ferry: which native binary was loaded, and its patch set (undefined if unpatched)
+Fuse.BINDING_PATH = BINDING_PATH
+Fuse.FERRY_PATCHSET = binding.ferry_patchset
+
+// ferry: syscalls Node's fs lacks, run on the libuv threadpool (Linux only).
+// cb(err, result): err is 0 or a negative errno. Bad argument types throw.
+// ferry's native data path (ferry-data.c); see ferry's src/fs/data-path.ts.
+Fuse.data = binding.ferry_data
+Fuse.io = binding.fuse_native_io_seek ? {
+  SEEK_DATA: binding.io_SEEK_DATA,
+  SEEK_HOLE: binding.io_SEEK_HOLE,
+  XATTR_CREATE: binding.io_XATTR_CREATE,
+  XATTR_REPLACE: binding.io_XATTR_REPLACE,
+  FALLOC_FL_KEEP_SIZE: binding.io_FALLOC_FL_KEEP_SIZE,
+  FALLOC_FL_PUNCH_HOLE: binding.io_FALLOC_FL_PUNCH_HOLE,
+  FALLOC_FL_ZERO_RANGE: binding.io_FALLOC_FL_ZERO_RANGE,
+  AT_SYMLINK_NOFOLLOW: binding.io_AT_SYMLINK_NOFOLLOW,
+  lgetxattr: binding.fuse_native_io_lgetxattr, // (path, name, cb(err, Buffer))
+  lsetxattr: binding.fuse_native_io_lsetxattr, // (path, name, value, flags, cb(err))
+  llistxattr: binding.fuse_native_io_llistxattr, // (path, cb(err, string[]))
+  lremovexattr: binding.fuse_native_io_lremovexattr, // (path, name, cb(err))
+  seek: binding.fuse_native_io_seek, // (fd, offset, whence, cb(err, offset))
+  copyRange: binding.fuse_native_io_copy_range, // (fdIn, offIn, fdOut, offOut, length, cb(err, copied))
+  copySparse: binding.fuse_native_io_copy_sparse, // same, into a fresh file: all-zero 4 KiB blocks stay holes; cb(err, bytesRead)
+  fallocate: binding.fuse_native_io_fallocate, // (fd, mode, offset, length, cb(err)): the filesystem's errno as is
+  punchHole: (fd, offset, length, cb) => binding.fuse_native_io_fallocate(fd, binding.io_FALLOC_FL_PUNCH_HOLE | binding.io_FALLOC_FL_KEEP_SIZE, offset, length, cb), // (fd, offset, length, cb(err))
+  utimensat: binding.fuse_native_io_utimensat, // (path, atimeSec, atimeNsec, mtimeSec, mtimeNsec, flags, cb(err)): nsec may be UTIME_NOW / UTIME_OMIT
+  mknod: binding.fuse_native_io_mknod // (path, mode with type bits, rdev, cb(err)): sockets too
+} : undefined
+
+// utimens nsec values meaning "set to the current time" / "leave unchanged" (Linux)
+Fuse.UTIME_NOW = (1 << 30) - 1
+Fuse.UTIME_OMIT = (1 << 30) - 2
+
+// bits for the third argument of the open/create/opendir callback
+Fuse.OPEN_DIRECT_IO = 1
+Fuse.OPEN_KEEP_CACHE = 2
+Fuse.OPEN_NONSEEKABLE = 4
 
 Fuse.EPERM = -1
 Fuse.ENOENT = -2
@@ -780,6 +833,15 @@ Fuse.isConfigured = isConfigured
 
 module.exports = Fuse
 
+function validateMountOptions (list) {
+  if (!Array.isArray(list)) throw new TypeError('mountOptions must be an array of strings')
+  for (const o of list) {
+    if (typeof o !== 'string' || o.length === 0 || o.includes(',')) {
+      throw new TypeError('mountOptions entries must be non-empty strings without commas, got ' + (typeof o === 'string' ? JSON.stringify(o) : typeof o))
+    }
+  }
+}
+
 function getStatfsArray (statfs) {
   const ints = new Uint32Array(11)
 
@@ -798,37 +860,83 @@ function getStatfsArray (statfs) {
   return ints
 }
 
-function setDoubleInt (arr, idx, num) {
-  arr[idx] = num % 4294967296
-  arr[idx + 1] = (num - arr[idx]) / 4294967296
-}
-
 function getDoubleArg (a, b) {
   return a + b * 4294967296
 }
 
-function toDateMS (st) {
-  if (typeof st === 'number') return st
-  if (!st) return Date.now()
-  return st.getTime()
+// Number() of a number or a bigint field, 0 when missing
+function toNum (v) {
+  if (typeof v === 'bigint') return Number(BigInt.asUintN(32, v))
+  return v || 0
 }
 
-function getStatArray (stat) {
-  const ints = new Uint32Array(18)
+// 64 bit unsigned value as two uint32 words, low word first. Numbers are exact
+// up to 2^53, bigints are exact.
+function setUint64 (arr, idx, v) {
+  if (typeof v === 'bigint') {
+    v = BigInt.asUintN(64, v)
+    arr[idx] = Number(v & 0xffffffffn)
+    arr[idx + 1] = Number(v >> 32n)
+    return
+  }
+  v = Math.trunc(v) || 0
+  if (v < 0) v = 0
+  arr[idx] = v % 4294967296
+  arr[idx + 1] = Math.floor(v / 4294967296)
+}
 
-  ints[0] = (stat && stat.mode) || 0
-  ints[1] = (stat && stat.uid) || 0
-  ints[2] = (stat && stat.gid) || 0
-  setDoubleInt(ints, 3, (stat && stat.size) || 0)
-  ints[5] = (stat && stat.dev) || 0
-  ints[6] = (stat && stat.nlink) || 1
-  ints[7] = (stat && stat.ino) || 0
-  ints[8] = (stat && stat.rdev) || 0
-  ints[9] = (stat && stat.blksize) || 0
-  setDoubleInt(ints, 10, (stat && stat.blocks) || 0)
-  setDoubleInt(ints, 12, toDateMS(stat && stat.atime))
-  setDoubleInt(ints, 14, toDateMS(stat && stat.mtime))
-  setDoubleInt(ints, 16, toDateMS(stat && stat.ctime))
+// A time as three words: seconds as int64 two's complement (low, high), nanoseconds.
+// Prefers the exact *Ns bigint, then *Ms, then the Date (or a number of ms).
+// A missing time is "now", as upstream.
+function setTime (arr, idx, stat, name) {
+  const ns = stat && stat[name + 'Ns']
+  if (typeof ns === 'bigint') {
+    let sec = ns / 1000000000n
+    let nsec = ns - sec * 1000000000n
+    if (nsec < 0n) { sec -= 1n; nsec += 1000000000n }
+    arr[idx] = Number(BigInt.asUintN(32, sec))
+    arr[idx + 1] = Number(BigInt.asUintN(32, sec >> 32n))
+    arr[idx + 2] = Number(nsec)
+    return
+  }
+  let ms = stat && stat[name + 'Ms']
+  if (typeof ms === 'bigint') ms = Number(ms)
+  if (typeof ms !== 'number') {
+    const t = stat && stat[name]
+    ms = typeof t === 'number' ? t : (t ? t.getTime() : Date.now())
+  }
+  if (!Number.isFinite(ms)) ms = 0
+  let sec = Math.floor(ms / 1000)
+  let nsec = Math.round((ms - sec * 1000) * 1e6)
+  if (nsec >= 1000000000) { sec += 1; nsec -= 1000000000 }
+  arr[idx] = sec % 4294967296 // the Uint32Array store wraps negatives to two's complement
+  arr[idx + 1] = Math.floor(sec / 4294967296)
+  arr[idx + 2] = nsec
+}
+
+// Layout (uint32 words), read by populate_stat in fuse-native.c:
+//  0 mode, 1 uid, 2 gid, 3-4 size, 5 dev, 6 nlink, 7-8 ino, 9 rdev, 10 blksize,
+//  11-12 blocks, 13-15 atime, 16-18 mtime, 19-21 ctime (sec lo, sec hi, nsec)
+function getStatArray (stat) {
+  const ints = new Uint32Array(22)
+
+  if (stat) {
+    ints[0] = toNum(stat.mode)
+    ints[1] = toNum(stat.uid)
+    ints[2] = toNum(stat.gid)
+    setUint64(ints, 3, stat.size)
+    ints[5] = toNum(stat.dev)
+    ints[6] = toNum(stat.nlink) || 1
+    setUint64(ints, 7, stat.ino)
+    ints[9] = toNum(stat.rdev)
+    ints[10] = toNum(stat.blksize)
+    setUint64(ints, 11, stat.blocks)
+  } else {
+    ints[6] = 1
+  }
+  setTime(ints, 13, stat, 'atime')
+  setTime(ints, 16, stat, 'mtime')
+  setTime(ints, 19, stat, 'ctime')
 
   return ints
 }
