@@ -4,13 +4,26 @@
     "include_dirs": [
       "<!(node -e \"require('napi-macros')\")",
       "<!(node -e \"require('fuse-shared-library/include')\")",
+      "../ferry",
     ],
     "libraries": [
       "<!(node -e \"require('fuse-shared-library/lib')\")",
     ],
+    "defines": [
+      "FERRY_SOURCE_HASH=\"<!(node ../source-hash.mjs)\"",
+    ],
     "sources": [
       "fuse-native.c",
-      "ferry-data.c"
+      "../ferry/data.c",
+      "../ferry/gate.c",
+      "../ferry/io.c",
+      "../ferry/loop.c",
+      "../ferry/maps.c",
+      "../ferry/napi-data.c",
+      "../ferry/napi-io.c",
+      "../ferry/busy-poll.c",
+      "../ferry/pool.c",
+      "../ferry/window.c",
     ],
     'xcode_settings': {
       'OTHER_CFLAGS': [
@@ -22,7 +35,13 @@
     'cflags': [
       '-g',
       '-O3',
-      '-Wall'
+      '-Wall',
+      '-Wextra',
+      '-Werror'
+    ],
+    # ferry: all of -Wextra (node-gyp's common.gypi turns unused-parameter warnings off)
+    'cflags!': [
+      '-Wno-unused-parameter'
     ],
   }, {
     "target_name": "postinstall",

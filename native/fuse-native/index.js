@@ -660,13 +660,13 @@ class Fuse extends Nanoresource {
   }
 }
 
-// ferry: which native binary was loaded, and its patch set (undefined if unpatched)
+// ferry: which native binary was loaded, and the hash of the native/ sources it was built from
 Fuse.BINDING_PATH = BINDING_PATH
-Fuse.FERRY_PATCHSET = binding.ferry_patchset
+Fuse.SOURCE_HASH = binding.ferry_source_hash
 
 // ferry: syscalls Node's fs lacks, run on the libuv threadpool (Linux only).
 // cb(err, result): err is 0 or a negative errno. Bad argument types throw.
-// ferry's native data path (ferry-data.c); see ferry's src/fs/data-path.ts.
+// ferry's native data path (native/ferry/data.c, napi-data.c); see ferry's native-notes/memory-model.md.
 Fuse.data = binding.ferry_data
 Fuse.io = binding.fuse_native_io_seek ? {
   SEEK_DATA: binding.io_SEEK_DATA,
