@@ -4,9 +4,11 @@
 // idle: under 16 reads in flight it created ~90 threads a second here, and each new thread that calls into JS
 // costs fuse-native a uv_async handle (and a Buffer) that is never freed, which every later wakeup of the JS
 // thread scans. Here workers never end before the session does (libfuse 3.12's default), and the pool grows
-// only when no worker has been idle for grow_ns: a worker that has replied but not yet come back (preempted
-// on a busy machine) is not a reason to add one. Workers held by a long op (a frozen subtree waits in JS)
-// still let the pool grow, so that other files keep being served, up to max.
+// only after a look grow_ns later: when the last idle worker takes a request, the growing thread waits
+// grow_ns and adds a worker only if none is idle then. A worker that has replied but not yet come back
+// (preempted on a busy machine) is not a reason to add one. Workers held by a long op (a frozen subtree waits
+// in JS) still let the pool grow, so that other files keep being served, up to max; so does a worker kept
+// busy without a pause (it is busy when the look comes).
 //
 // Owns the worker count and the idle count. Threads: workers call ferry_pool_took / _done / _gone (a request
 // costs two atomic operations; only the worker that takes idle to zero takes the lock, to wake the grower);
