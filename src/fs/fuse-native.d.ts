@@ -105,7 +105,7 @@ declare module 'fuse-native' {
     pollVain: number;
     inflight: number;
   }
-  /** ferry's native data path (patch 010, ferry-data.c). */
+  /** ferry's native data path (change 010, native/ferry/data.c). */
   export interface FerryData {
     enable(blockSize: number): void;
     /** On a page-cache miss, fetch the aligned `bytes` around a read (0: off; else a power of two, 4 KiB to 16 MiB). */
