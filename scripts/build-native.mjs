@@ -1,12 +1,10 @@
 #!/usr/bin/env node
-// Builds node_modules/fuse-native's addon from its patched source (see
-// patches/ and native-notes/fuse-native.md) and removes the upstream
-// prebuilds so that an unpatched binary can never be loaded.
+// Builds ferry's fuse-native addon from the native/ tree (native/fuse-native, the binding, and native/ferry,
+// ferry's own C; see native-notes/fuse-native.md) with -Wall -Wextra -Werror: `npm run build:native`, also
+// run by postinstall and scripts/setup.sh.
 //
-// Runs after `patch-package` in postinstall. Skips the compile when
-// build/ferry-build.stamp matches (patches + node version) and
-// build/Release/fuse.node exists. Prints one line on success; on failure one
-// line on stderr and exit code 1.
+// Skips the compile when build/ferry-build.stamp matches (the sources' hash, this script, the node version)
+// and build/Release/fuse.node exists. Prints one line on success; on failure one line on stderr and exit code 1.
 
 import { createHash } from 'node:crypto'
 import { spawnSync } from 'node:child_process'
@@ -14,71 +12,36 @@ import fs from 'node:fs'
 import { createRequire } from 'node:module'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { nativeSourceHash } from '../native/source-hash.mjs'
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
-const patchesDir = path.join(root, 'patches')
-const require = createRequire(path.join(root, 'package.json'))
+const pkgDir = path.join(root, 'native', 'fuse-native')
+const require = createRequire(path.join(pkgDir, 'package.json'))
 
 function fail (msg) {
   console.error('build-native: ' + msg)
   process.exit(1)
 }
 
-let pkgDir
-try {
-  pkgDir = path.dirname(require.resolve('fuse-native/package.json'))
-} catch {
-  fail('fuse-native is not installed in node_modules; run npm install first')
-}
 const buildDir = path.join(pkgDir, 'build')
 const addon = path.join(buildDir, 'Release', 'fuse.node')
 const stampFile = path.join(buildDir, 'ferry-build.stamp')
 const rel = p => path.relative(root, p)
 
-// Never leave the upstream (unpatched) prebuilt binaries where node-gyp-build
-// could pick them up, whatever happens below.
-fs.rmSync(path.join(pkgDir, 'prebuilds'), { recursive: true, force: true })
-
-// 1. The sources must carry our patches (patch-package exits 0 on failure
-//    unless --error-on-fail, so check instead of trusting the exit code).
-const ourPatches = fs.existsSync(patchesDir)
-  ? fs.readdirSync(patchesDir).filter(f => f.startsWith('fuse-native+') && f.endsWith('.patch')).sort()
-  : []
-if (ourPatches.length === 0) fail(`no fuse-native patches found in ${rel(patchesDir)}`)
-
-const cSource = fs.readFileSync(path.join(pkgDir, 'fuse-native.c'), 'utf8')
-const jsSource = fs.readFileSync(path.join(pkgDir, 'index.js'), 'utf8')
-const patchsetMatch = /static const uint32_t ferry_patchset = (\d+);/.exec(cSource)
-if (!patchsetMatch || !jsSource.includes('FERRY_PATCHSET')) {
-  fail('node_modules/fuse-native is not patched; run `npx patch-package --error-on-fail` first')
-}
-const statePath = path.join(pkgDir, '.patch-package.json')
-if (fs.existsSync(statePath)) {
-  const state = JSON.parse(fs.readFileSync(statePath, 'utf8'))
-  for (const name of ourPatches) {
-    const hash = createHash('sha256').update(fs.readFileSync(path.join(patchesDir, name))).digest('hex')
-    const applied = (state.patches || []).find(p => p.patchFilename === name)
-    if (!applied || !applied.didApply || applied.patchContentHash !== hash) {
-      fail(`patch ${name} is not (or not in its current version) applied to node_modules/fuse-native; run \`npx patch-package --error-on-fail\``)
-    }
-  }
-}
-
-// 2. Up to date?
+// 1. Up to date?
+const sourceHash = await nativeSourceHash()
 const stamp = createHash('sha256')
-for (const name of fs.readdirSync(patchesDir).sort()) {
-  stamp.update(name + '\0').update(fs.readFileSync(path.join(patchesDir, name))).update('\0')
-}
-stamp.update(fs.readFileSync(fileURLToPath(import.meta.url)))
-stamp.update(`${process.version} ${process.platform} ${process.arch}`)
+  .update(sourceHash)
+  .update(fs.readFileSync(fileURLToPath(import.meta.url)))
+  .update(`${process.version} ${process.platform} ${process.arch}`)
 const stampValue = stamp.digest('hex') + '\n'
 
 if (fs.existsSync(addon) && readOr(stampFile, '') === stampValue) {
-  console.log(`fuse-native: patched addon up to date (${rel(addon)})`)
+  console.log(`fuse-native: addon up to date (${rel(addon)})`)
   process.exit(0)
 }
 
-// 3. Tools, headers, node-gyp.
+// 2. Tools, headers, node-gyp, and the binding's own dependencies (installed by npm ci).
 const missing = ['make', 'python3'].filter(t => !which(t))
 if (!which('g++') && !which('c++')) missing.unshift('g++')
 if (missing.length) fail(`cannot compile fuse-native: ${missing.join(', ')} not found; install g++, make and python3 (Debian: apt-get install g++ make python3)`)
@@ -90,7 +53,11 @@ if (!nodeDir) fail('Node headers not found in /usr/include/node or next to ' + p
 const nodeGyp = findNodeGyp()
 if (!nodeGyp) fail("cannot find npm's bundled node-gyp (…/npm/node_modules/node-gyp/bin/node-gyp.js); is npm installed?")
 
-// 4. Compile. node-gyp rebuild starts with a clean, so a failed build leaves no binary behind.
+for (const dep of ['napi-macros', 'fuse-shared-library/include']) {
+  try { require.resolve(dep) } catch { fail(`${dep} is not installed for native/fuse-native; run npm ci first`) }
+}
+
+// 3. Compile. node-gyp rebuild starts with a clean, so a failed build leaves no binary behind.
 fs.rmSync(stampFile, { force: true })
 const res = spawnSync(process.execPath, [nodeGyp, 'rebuild', `--nodedir=${nodeDir}`], {
   cwd: pkgDir,
@@ -99,26 +66,28 @@ const res = spawnSync(process.execPath, [nodeGyp, 'rebuild', `--nodedir=${nodeDi
   // binding.gyp runs `node -e ...`: make it the node running this script
   env: { ...process.env, PATH: path.dirname(process.execPath) + path.delimiter + (process.env.PATH || '') }
 })
-const log = path.join(pkgDir, 'ferry-build.log')
+const log = path.join(buildDir, 'ferry-build.log')
+fs.mkdirSync(buildDir, { recursive: true })
 fs.writeFileSync(log, `${nodeGyp} rebuild --nodedir=${nodeDir}\n\n${res.stdout || ''}\n${res.stderr || ''}\n${res.error ? String(res.error) : ''}\n`)
 if (res.status !== 0 || !fs.existsSync(addon)) {
-  fail(`compiling fuse-native failed (node-gyp exit ${res.status ?? res.signal}); needs g++, make, python3 and Node headers; see ${rel(log)}`)
+  const firstError = `${res.stdout || ''}\n${res.stderr || ''}`.split('\n').find(l => / error: /.test(l))
+  fail(`compiling fuse-native failed (node-gyp exit ${res.status ?? res.signal}${firstError ? `: ${firstError.trim()}` : ''}); needs g++, make, python3 and Node headers; see ${rel(log)}`)
 }
 
-// 5. The result must load (this also resolves libfuse.so.2) and be ours.
+// 4. The result must load (this also resolves libfuse.so.2) and carry the hash of these sources.
 let loaded
 try {
   loaded = require(addon)
 } catch (err) {
   fail(`built ${rel(addon)} does not load (${err.message.split('\n')[0]}); is libfuse2 installed?`)
 }
-if (loaded.ferry_patchset !== Number(patchsetMatch[1])) {
-  fail(`built ${rel(addon)} reports ferry_patchset ${loaded.ferry_patchset}, expected ${patchsetMatch[1]}`)
+if (loaded.ferry_source_hash !== sourceHash) {
+  fail(`built ${rel(addon)} reports source hash ${loaded.ferry_source_hash}, expected ${sourceHash} (did native/ change during the build?)`)
 }
 
 fs.writeFileSync(stampFile, stampValue)
 fs.rmSync(log, { force: true })
-console.log(`fuse-native: built patched addon (patchset ${loaded.ferry_patchset}) ${rel(addon)}`)
+console.log(`fuse-native: built addon ${rel(addon)} (sources ${sourceHash.slice(0, 12)})`)
 
 function readOr (file, dflt) {
   try { return fs.readFileSync(file, 'utf8') } catch { return dflt }

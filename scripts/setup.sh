@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent set-up for a fresh Debian 12 machine with node/npm: system packages (only the missing ones),
-# node_modules with ferry's patched fuse-native (only when the lockfile or patches changed), then the build.
+# node_modules (only when the lockfile changed), ferry's fuse-native addon built from native/ (only when its
+# sources changed), then the build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +17,10 @@ need_cmd bindfs bindfs
 need_cmd make make
 need_cmd g++ g++
 need_cmd python3 python3
+# The C unit tests (npm run test:native) run under AddressSanitizer, UBSan and ThreadSanitizer: gcc's runtimes.
+need_pkg libasan8
+need_pkg libubsan1
+need_pkg libtsan2
 need_cmd setpriv util-linux
 need_cmd unshare util-linux
 need_cmd setfattr attr
@@ -35,13 +40,13 @@ fi
 [ -e /dev/fuse ] || modprobe fuse 2>/dev/null || true
 
 stamp_file=node_modules/.ferry-setup-stamp
-stamp=$( (node --version; cat package-lock.json; cat patches/* scripts/build-native.mjs) | sha256sum | cut -d' ' -f1)
+stamp=$( (node --version; cat package-lock.json) | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp_file" ] || [ "$(cat "$stamp_file")" != "$stamp" ]; then
   echo "setup: installing node modules"
   npm ci --no-audit --no-fund --loglevel=error
   echo "$stamp" > "$stamp_file"
 fi
-node scripts/build-native.mjs
+npm run -s build:native
 # Guests for the QEMU tests and the demo; the demo falls back to a host writer if this cannot work here.
 bash scripts/guest/build.sh || echo "setup: the QEMU guest kit is unavailable: guest tests will fail, the demo uses a host writer"
 npx tsc -p tsconfig.json

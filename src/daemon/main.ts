@@ -91,7 +91,7 @@ async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
   const { datastore, mountpoint } = await checkMountPaths(opts.datastore, opts.mountpoint);
   const Fuse = await loadFuse();
   const native = nativeDataPath(Fuse, opts.blockSize, opts.readAround, opts.busyPollNs);
-  log.info({ binding: Fuse.BINDING_PATH, patchset: Fuse.FERRY_PATCHSET, dataPath: native ? 'native' : 'js' }, 'loaded fuse-native');
+  log.info({ binding: Fuse.BINDING_PATH, sourceHash: Fuse.SOURCE_HASH, dataPath: native ? 'native' : 'js' }, 'loaded fuse-native');
   await ensureStateDir(opts.stateDir);
   for (const other of await listRecords(opts.stateDir)) {
     if (other.datastore === datastore && isAlive(other.pid)) {

@@ -1,4 +1,4 @@
-// Types for fuse-native 2.2.6 with ferry's patch set (patches/, native-notes/fuse-native.md).
+// Types for ferry's fuse-native: upstream 2.2.6 plus ferry's changes, built from native/ (native-notes/fuse-native.md).
 declare module 'fuse-native' {
   type Cb = (result: number) => void;
   export interface FuseOps {
@@ -105,7 +105,7 @@ declare module 'fuse-native' {
     pollVain: number;
     inflight: number;
   }
-  /** ferry's native data path (patch 010, ferry-data.c). */
+  /** ferry's native data path (change 010, native/ferry/data.c). */
   export interface FerryData {
     enable(blockSize: number): void;
     /** On a page-cache miss, fetch the aligned `bytes` around a read (0: off; else a power of two, 4 KiB to 16 MiB). */
@@ -148,7 +148,8 @@ declare module 'fuse-native' {
     mount(cb: (err: Error | null) => void): void;
     unmount(cb: (err: Error | null) => void): void;
     static unmount(mnt: string, cb: (err: Error | null) => void): void;
-    static readonly FERRY_PATCHSET: number | undefined;
+    /** sha256 of the native/ sources the addon was built from (native/source-hash.mjs); undefined: not ferry's build. */
+    static readonly SOURCE_HASH: string | undefined;
     static readonly io: FerryIo;
     static readonly data: FerryData;
     static readonly BINDING_PATH: string;

@@ -4,16 +4,14 @@ import { constants } from 'node:fs';
 import type FuseClass from 'fuse-native';
 import type { FerryData } from 'fuse-native';
 import { UserError, errorMessage } from '../util/user-error.js';
-
-/** The patch level this code is written against (patches/fuse-native+2.2.6+*.patch). */
-export const EXPECTED_PATCHSET = 13;
+import { nativeSourceHash } from '../../native/source-hash.mjs';
 
 export type Fuse = typeof FuseClass;
 
 /** makedev(10, 229): the misc device the kernel's FUSE module registers. */
 const FUSE_DEVICE_NUMBER = (10 << 8) | 229;
 
-/** Checks what a FUSE mount needs from the host and loads ferry's patched fuse-native build. */
+/** Checks what a FUSE mount needs from the host and loads the fuse-native addon built from native/. */
 export async function loadFuse(): Promise<Fuse> {
   const device = '/dev/fuse';
   try {
@@ -34,8 +32,9 @@ export async function loadFuse(): Promise<Fuse> {
     }
     throw new UserError(`cannot load fuse-native (${message.split('\n')[0]}): run scripts/setup.sh`);
   }
-  if (fuse.FERRY_PATCHSET !== EXPECTED_PATCHSET) {
-    throw new UserError(`fuse-native at ${fuse.BINDING_PATH ?? 'an unknown path'} is not ferry's patched build: run scripts/setup.sh`);
+  // An addon built from other sources (native/ changed since, or not ferry's build at all) is refused.
+  if (fuse.SOURCE_HASH !== await nativeSourceHash()) {
+    throw new UserError(`fuse-native at ${fuse.BINDING_PATH ?? 'an unknown path'} was not built from this tree's native/ sources: run npm run build:native`);
   }
   return fuse;
 }

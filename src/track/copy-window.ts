@@ -13,7 +13,7 @@ export type WriteFate = 'ahead' | 'mark' | 'mirror';
  *  - 'mirror' otherwise: write it to the destination too, once the in-flight chunks it overlaps are done
  *    (so it lands after the copier's older bytes, never before).
  * With the native data path, every change is also made to the window's C twin, which classifies and mirrors
- * the writes answered in C (ferry-data.c); writes that reach JS use this object. Both see the same states.
+ * the writes answered in C (native/ferry/window.c); writes that reach JS use this object. Both see the same states.
  */
 export class CopyWindow {
   private chunks: Extent[] = [];

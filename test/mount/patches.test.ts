@@ -1,4 +1,5 @@
-// One test per fuse-native patch (patches/, native-notes/fuse-native.md): each fails on upstream fuse-native.
+// One test per numbered change ferry made to fuse-native (native/, native-notes/fuse-native.md): each fails on
+// upstream fuse-native.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fs from 'node:fs';
 import { spawn } from 'node:child_process';
@@ -8,6 +9,7 @@ import { join } from 'node:path';
 import { mountFerry, type TestMount } from '../helpers/mounts.js';
 import { run } from '../helpers/cli.js';
 import { findMount } from '../../src/util/mounts.js';
+import { nativeSourceHash } from '../../native/source-hash.mjs';
 
 let m: TestMount;
 const inMount = (p: string) => join(m.mountpoint, p);
@@ -23,7 +25,7 @@ afterAll(async () => {
   await m?.stop();
 });
 
-describe('fuse-native patches', () => {
+describe('fuse-native changes', () => {
   it('001 mount options: a 1 MiB write arrives as 8 requests of 128 KiB, not 256 of 4 KiB', async () => {
     await fsp.writeFile(inMount('big'), '');
     const before = (await m.status()).ops.write ?? 0;
@@ -229,11 +231,11 @@ describe('fuse-native patches', () => {
     }
   });
 
-  it('008 identity: the daemon logs which addon it loaded, the patched build, and its data path (010)', async () => {
+  it('008 identity: the daemon logs which addon it loaded, the hash of the sources it was built from, and its data path (010)', async () => {
     const log = await fsp.readFile(join(m.stateDir, 'mounts', (await fsp.readdir(join(m.stateDir, 'mounts'))).find((n) => n.endsWith('.log'))!), 'utf8');
     const line = log.split('\n').find((l) => l.includes('loaded fuse-native'))!;
-    expect(JSON.parse(line)).toMatchObject({ binding: expect.stringMatching(/node_modules\/fuse-native\/build\/Release\/fuse\.node$/),
-      patchset: 13,
+    expect(JSON.parse(line)).toMatchObject({ binding: expect.stringMatching(/native\/fuse-native\/build\/Release\/fuse\.node$/),
+      sourceHash: await nativeSourceHash(),
       dataPath: process.env.FERRY_NATIVE === '0' ? 'js' : 'native',
     });
   });

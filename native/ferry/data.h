@@ -1,0 +1,62 @@
+// ferry's native data path: read and write on file handles JavaScript registered, answered on libfuse's
+// worker thread: pread/pwrite on the backing fd, dirty bits set in the file's maps, mirrored in mirror mode,
+// counted, without waking the JS thread. Anything this code does not handle (an unregistered handle, a frozen
+// path, a write the JS side must see: a write intent not yet durable, a map too small) returns
+// FERRY_DATA_PASS and goes to the JavaScript handler, which does the same work with the same maps.
+//
+// Owns the handle table, the data path's settings (enabled, block size, read-around), its counters, and the
+// one gate and poller of the process. Threads: FUSE workers call ferry_data_read/write/poll; the JS thread
+// registers handles and changes settings (through napi-data.c). native-notes/memory-model.md has who writes
+// which shared state and why no dirty bit is lost.
+#ifndef FERRY_DATA_H
+#define FERRY_DATA_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "gate.h"
+#include "maps.h"
+#include "busy-poll.h"
+
+// "Not handled here": the op goes on to the JavaScript handler.
+#define FERRY_DATA_PASS INT32_MIN
+
+#define FERRY_MAX_HANDLES 65536
+#define FERRY_LAT_BUCKETS 32
+
+typedef struct {
+  _Atomic uint64_t ops, bytes, errors;
+  _Atomic uint64_t latency[FERRY_LAT_BUCKETS]; // bucket b: [2^(b-1), 2^b) microseconds
+} ferry_op_stats_t;
+
+typedef struct {
+  ferry_op_stats_t read, write;
+  _Atomic uint64_t passed_ops, mirror_ops;
+} ferry_data_stats_t;
+
+extern ferry_gate_t ferry_gate;
+extern ferry_poller_t ferry_poller;
+extern ferry_data_stats_t ferry_data_stats;
+
+// Worker side.
+int ferry_data_read (const char *path, char *buf, size_t len, off_t offset, uint64_t fh);
+int ferry_data_write (const char *path, const char *buf, size_t len, off_t offset, uint64_t fh);
+// Before a worker sleeps in read(2) on the FUSE device `fd`: maybe watch it a while (busy-poll.h).
+void ferry_data_poll (int fd, long served_ns);
+
+// JS side. Turns the data path on for handles registered from now on; block_shift: log2 of the block size.
+void ferry_data_enable (unsigned block_shift);
+unsigned ferry_data_block_shift (void);
+// 0 (off) or a power of two: a read that misses the backing file's page cache first asks the kernel to fetch
+// the aligned read_around bytes around it.
+void ferry_data_read_around (size_t bytes);
+// fh < FERRY_MAX_HANDLES. file NULL: writes are not tracked. 0 or ENOMEM.
+int ferry_data_open (uint32_t fh, int fd, ferry_file_t *file);
+// The handle's backing fd becomes fd (switchover, with the path frozen and drained).
+void ferry_data_move (uint32_t fh, int fd);
+// At release, when the kernel sends no more ops for fh.
+void ferry_data_close (uint32_t fh);
+
+#endif
