@@ -122,10 +122,10 @@ export class Shadow {
       const path = under(this.root, special.rel);
       const existing = await fsp.lstat(path, { bigint: true }).catch(() => undefined);
       const { mode, rdev } = special.stat;
-      if (existing && (existing.mode & S_IFMT) === (BigInt(mode) & S_IFMT) && existing.rdev === BigInt(rdev)) continue;
+      if (existing && (existing.mode & S_IFMT) === (mode & S_IFMT) && existing.rdev === rdev) continue;
       if (existing) await fsp.unlink(path);
       // mknod(2) itself: sockets too (a QEMU monitor's), which mknod(1) cannot make. setMetadata sets the mode.
-      const err = await new Promise<number>((resolve) => this.io.mknod(path, Number(BigInt(mode) & S_IFMT) | 0o600, Number(rdev), resolve));
+      const err = await new Promise<number>((resolve) => this.io.mknod(path, Number(mode & S_IFMT) | 0o600, Number(rdev), resolve));
       if (err) throw ioError(err, `mknod ${path}`);
     }
     await fsp.rm(this.staging, { recursive: true, force: true });
