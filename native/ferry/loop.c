@@ -87,6 +87,13 @@ static int reply_send (struct fuse_chan *ch, const struct iovec iov[], size_t co
   return fuse_chan_send(loop->ch, iov, count);
 }
 
+// The opcode of the request this worker thread is serving (0 between requests, or when it came spliced).
+static __thread uint32_t serving;
+
+bool ferry_loop_in_rename (void) {
+  return serving == FUSE_RENAME;
+}
+
 static void *worker (void *arg) {
   loop_t *loop = (loop_t *) arg;
   size_t size = fuse_chan_bufsize(loop->ch);
@@ -114,7 +121,9 @@ static void *worker (void *arg) {
     if (counted) ferry_pool_took(&loop->pool);
     struct timespec began, ended;
     clock_gettime(CLOCK_MONOTONIC, &began);
+    serving = opcode;
     fuse_session_process_buf(loop->se, &buf, loop->reply_ch != NULL ? loop->reply_ch : ch);
+    serving = 0;
     clock_gettime(CLOCK_MONOTONIC, &ended);
     if (counted) ferry_pool_done(&loop->pool);
     served_ns = counted ? (ended.tv_sec - began.tv_sec) * 1000000000L + (ended.tv_nsec - began.tv_nsec) : -1;

@@ -8,8 +8,13 @@
 
 #define FUSE_USE_VERSION 29
 #include <fuse.h>
+#include <stdbool.h>
 
 // Serves the session until it ends (unmount); returns after every worker has been joined.
 void ferry_loop_run (struct fuse *fuse, struct fuse_chan *ch);
+
+// Whether the calling thread is a worker serving a RENAME request (libfuse then calls the filesystem's rename
+// twice when it first hides an open target).
+bool ferry_loop_in_rename (void);
 
 #endif

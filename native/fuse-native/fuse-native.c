@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <assert.h>
+#include <ctype.h>
 
 #include <fuse.h>
 #include <fuse_opt.h>
@@ -721,12 +722,32 @@ FUSE_METHOD_VOID(unlink, 1, 0, (const char *path), {
   napi_create_string_utf8(env, l->path, NAPI_AUTO_LENGTH, &(argv[2]));
 })
 
-FUSE_METHOD_VOID(rename, 2, 0, (const char *path, const char *dest), {
+// Whether this rename is libfuse 2.9 hiding the open target of a RENAME request (hide_node: a rename to
+// .fuse_hidden%08x%08x in the same directory) before the rename itself. libfuse does not undo the hiding when
+// the rename then fails, so JS gets keepSource = 1 and makes the hidden name a second link instead.
+static int hides_rename_target (const char *path, const char *dest) {
+  if (!ferry_loop_in_rename()) return 0;
+  const char *slash = strrchr(dest, '/');
+  if (slash == NULL) return 0;
+  size_t dir = (size_t) (slash - dest) + 1;
+  if (strncmp(path, dest, dir) != 0 || strchr(path + dir, '/') != NULL) return 0;
+  const char *name = slash + 1;
+  if (strncmp(name, ".fuse_hidden", 12) != 0 || strlen(name) != 28) return 0;
+  for (int i = 12; i < 28; i++) {
+    if (!isxdigit((unsigned char) name[i])) return 0;
+  }
+  return 1;
+}
+
+// JS gets (from, to, keepSource).
+FUSE_METHOD_VOID(rename, 3, 0, (const char *path, const char *dest), {
   l->path = path;
   l->dest = dest;
+  l->flags = hides_rename_target(path, dest);
 }, {
   napi_create_string_utf8(env, l->path, NAPI_AUTO_LENGTH, &(argv[2]));
   napi_create_string_utf8(env, l->dest, NAPI_AUTO_LENGTH, &(argv[3]));
+  napi_get_boolean(env, l->flags != 0, &(argv[4]));
 })
 
 FUSE_METHOD_VOID(link, 2, 0, (const char *path, const char *dest), {

@@ -615,8 +615,8 @@ class Fuse extends Nanoresource {
     })
   }
 
-  _op_rename (signal, src, dest) {
-    this.ops.rename(src, dest, err => {
+  _op_rename (signal, src, dest, keepSource) {
+    this.ops.rename(src, dest, keepSource, err => {
       return signal(err)
     })
   }

@@ -32,7 +32,11 @@ declare module 'fuse-native' {
     listxattr?(path: string, cb: (err: number, names?: string[]) => void): void;
     removexattr?(path: string, name: string, cb: Cb): void;
     unlink?(path: string, cb: Cb): void;
-    rename?(from: string, to: string, cb: Cb): void;
+    /**
+     * keepSource: libfuse is hiding `from`, the open target of the rename that follows in the same request, at
+     * `to` (its hidden name); it does not undo that if that rename fails. ferry's change.
+     */
+    rename?(from: string, to: string, keepSource: boolean, cb: Cb): void;
     link?(existing: string, newPath: string, cb: Cb): void;
     symlink?(target: string, linkPath: string, uid: number, gid: number, cb: Cb): void;
     mkdir?(path: string, mode: number, uid: number, gid: number, cb: Cb): void;

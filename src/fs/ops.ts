@@ -14,6 +14,7 @@ import { creationMode, giveToCaller } from './owner.js';
 import { callerOf, hasPrivileges, killedBits, type Caller } from './privileges.js';
 import { mirrorResize, mirrorWrites } from '../track/mirror-write.js';
 import type { SocketInodes } from './socket-inodes.js';
+import { faultPoint } from '../migrate/faults.js';
 
 const BIGINT = { bigint: true } as const;
 const NO_ID = 0xffffffff;
@@ -145,6 +146,27 @@ export function createOps(ctx: FsContext): FuseOps {
     return paths.mappingOf(a) === paths.mappingOf(b);
   }
 
+  /**
+   * libfuse hides the open target of a rename (renames it to its hidden name) before asking for the rename
+   * itself, and does not undo that if ferry refuses the rename (EXDEV, EBUSY): the name would be lost, and the
+   * file at its last close. The hidden name is made a second link instead; the rename then replaces the first,
+   * or fails and leaves it. libfuse unlinks the hidden name at the last close either way.
+   */
+  function hideRenameTarget(target: string, hiddenPath: string, reply: Reply): void {
+    guarded('rename', target, hiddenPath, reply, async () => {
+      try {
+        await fsp.link(backingPath(target), backingPath(hiddenPath));
+        tracker.linked(target, hiddenPath);
+      } catch (err) {
+        // A filesystem without hard links (or at its link limit): hide by renaming, as libfuse would.
+        if (!['EPERM', 'EOPNOTSUPP', 'ENOTSUP', 'EMLINK'].includes((err as NodeJS.ErrnoException).code ?? '')) throw err;
+        await fsp.rename(backingPath(target), backingPath(hiddenPath));
+        tracker.renamed(target, hiddenPath);
+      }
+      return 0;
+    });
+  }
+
   return {
     init(cb) {
       cb(0);
@@ -238,8 +260,11 @@ export function createOps(ctx: FsContext): FuseOps {
       counters.count('create');
       gate.admit(path, undefined, (ticket) => {
         const backing = backingPath(path);
-        const openFlags = backingFlags(flags) | C.O_CREAT | (flags & (C.O_EXCL | C.O_TRUNC));
-        fs.open(backing, openFlags, creationMode(mode, uid, gid), (err, fd) => {
+        // Always exclusive: the kernel asks to create only a name its LOOKUP found missing. A file that appeared
+        // in the backing since is someone else's: opening it would give it to the caller (the chown below), and
+        // a failed chown would remove it. EEXIST then, even without O_EXCL: nothing of it changes.
+        const openFlags = backingFlags(flags) | C.O_CREAT | C.O_EXCL;
+        void faultPoint('create').then(() => fs.open(backing, openFlags, creationMode(mode, uid, gid), (err, fd) => {
           if (err) {
             gate.leave(ticket);
             return cb(toErrno(err));
@@ -259,7 +284,7 @@ export function createOps(ctx: FsContext): FuseOps {
               fs.close(fd, () => fs.unlink(backing, () => cb(toErrno(chownErr))));
             },
           );
-        });
+        }));
       });
     },
 
@@ -526,7 +551,8 @@ export function createOps(ctx: FsContext): FuseOps {
       });
     },
 
-    rename(from, to, cb) {
+    rename(from, to, keepSource, cb) {
+      if (keepSource) return hideRenameTarget(from, to, cb);
       guarded('rename', from, to, cb, async () => {
         if (paths.holdsSubtree(from) || paths.holdsSubtree(to)) return -E.EBUSY;
         if (!sameMapping(from, to)) return -E.EXDEV;

@@ -1,7 +1,7 @@
 /**
- * Fault injection for crash tests: FERRY_FAULTS="after-commit=crash,bulk=pause:3000,intent-trimmed=crash@2" makes
- * the daemon kill itself (as kill -9 would) or stall at a named point of a migration; `@N`: only the Nth time the
- * point is reached (default: every time). Unset in normal use.
+ * Fault injection for crash and race tests: FERRY_FAULTS="after-commit=crash,bulk=pause:3000,intent-trimmed=crash@2"
+ * makes the daemon kill itself (as kill -9 would) or stall at a named point of a migration or of a FUSE op
+ * (create); `@N`: only the Nth time the point is reached (default: every time). Unset in normal use.
  */
 const configured = new Map<string, string>(
   (process.env.FERRY_FAULTS ?? '')

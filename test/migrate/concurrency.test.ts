@@ -386,6 +386,101 @@ describe('open handles follow their inode across the switchover, whatever happen
   });
 });
 
+describe('a name unlinked or renamed over while open (libfuse 2.9 hides such a file; ferry does it itself)', () => {
+  const errno = (p: Promise<unknown>) => p.then(() => 'ok', (e: NodeJS.ErrnoException) => e.code);
+  const hiddenIn = (dir: string) => fs.readdirSync(dir).filter((n) => n.startsWith('.fuse_hidden'));
+
+  // Found by the torture: libfuse renamed an open target out of the way before asking ferry, and did not put it
+  // back when ferry refused the rename: the name was gone, and the file with its last close.
+  it('a refused rename (EXDEV) over an open file leaves it under its name, same inode, same bytes, after the close too', async () => {
+    mount = await mountFerry();
+    const m = mount;
+    await vm(m, 'vm1', 1);
+    await vm(m, 'vm2', 1);
+    await vm(m, 'vm3', 32);
+    await fsp.mkdir(join(m.root, 'd'));
+    const moved = await migrate(m, join(m.mountpoint, 'vm2'), join(m.root, 'd/vm2')).done;
+    expect(moved.code, moved.stderr).toBe(0);
+    const inside = join(m.mountpoint, 'vm3');
+    await fsp.writeFile(join(inside, 'a'), 'linked\n');
+    await fsp.link(join(inside, 'a'), join(inside, 'b'));
+    const target = join(m.mountpoint, 'vm1/vm.cfg');
+    const ino = fs.statSync(target).ino;
+    const fd = fs.openSync(target, 'r+');
+    try {
+      // Across two mappings, and a linked file across the edge of a running migration.
+      expect(await errno(fsp.rename(join(m.mountpoint, 'vm2/vm.cfg'), target))).toBe('EXDEV');
+      const running = migrate(m, inside, join(m.root, 'd/vm3'), ['--rate-limit', '8M']);
+      await waitFor(() => fs.existsSync(join(m.root, 'd/vm3/disk.img')), 20_000, 'the copy');
+      expect(await errno(fsp.rename(join(inside, 'b'), target))).toBe('EXDEV');
+      const run = await running.done;
+      expect(run.code, run.stderr).toBe(0);
+      expect(fs.readFileSync(target, 'utf8')).toBe('name=vm1\n');
+      expect(fs.statSync(target).ino).toBe(ino);
+      fs.writeSync(fd, 'NAME', 0);
+    } finally {
+      fs.closeSync(fd);
+    }
+    expect(fs.readFileSync(target, 'utf8')).toBe('NAME=vm1\n');
+    expect(fs.readdirSync(join(m.datastore, 'vm1')).sort()).toEqual(['disk.img', 'vm.cfg']);
+  });
+
+  it('a rename over an open file: the handle keeps the old file, the name gets the new one, the last close leaves nothing', async () => {
+    mount = await mountFerry();
+    const m = mount;
+    await vm(m, 'vm1', 1);
+    const home = join(m.mountpoint, 'vm1');
+    await fsp.writeFile(join(home, 'new.cfg'), 'new\n');
+    const fd = fs.openSync(join(home, 'vm.cfg'), 'r+');
+    try {
+      await fsp.rename(join(home, 'new.cfg'), join(home, 'vm.cfg'));
+      expect(fs.readFileSync(join(home, 'vm.cfg'), 'utf8')).toBe('new\n');
+      fs.writeSync(fd, 'NAME', 0);
+      const buf = Buffer.alloc(9);
+      fs.readSync(fd, buf, 0, 9, 0);
+      expect(buf.toString()).toBe('NAME=vm1\n');
+      expect(fs.fstatSync(fd).nlink).toBe(0);
+      expect(fs.readFileSync(join(home, 'vm.cfg'), 'utf8')).toBe('new\n');
+      expect(hiddenIn(join(m.datastore, 'vm1'))).toHaveLength(1);
+    } finally {
+      fs.closeSync(fd);
+    }
+    // The kernel sends the release after close(2) returned.
+    await waitFor(() => hiddenIn(join(m.datastore, 'vm1')).length === 0, 5_000, 'the last close to remove the hidden file');
+    expect(fs.readdirSync(join(m.datastore, 'vm1')).sort()).toEqual(['disk.img', 'vm.cfg']);
+  });
+
+  it('a file unlinked while open: its handle reads, writes and truncates it across a migration; the last close removes it', async () => {
+    mount = await mountFerry();
+    const m = mount;
+    await vm(m, 'vm1', 1);
+    const home = join(m.mountpoint, 'vm1');
+    await fsp.writeFile(join(home, 'scratch'), Buffer.alloc(200_000, 7));
+    const fd = fs.openSync(join(home, 'scratch'), 'r+');
+    try {
+      await fsp.unlink(join(home, 'scratch'));
+      expect(fs.existsSync(join(home, 'scratch'))).toBe(false);
+      expect(fs.fstatSync(fd).nlink).toBe(0);
+      await fsp.mkdir(join(m.root, 'd'));
+      const run = await migrate(m, home, join(m.root, 'd/vm1')).done;
+      expect(run.code, run.stderr).toBe(0);
+      fs.writeSync(fd, 'AFTER', 0);
+      fs.ftruncateSync(fd, 100_000);
+      const buf = Buffer.alloc(6);
+      fs.readSync(fd, buf, 0, 6, 0);
+      expect(buf.toString('latin1')).toBe('AFTER\x07');
+      expect(fs.fstatSync(fd).size).toBe(100_000);
+      // The copy holds the data while the handle lives (the source is gone): the guest's writes are not stranded.
+      expect(hiddenIn(join(m.root, 'd/vm1'))).toHaveLength(1);
+      expect(fs.existsSync(join(m.datastore, 'vm1'))).toBe(false);
+    } finally {
+      fs.closeSync(fd);
+    }
+    await waitFor(() => hiddenIn(join(m.root, 'd/vm1')).length === 0, 5_000, 'the last close to remove the hidden file');
+    expect(fs.readdirSync(join(m.root, 'd/vm1')).sort()).toEqual(['disk.img', 'vm.cfg']);
+  });
+});
+
 describe('a bounded freeze (issue 14)', () => {
   // Each file copied with I/O frozen is held 400 ms: far past a 100 ms --max-downtime.
   it('a switchover that overruns --max-downtime is abandoned, I/O thaws, and the next attempt commits', async () => {

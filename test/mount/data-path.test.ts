@@ -81,7 +81,9 @@ describe(`data path (${expectedMode})`, () => {
     // swaps the map again and again: the union of everything taken must be every block. Three loops over the
     // file: with parallel writes (patch 013) one loop can end before the swaps have had a fair number of turns.
     const size = 48 << 20;
+    // Full size already: fio lays out a shorter file by unlinking and creating it, and a take in between fails.
     fs.writeFileSync(join(m.datastore, 'hammer.img'), Buffer.alloc(0));
+    fs.truncateSync(join(m.datastore, 'hammer.img'), size);
     await m.cli(['dirty', join(m.mountpoint, 'hammer.img'), '--clear']);
     const fio = run('fio', [
       '--name=hammer', `--filename=${join(m.mountpoint, 'hammer.img')}`, '--rw=randwrite', '--bs=4k', `--size=${size}`,

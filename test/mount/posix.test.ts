@@ -368,3 +368,28 @@ describe('as another user, the mount behaves as ext4 (issue 15)', () => {
     });
   });
 });
+
+describe('a create racing a file made in the datastore behind the mount (issue 15)', () => {
+  it('is refused with EEXIST, and that file is not opened, given to the caller, nor removed', async () => {
+    // Each create waits 1.5 s between the kernel's LOOKUP (no such name) and the backing open.
+    const racy = await mountFerry({ args: ['--allow-other'], env: { FERRY_FAULTS: 'create=pause:1500' } });
+    try {
+      await fsp.chmod(racy.root, 0o755);
+      await fsp.mkdir(join(racy.datastore, 'vm1'));
+      await fsp.chmod(join(racy.datastore, 'vm1'), 0o777);
+      const target = join(racy.mountpoint, 'vm1/new.cfg');
+      const creating = asNobody(process.execPath, '-e', `require('fs').writeFileSync(${JSON.stringify(target)}, 'mine')`);
+      await new Promise((r) => setTimeout(r, 500));
+      const backing = join(racy.datastore, 'vm1/new.cfg');
+      fs.writeFileSync(backing, 'theirs', { mode: 0o600 });
+      const r = await creating;
+      expect(r.code).not.toBe(0);
+      expect(r.stderr).toMatch(/EEXIST/);
+      const st = fs.statSync(backing);
+      expect([st.uid, st.mode & 0o777]).toEqual([0, 0o600]);
+      expect(fs.readFileSync(backing, 'utf8')).toBe('theirs');
+    } finally {
+      await racy.stop();
+    }
+  });
+});
