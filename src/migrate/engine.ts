@@ -487,7 +487,7 @@ export class Migration implements TrackingSession {
         for (; ; pass++) {
           this.checkMirrors();
           await this.checkpoint();
-          if (this.decideNext() === 'switchover') break;
+          if ((await this.decideNext()) === 'switchover') break;
           await this.pass(pass, true);
           await faultPoint('iterate');
         }
@@ -554,8 +554,8 @@ export class Migration implements TrackingSession {
   }
 
   /** Iterate or switch over; in auto mode, start mirroring when iterating stops paying off. */
-  private decideNext(): 'switchover' | 'copy' {
-    const dirtyBytes = this.pendingDirtyBytes();
+  private async decideNext(): Promise<'switchover' | 'copy'> {
+    const dirtyBytes = await this.pendingDirtyBytes();
     const history: PassFigures[] = this.passes.map((p) => ({ dirtyBytes: p.dirtyBytes, copiedBytes: p.copiedBytes, durationMs: p.durationMs }));
     if (this.mirroring) {
       this.mirrorPasses++;
@@ -639,17 +639,40 @@ export class Migration implements TrackingSession {
     return window;
   }
 
-  /** Dirty bytes waiting in this migration's maps (block granularity). */
-  private pendingDirtyBytes(): number {
+  /**
+   * Dirty bytes waiting in this migration's maps that hold data in the source: what the next copy reads. A range
+   * that a truncation dirtied and an extension left a hole costs a punch, not a copy; counted, it made a writer
+   * that cuts and regrows its file look as fast as the copy (issue 19). Only estimates and decisions use this.
+   */
+  private async pendingDirtyBytes(): Promise<number> {
     let total = 0;
-    for (const file of this.attached) total += file.peekFor(this)?.dirtyBytes(Infinity) ?? 0;
+    for (const file of this.attached) {
+      const ranges = file.peekFor(this)?.extents(Number.MAX_SAFE_INTEGER) ?? [];
+      if (ranges.length > 0) total += await this.dataBytesIn(file, ranges);
+    }
     return total;
+  }
+
+  /** The data bytes of `ranges` in the file's source; all of them when the source cannot be looked at. */
+  private async dataBytesIn(file: TrackedFile, ranges: Extent[]): Promise<number> {
+    const all = ranges.reduce((sum, [, length]) => sum + length, 0);
+    let handle: fsp.FileHandle | undefined;
+    try {
+      handle = await fsp.open(this.mount.paths.resolve(file.path), 'r');
+      const st = await handle.stat({ bigint: true });
+      if (file.ino !== undefined && st.ino !== file.ino) return all;
+      return await this.mover.dataBytesIn(handle.fd, ranges, Number(st.size));
+    } catch {
+      return all; // renamed or unlinked since: the estimate errs on the safe side
+    } finally {
+      await handle?.close();
+    }
   }
 
   /** One copy pass: sync the namespace, then copy what each file needs (all of it, or its dirty extents). */
   private async pass(pass: number, throttle: boolean): Promise<PassEvent> {
     const started = Date.now();
-    const dirtyBytes = pass === 0 ? 0 : this.pendingDirtyBytes();
+    const dirtyBytes = pass === 0 ? 0 : await this.pendingDirtyBytes();
     const tree = await walkTree(this.plan!.source);
     if (this.resumeFrom) this.forgetReusedInodes(tree);
     const totalBytes = pass === 0 ? tree.groups.reduce((sum, g) => sum + Number(g.stat.size), 0) : dirtyBytes;
@@ -674,7 +697,7 @@ export class Migration implements TrackingSession {
       dirtyBytes: pass === 0 ? copied : dirtyBytes,
       copiedBytes: copied,
       throughputBytesPerSec: Math.round(this.throughput),
-      estimatedSwitchoverMs: Math.round(estimateSwitchoverMs(this.pendingDirtyBytes(), this.throughput)),
+      estimatedSwitchoverMs: Math.round(estimateSwitchoverMs(await this.pendingDirtyBytes(), this.throughput)),
       durationMs,
     };
     this.passes.push(event);

@@ -115,9 +115,11 @@ describe.each(['mirror', 'auto'])('--mode %s with a writer that truncates and ex
     expect(run.stderr).toBe('');
     expect(run.code).toBe(0);
     expect(stillWriting, 'the migration ended while the writer ran').toBe(true);
-    expect(run.final!.passes).toBeLessThanOrEqual(mode === 'mirror' ? 3 : 6);
+    expect(run.final!.passes).toBeLessThanOrEqual(3);
+    // The writer writes ~0.2 MB/s of data; the ranges its size changes dirty are holes (nothing to copy there).
     const switched = run.events.find((e) => e.type === 'mode');
-    if (switched) expect(switched.reason).not.toMatch(/write rate ~\d{4,}/);
+    expect(switched?.reason ?? 'write rate ~0.0 MB/s').toMatch(/write rate ~0\.\d MB\/s/);
+    for (const pass of run.events.filter((e) => e.type === 'pass' && e.pass > 0)) expect(pass.dirtyBytes).toBeLessThan(4 << 20);
     for (const pass of run.events.filter((e) => e.type === 'pass')) expect(pass.copiedBytes).toBeLessThanOrEqual(pass.pass === 0 ? 24 << 20 : pass.dirtyBytes);
     expect(sha(await fsp.readFile(join(m.dest, 'disk.img')))).toBe(sha(await fsp.readFile(join(m.root, 'model'))));
   });
