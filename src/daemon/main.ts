@@ -47,14 +47,16 @@ export interface DaemonOptions {
  * FUSE options: 128 KiB requests (libfuse 2's cap) instead of 4 KiB writes; inode numbers from the datastore;
  * kernel permission checks whenever other users may enter. Attributes are not cached: libfuse 2.9 gives each
  * name of a hard-linked file its own kernel inode, so a cached link count, ctime or mode would go stale through
- * the other name (guest data I/O never asks for attributes: every open is direct_io). Nor, when other users may
- * enter, are names: the kernel checks a sticky directory (unlink, rename) against the owner it holds for the
- * name without asking, and only a fresh lookup refreshes it (a file given away through its other name, or in the
- * datastore). That costs a LOOKUP per path component of each call that resolves a path.
+ * the other name (guest data I/O never asks for attributes: every open is direct_io). Nor are names: after a
+ * refused rename over an open file, libfuse knows that file's node by its hidden name only (change 020), and a
+ * name the kernel cached would reach it there, gone once the last handle closes (ENOENT); a fresh lookup finds
+ * the name's file. And when other users may enter, the kernel checks a sticky directory (unlink, rename) against
+ * the owner it holds for the name without asking. That costs a LOOKUP per path component of each call that
+ * resolves a path.
  */
 function mountOptions(opts: DaemonOptions): string[] {
-  const options = ['big_writes', 'max_write=131072', 'max_read=131072', 'use_ino', 'attr_timeout=0', 'fsname=ferry', 'subtype=ferry'];
-  if (opts.allowOther) options.push('allow_other', 'default_permissions', 'entry_timeout=0');
+  const options = ['big_writes', 'max_write=131072', 'max_read=131072', 'use_ino', 'attr_timeout=0', 'entry_timeout=0', 'fsname=ferry', 'subtype=ferry'];
+  if (opts.allowOther) options.push('allow_other', 'default_permissions');
   return options;
 }
 

@@ -14,12 +14,16 @@ export interface TestMount {
   datastore: string;
   mountpoint: string;
   stateDir: string;
+  /** The options `ferry mount` was given (beyond the datastore and mount point). */
+  args: readonly string[];
   /** Runs the ferry CLI against this mount's state dir. */
   cli(args: string[], env?: NodeJS.ProcessEnv): Promise<Result>;
   /** Daemon status, as `ferry status --json` reports it. */
   status(): Promise<Record<string, any>>;
   dirty(path: string): Promise<{ size: number; dirtyBytes: number; extents: [number, number][]; blockSize: number }>;
   stop(): Promise<void>;
+  /** `ferry mount` again, with the same options (after an unmount, or a kill). */
+  remount(): Promise<Result>;
   /** For a failure message: the daemon's threads and log tail, and FUSE requests unanswered. */
   evidence(): Promise<string>;
 }
@@ -54,7 +58,9 @@ export async function mountFerry(options: { args?: string[]; root?: string; data
     datastore,
     mountpoint,
     stateDir,
+    args: options.args ?? [],
     cli,
+    remount: () => cli(['mount', datastore, mountpoint, ...(options.args ?? [])], options.env),
     async status() {
       const r = await cli(['status', mountpoint, '--json']);
       if (r.code !== 0) throw new Error(`status failed: ${r.stderr}`);

@@ -2,7 +2,7 @@
 // the mount on the files it owns (names `w<id>-<n>` in the VM homes), keeping a model of every acknowledged
 // operation. It checks each read against the model as it goes. On SIGTERM, or when the daemon is gone, it
 // writes the model and exits.
-// usage: node writer.mjs <json config: { id, seed, mount, homes: string[], out: string, opsLog: string }>
+// usage: node writer.mjs <json config: { id, seed, mount, homes: string[], out: string, opsLog: string, crossLinks, mmap }>
 import fs from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
@@ -72,8 +72,6 @@ function fdFor(name, direct = false) {
   return fds.get(key);
 }
 
-/** libfuse hides (renames to .fuse_hidden*) a name unlinked while a handle opened through it is open: close the
- * inode's handles before any of its names goes. */
 function closeFds(key) {
   for (const suffix of ['', ':d']) {
     const fd = fds.get(key + suffix);
@@ -93,13 +91,47 @@ const freshName = (home) => `${home}/w${id}-${next++}`;
 const mine = () => [...names.keys()];
 const homeOf = (name) => name.slice(0, name.indexOf('/'));
 
+/**
+ * Runs `change`, which may take the last name of the inode `key`: half the time with the inode's handles still
+ * open (the mount then hides it until they close), closing them after.
+ */
+function withHandles(key, change) {
+  const open = random() < 0.5;
+  if (!open) closeFds(key);
+  change();
+  if (open) closeFds(key);
+  return open;
+}
+
 function removeName(name) {
   const key = names.get(name);
-  closeFds(key);
-  fs.unlinkSync(join(mount, name));
+  const open = withHandles(key, () => fs.unlinkSync(join(mount, name)));
   names.delete(name);
   if (![...names.values()].includes(key)) inodes.delete(key);
-  return { name };
+  return { name, open };
+}
+
+/** Stores `data` at `offset` through a shared mapping of the whole file, then msync. */
+const MMAP_WRITE = `
+import mmap, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+m = mmap.mmap(fd, 0)
+data = sys.stdin.buffer.read()
+m[int(sys.argv[2]):int(sys.argv[2]) + len(data)] = data
+m.flush()
+m.close()
+os.close(fd)
+`;
+
+/** A helper process failed: because the daemon is gone (the op in flight is uncertain), or for real. */
+function helperFailed(what, r, name) {
+  let code = 'E' + what.toUpperCase().replace(/[^A-Z]/g, '');
+  try {
+    fs.statSync(join(mount, name));
+  } catch (err) {
+    if (DAEMON_GONE.has(err.code)) code = err.code;
+  }
+  return Object.assign(new Error(`${what}: ${r.signal ?? r.status} ${String(r.stderr).trim()}`), { code });
 }
 
 /** Each op returns what it did (for the log); it changes the model only after the mount acknowledged it. */
@@ -170,12 +202,11 @@ const ops = {
     const to = pick(others);
     const victim = names.get(to);
     touch(from, to);
-    closeFds(victim);
-    fs.renameSync(join(mount, from), join(mount, to));
+    const open = withHandles(victim, () => fs.renameSync(join(mount, from), join(mount, to)));
     names.set(to, names.get(from));
     names.delete(from);
     if (![...names.values()].includes(victim)) inodes.delete(victim);
-    return { from, to };
+    return { from, to, open };
   },
   unlink() {
     return removeName(touch(pick(mine())));
@@ -204,11 +235,24 @@ const ops = {
     const offset = 4 * KiB * Math.floor((random() * content.length) / (4 * KiB));
     const length = 4 * KiB * (1 + Math.floor(random() * 32));
     const r = spawnSync('fallocate', ['-p', '-o', String(offset), '-l', String(length), join(mount, name)], { encoding: 'utf8' });
-    if (r.status !== 0) throw Object.assign(new Error(`fallocate: ${r.stderr.trim()}`), { code: /not connected|connection abort/i.test(r.stderr) ? 'ENOTCONN' : 'EFALLOCATE' });
+    if (r.status !== 0) throw helperFailed('fallocate', r, name);
     const punched = Buffer.from(content);
     punched.fill(0, Math.min(offset, content.length), Math.min(offset + length, content.length));
     inodes.set(key, punched);
     return { name, offset, length };
+  },
+  mmapWrite() {
+    // Stores through a MAP_SHARED mapping (rounds mounted with --mmap): they reach the daemon as written-back pages.
+    const name = touch(pick(mine()));
+    const key = names.get(name);
+    const content = inodes.get(key);
+    if (content.length === 0) return ops.write();
+    const offset = Math.floor(random() * content.length);
+    const data = randomBytes(Math.min(1 + Math.floor(random() * 32 * KiB), content.length - offset));
+    const r = spawnSync('python3', ['-c', MMAP_WRITE, join(mount, name), String(offset)], { input: data });
+    if (r.status !== 0) throw helperFailed('mmap write', r, name);
+    inodes.set(key, writeAt(content, offset, data));
+    return { name, offset, length: data.length };
   },
   copy() {
     // A whole-file copy to a fresh name in the same home: libuv uses copy_file_range(2).
@@ -239,6 +283,7 @@ const ops = {
 const WEIGHTS = [
   ['write', 34], ['directWrite', 10], ['fsync', 5], ['truncate', 7], ['create', 6], ['rename', 8],
   ['renameOver', 5], ['unlink', 6], ['link', 5], ['read', 14], ['punchHole', 3], ['copy', 2],
+  ...(config.mmap ? [['mmapWrite', 4]] : []),
 ];
 const TOTAL = WEIGHTS.reduce((s, [, w]) => s + w, 0);
 /** Errors the mount may legitimately answer with: a rename or link across datastores, an ancestor pinned. */
