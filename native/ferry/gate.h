@@ -38,10 +38,16 @@ static inline void ferry_gate_leave (ferry_gate_t *g, int index) {
   }
 }
 
+// test-gate.c makes a freeze and drain happen here, between the epoch's load and the count.
+#ifndef FERRY_GATE_BETWEEN_LOAD_AND_COUNT
+#define FERRY_GATE_BETWEEN_LOAD_AND_COUNT(g) ((void) 0)
+#endif
+
 // Returns the counter index to leave with, or -1 when the path is frozen (the op goes to JS, whose gate holds it).
 static inline int ferry_gate_admit (ferry_gate_t *g, const char *path) {
   for (;;) {
     uint64_t epoch = atomic_load(&g->epoch);
+    FERRY_GATE_BETWEEN_LOAD_AND_COUNT(g);
     int index = (int) (epoch & 1);
     atomic_fetch_add(&g->inflight[index], 1);
     // Counted before the epoch moved on, or retry: a drain must see every op it has to wait for.

@@ -11,7 +11,7 @@
 
 #define TESTS(X) \
   X(maps_set_bits, 0) X(maps_mark_and_clear, 0) X(maps_swap_lossless, 1) X(maps_grow_lossless, 1) \
-  X(gate_prefixes, 0) X(gate_drain_waits, 1) X(gate_freeze_drain_thaw, 1) \
+  X(gate_prefixes, 0) X(gate_epoch_recheck, 0) X(gate_drain_waits, 1) X(gate_freeze_drain_thaw, 1) \
   X(intent_vouching, 0) X(intent_epoch, 1) \
   X(window_fates, 0) X(window_mirror_after_chunk, 1) X(window_mirror_vs_copier, 1) \
   X(busy_poll_backoff, 0) X(busy_poll_one_poller, 1) \

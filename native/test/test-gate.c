@@ -1,4 +1,6 @@
 // The gate (gate.c): frozen prefixes, drains that wait for admitted ops, and freeze/drain/thaw under load.
+static void between_load_and_count (void *gate);
+#define FERRY_GATE_BETWEEN_LOAD_AND_COUNT(g) between_load_and_count(g)
 #include "test.h"
 #include "gate.h"
 
@@ -9,6 +11,12 @@
 
 static char *copy (const char *s) {
   return strdup(s);
+}
+
+static _Atomic int interleave; // set: the next admit meets a drain between its load of the epoch and its count
+
+static void between_load_and_count (void *gate) {
+  if (atomic_exchange(&interleave, 0)) ferry_gate_drain(gate); // nothing counted yet: it returns at once
 }
 
 void test_gate_prefixes (void) {
@@ -131,4 +139,22 @@ void test_gate_freeze_drain_thaw (void) {
   test_workers_stop(&w);
   CHECK(during > 0); // the rest of the mount kept running while /vm was frozen
   CHECK(atomic_load(&g.inflight[0]) == 0 && atomic_load(&g.inflight[1]) == 0 && atomic_load(&g.frozen_count) == 0);
+}
+
+// An admit read the epoch, a drain moved it on, then the admit counted itself: under the old epoch's counter,
+// which is the one the drain after next waits for, so the next drain would not wait for this op. It must see
+// the epoch moved and count itself again under the new one.
+void test_gate_epoch_recheck (void) {
+  ferry_gate_t g = FERRY_GATE_INIT;
+  atomic_store(&interleave, 1);
+  int i = ferry_gate_admit(&g, "/vm/disk");
+  CHECK(atomic_load(&g.epoch) == 1 && i == 1);
+  hold_t h = { .g = &g };
+  pthread_t t;
+  CHECK(pthread_create(&t, NULL, drainer, &h) == 0);
+  test_sleep_us(50000);
+  CHECK(!atomic_load(&h.drained)); // the op is still in flight
+  ferry_gate_leave(&g, i);
+  pthread_join(t, NULL);
+  CHECK(atomic_load(&h.drained) && atomic_load(&g.inflight[0]) == 0 && atomic_load(&g.inflight[1]) == 0);
 }
