@@ -647,21 +647,22 @@ export class Migration implements TrackingSession {
   private async pendingDirtyBytes(): Promise<number> {
     let total = 0;
     for (const file of this.attached) {
-      const ranges = file.peekFor(this)?.extents(Number.MAX_SAFE_INTEGER) ?? [];
-      if (ranges.length > 0) total += await this.dataBytesIn(file, ranges);
+      const map = file.peekFor(this);
+      if (map && map.dirtyBytes(Infinity) > 0) total += await this.dataBytesIn(file, map);
     }
     return total;
   }
 
-  /** The data bytes of `ranges` in the file's source; all of them when the source cannot be looked at. */
-  private async dataBytesIn(file: TrackedFile, ranges: Extent[]): Promise<number> {
-    const all = ranges.reduce((sum, [, length]) => sum + length, 0);
+  /** The data bytes of the map's dirty ranges in the file's source; all of them when it cannot be looked at. */
+  private async dataBytesIn(file: TrackedFile, map: DirtyMap): Promise<number> {
+    const all = map.dirtyBytes(Infinity);
     let handle: fsp.FileHandle | undefined;
     try {
       handle = await fsp.open(this.mount.paths.resolve(file.path), 'r');
       const st = await handle.stat({ bigint: true });
       if (file.ino !== undefined && st.ino !== file.ino) return all;
-      return await this.mover.dataBytesIn(handle.fd, ranges, Number(st.size));
+      const data = await this.mover.dataIn(handle.fd, map.extents(Number(st.size)));
+      return data.reduce((sum, [, length]) => sum + length, 0);
     } catch {
       return all; // renamed or unlinked since: the estimate errs on the safe side
     } finally {

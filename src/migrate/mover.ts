@@ -143,14 +143,8 @@ export class Mover {
     );
   }
 
-  /** How many bytes of `ranges`, up to `size`, hold data in the file (the rest is holes or past its end). */
-  async dataBytesIn(fd: number, ranges: Extent[], size: number): Promise<number> {
-    const clipped = ranges.filter(([offset]) => offset < size).map(([offset, length]): Extent => [offset, Math.min(length, size - offset)]);
-    return (await this.dataIn(fd, clipped)).reduce((sum, [, length]) => sum + length, 0);
-  }
-
   /** The parts of `ranges` that hold data in the source (holes need no copy into a fresh file). */
-  private async dataIn(fd: number, ranges: Extent[]): Promise<Extent[]> {
+  async dataIn(fd: number, ranges: Extent[]): Promise<Extent[]> {
     const data: Extent[] = [];
     for (const [offset, length] of ranges) {
       const end = offset + length;
