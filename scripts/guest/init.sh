@@ -62,10 +62,49 @@ if [ "${trace:-0}" -ne 0 ]; then
 fi
 # A heartbeat for a host that sees no progress: is the guest alive, is the workload blocked in the kernel, are
 # requests in flight on the disk? (reads and writes in flight, from the block layer.)
+# Two ticks with requests in flight and none completed: a stall; print once where the block layer holds them.
+# stall_poke=1 then nudges, one step a tick, until a request completes: first the queues (restart stopped ones,
+# run them, kick the requeue list), then a fresh read (a new request: QEMU rereads the ring on its kick, and its
+# completion interrupt makes the driver reap every used entry). Which step ended the stall says where it was.
 (
+  last='' stalls=0 poked=''
   while sleep 5; do
     pid=$(pidof workload) || continue
-    echo "FERRY-TICK up=$(cut -d' ' -f1 /proc/uptime) state=$(cut -d' ' -f3 "/proc/$pid/stat") wchan=$(cat "/proc/$pid/wchan") inflight=$(tr -s ' ' '\n' </sys/block/vda/inflight | grep . | paste -sd,)"
+    inflight=$(tr -s ' ' '\n' </sys/block/vda/inflight | grep . | paste -sd,)
+    echo "FERRY-TICK up=$(cut -d' ' -f1 /proc/uptime) state=$(cut -d' ' -f3 "/proc/$pid/stat") wchan=$(cat "/proc/$pid/wchan") inflight=$inflight"
+    # Completed reads and writes, and requests in flight (/sys/block/vda/stat fields 1, 5, 9): no completion
+    # while requests are in flight is a stall.
+    # shellcheck disable=SC2046 # the split is the point
+    set -- $(cat /sys/block/vda/stat)
+    done_ios="$1,$5"
+    if [ "$done_ios" = "$last" ] && [ "$9" -gt 0 ]; then
+      stalls=$((stalls + 1))
+    else
+      [ -z "$poked" ] || echo "FERRY-STALL over after poke: $poked"
+      stalls=0 poked=''
+    fi
+    last=$done_ios
+    if [ "$stalls" -eq 1 ]; then
+      mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
+      grep virtio /proc/interrupts | sed 's/^/FERRY-STALL irq /'
+      for f in /sys/kernel/debug/block/vda/state /sys/kernel/debug/block/vda/requeue_list /sys/kernel/debug/block/vda/hctx*/* /sys/kernel/debug/block/vda/hctx*/cpu*/* /sys/kernel/debug/block/vda/sched/*; do
+        case "$f" in *tags_bitmap) continue ;; esac
+        [ -f "$f" ] && [ -r "$f" ] && echo "FERRY-STALL ${f#/sys/kernel/debug/block/vda/}: $(cat "$f" 2>&1 | head -c 600 | paste -sd'|')"
+      done
+    fi
+    [ "${stall_poke:-0}" -ne 0 ] || continue
+    case $stalls in
+      1)
+        for verb in start run kick; do echo "$verb" >/sys/kernel/debug/block/vda/state; done
+        poked=queues
+        echo "FERRY-STALL poke: $poked"
+        ;;
+      2)
+        dd if=/dev/vda of=/dev/null bs=4096 count=1 iflag=direct 2>/dev/null &
+        poked=read
+        echo "FERRY-STALL poke: $poked"
+        ;;
+    esac
   done
 ) &
 ticker=$!

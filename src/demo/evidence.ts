@@ -115,7 +115,26 @@ async function virtqueues(qmpSocket: string): Promise<string> {
     { execute: 'x-query-virtio-status', arguments: { path } },
     { execute: 'x-query-virtio-queue-status', arguments: { path, queue: 0 } },
   ]);
-  return qmpQueries(qmpSocket, commands);
+  const status = await qmpQueries(qmpSocket, commands);
+  return `${status}\n${await ringWords(qmpSocket, status)}`;
+}
+
+/**
+ * The ring words as the guest wrote them in its memory (QEMU's shadow index is only what QEMU last read): the
+ * avail index and used_event the driver published, the used index and avail_event the device published.
+ */
+async function ringWords(qmpSocket: string, queueStatus: string): Promise<string> {
+  const commands: QmpCommand[] = [];
+  const legend: string[] = [];
+  for (const line of queueStatus.split('\n')) {
+    const q = /"vring-avail": (\d+).*"vring-used": (\d+).*"vring-num": (\d+)/.exec(line);
+    if (!q) continue;
+    const [avail, used, num] = q.slice(1).map(Number);
+    const words = { 'avail.idx': avail + 2, used_event: avail + 4 + 2 * num, 'used.idx': used + 2, avail_event: used + 4 + 8 * num };
+    legend.push(Object.entries(words).map(([name, at]) => `${name}@${at}`).join(' '));
+    for (const at of Object.values(words)) commands.push({ execute: 'human-monitor-command', arguments: { 'command-line': `xp /1hu ${at}` } });
+  }
+  return commands.length ? `  ring words: ${legend.join('; ')}\n${await qmpQueries(qmpSocket, commands)}` : '(no ring addresses)';
 }
 
 /** The evidence of a guest that stopped making progress, before it is killed. */

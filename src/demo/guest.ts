@@ -44,6 +44,11 @@ export interface GuestParams {
   start_delay?: number;
   /** Write the per-write trace to the second disk; bootGuest sets it for its `trace` option. */
   trace?: boolean;
+  /**
+   * On a stall (requests in flight unchanged for two heartbeats) the guest prints where its block layer holds them;
+   * with stall_poke (bootGuest's default) it then nudges the queues, then issues a fresh read. See `stalls`.
+   */
+  stall_poke?: boolean;
 }
 
 export interface WriteReport {
@@ -107,6 +112,8 @@ export interface GuestResult {
   signal: NodeJS.Signals | null;
   /** Host milliseconds from spawn to FERRY-GUEST-UP, to the first write, and to QEMU's exit. */
   timing: { readyMs: number; startedMs: number; exitMs: number };
+  /** The guest's FERRY-STALL lines: a disk stall, where the guest's block layer held its requests, what ended it. */
+  stalls: string[];
 }
 
 export interface Guest {
@@ -190,7 +197,7 @@ export async function bootGuest(options: BootOptions): Promise<Guest> {
   const cache = options.cache ?? 'writeback';
   const timeoutMs = options.timeoutMs ?? 120_000;
   const drive = (file: string, more: string) => `file=${file.replace(/,/g, ',,')},if=virtio,${more}`;
-  const params = { ...options.params, ...(options.trace && { trace: true }) };
+  const params = { stall_poke: true, ...options.params, ...(options.trace && { trace: true }) };
   // A trace line per write is at most 22 bytes: 64 MiB holds 3 million writes, and costs nothing until written.
   if (options.trace) await createImage(options.trace, 'raw', 64 << 20);
   const args = [
@@ -265,7 +272,10 @@ export async function bootGuest(options: BootOptions): Promise<Guest> {
       throw new Error(`guest on ${options.image}: ${why}\n--- console tail ---\n${tail(log)}${evidence}`);
     }
     const trace = options.trace ? await readTrace(options.trace) : undefined;
-    return { report: JSON.parse(match[1]) as GuestReport, trace, console: log, exitCode: code, signal, timing: { readyMs, startedMs, exitMs } };
+    const stalls = log.split('\n').filter((line) => line.startsWith('FERRY-STALL'));
+    // A stall the guest came out of only when nudged is a fault below ferry (see README, Limits): say so loudly.
+    if (stalls.length) process.stderr.write(`guest on ${options.image}: disk stall (guest's evidence follows)\n${stalls.join('\n')}\n`);
+    return { report: JSON.parse(match[1]) as GuestReport, trace, console: log, exitCode: code, signal, timing: { readyMs, startedMs, exitMs }, stalls };
   });
   // Markers that never come reject once QEMU is gone; all three are marked handled so that a test that only
   // awaits some of them (or kills the guest) does not trip on the others.

@@ -3,6 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run } from '../helpers/cli.js';
+import { mountFerry } from '../helpers/mounts.js';
+import { waitFor } from '../helpers/migration.js';
 import { bootGuest, createImage, ensureGuestKit, goldenChecksum, imageChecksum, type GuestParams } from '../helpers/guest.js';
 
 // The kit itself, on plain files (no FUSE): whatever the guest wrote is what the host computes it should have.
@@ -110,6 +112,38 @@ describe('a guest that times out', () => {
     // The disk's virtqueue: avail and used indices, requests in QEMU's hands, the pending interrupt.
     expect(error.message).toMatch(/x-query-virtio-status \{"path":"[^"]+"\}: \{"name":"virtio-blk","isr":\d+/);
     expect(error.message).toMatch(/x-query-virtio-queue-status \{"path":"[^"]+","queue":0\}: \{"return": \{.*"last-avail-idx": \d+/);
+    // The ring words as the guest's memory holds them, read through the monitor.
+    expect(error.message).toMatch(/ring words: avail\.idx@\d+ used_event@\d+ used\.idx@\d+ avail_event@\d+/);
+    expect(error.message).toMatch(/xp \/1hu \d+"\}: \{"return": "[0-9a-f]+: +\d+/);
     expect(error.message).toContain('--- caller evidence ---');
+  });
+});
+
+describe('a disk that stops answering for a while', () => {
+  // The kit's stall handling does not depend on ferry's data path: one pass of the suite is enough.
+  it.skipIf(process.env.FERRY_NATIVE === '0')('is reported by the guest with where its block layer holds the requests, nudged, and the run completes', async () => {
+    const m = await mountFerry();
+    try {
+      await createImage(join(m.datastore, 'disk.raw'), 'raw', REGION);
+      const guest = await bootGuest({ evidence: m.evidence, image: join(m.mountpoint, 'disk.raw'), params: { seed: 4, seconds: 40, region: REGION, direct: true } });
+      await guest.started;
+      await new Promise((r) => setTimeout(r, 1000));
+      // The daemon stopped until the guest has tried both nudges: QEMU's write waits in FUSE, the guest's request
+      // stays in flight.
+      const { pid } = await m.status();
+      process.kill(pid, 'SIGSTOP');
+      await waitFor(async () => guest.console().includes('FERRY-STALL poke: read'), 60_000, 'the second nudge').finally(() => process.kill(pid, 'SIGCONT'));
+      const { report, stalls } = await guest.result;
+      expect(report.write.errors).toBe(0);
+      expect(stalls).toContainEqual(expect.stringMatching(/^FERRY-STALL sched\/owned_by_driver: 0 1 0$/));
+      expect(stalls).toContainEqual(expect.stringMatching(/^FERRY-STALL hctx0\/busy: \S+/));
+      expect(stalls).toContain('FERRY-STALL poke: queues');
+      expect(stalls).toContain('FERRY-STALL poke: read');
+      // Neither nudge ended it (the request was held below the guest); the daemon's return did.
+      expect(stalls.at(-1)).toBe('FERRY-STALL over after poke: read');
+      expect(report.checksum.fnv1a64).toBe(await goldenChecksum({ seed: 4, writes: report.write.writes, region: REGION }));
+    } finally {
+      await m.stop();
+    }
   });
 });
