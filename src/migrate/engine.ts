@@ -17,7 +17,7 @@ import { walkTree, under, type Tree } from './walk.js';
 import { mergeExtents } from './extents.js';
 import { decide, estimateSwitchoverMs, mirrorReason, type PassFigures } from './policy.js';
 import { CopyWindow } from '../track/copy-window.js';
-import { IntentLog, type Regions } from '../track/intent-log.js';
+import { IntentLog, covers, fromRegion, markedFrom, type Regions } from '../track/intent-log.js';
 import { DirtyMap, type Extent } from '../track/dirty-map.js';
 import type { MigrationJournal } from '../state/datastore-state.js';
 import { decodeMap, encodeMap, type Checkpoint } from './checkpoint.js';
@@ -140,6 +140,8 @@ const GUEST_BUSY_BYTES_PER_SEC = 2 << 20;
 const MIRROR_MAX_PASSES = 5;
 /** Region size of the write-intent log: what a crash can cost per written region, at most. */
 const INTENT_REGION_BYTES = 4 << 20;
+/** Files this large are logged whole when their first copy starts (a small file is copied before it matters). */
+const PREVOUCH_MIN_BYTES = BigInt(2 * INTENT_REGION_BYTES);
 /** How often a running pass reports its progress. */
 const PROGRESS_EVERY_MS = 500;
 /** How often a long pass checkpoints its progress. */
@@ -369,7 +371,7 @@ export class Migration implements TrackingSession {
     for (const file of this.attached) {
       if (file.ino === undefined) continue;
       for (const region of file.vouchedRegions()) {
-        if (vouched.get(file.ino)?.has(region)) continue;
+        if (covers(vouched, file.ino, region)) continue;
         const err = Object.assign(new Error(`invariant broken: region ${region} of inode ${file.ino} passes natively but is not in the durable intent log`), { code: 'EINVARIANT' });
         this.mount.log.fatal({ migration: this.id }, err.message);
         this.fail(err);
@@ -429,7 +431,12 @@ export class Migration implements TrackingSession {
       await this.shadow!.flush();
       await this.writeCheckpoint(checkpoint);
       await faultPoint('checkpoint-written');
-      await this.intent!.trimToEpoch();
+      // The file being copied for the first time: a resume copies it again from its checkpointed offset on, so
+      // the log may keep that part at no cost, and the guest's writes there need not wait for a flush.
+      const unproven: Regions = new Map();
+      const partial = checkpoint.partial;
+      if (partial) unproven.set(BigInt(partial.ino), new Set([fromRegion(Math.ceil(partial.copiedUpTo / INTENT_REGION_BYTES))]));
+      await this.intent!.trimToEpoch(unproven);
       await faultPoint('intent-trimmed');
     };
     this.checkpointing = run().finally(() => (this.checkpointing = undefined));
@@ -441,7 +448,10 @@ export class Migration implements TrackingSession {
     const state = this.resumeFrom!;
     const whole: Extent[] = [[0, size]];
     if (state.intent.has(-1n)) return whole;
-    const intents: Extent[] = [...(state.intent.get(ino) ?? [])].map((r) => [r * INTENT_REGION_BYTES, INTENT_REGION_BYTES]);
+    const logged = state.intent.get(ino) ?? new Set<number>();
+    const from = markedFrom(logged) * INTENT_REGION_BYTES;
+    const intents: Extent[] = [...logged].filter((r) => r >= 0).map((r): Extent => [r * INTENT_REGION_BYTES, INTENT_REGION_BYTES]);
+    if (from < size) intents.push([from, size - from]);
     const dormant = taken.map((m) => m.extents(size));
     const complete = state.complete.get(ino);
     let ranges: Extent[];
@@ -727,6 +737,9 @@ export class Migration implements TrackingSession {
       try {
         const window = this.mirroring && !frozen ? await this.windowFor(group.ino) : undefined;
         const opened = await src.stat({ bigint: true });
+        // A first copy of a large file: log all of it before it is tracked (see the trim in checkpoint()), so the
+        // guest's writes to it wait for no flush until a checkpoint proves part of it copied.
+        if (opened.ino === group.ino && !this.completeInos.has(group.ino) && opened.size >= PREVOUCH_MIN_BYTES) await this.intent?.vouchFrom(group.ino, 0);
         // From here to takeFor nothing is awaited: the tracker's names and the inode checked agree.
         const files = group.paths.map((rel) => this.mount.tracker.acquire(rel === '' ? plan.virtual : `${plan.virtual}/${rel}`));
         if (opened.ino !== group.ino || files.some((f) => f.ino !== undefined && f.ino !== group.ino)) {

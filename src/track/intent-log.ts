@@ -1,6 +1,25 @@
 export type Regions = Map<bigint, Set<number>>;
 
 /**
+ * A region number below zero stands for every region of the inode from `-(r + 1)` on: `fromRegion(0)` is the whole
+ * file. It logs, in one entry, the part of a file a crash would make the resume copy again anyway.
+ */
+export const fromRegion = (first: number): number => -(first + 1);
+
+/** The first region a marker in `set` covers from (Infinity when none). */
+export function markedFrom(set: Set<number> | undefined): number {
+  let from = Infinity;
+  for (const r of set ?? []) if (r < 0) from = Math.min(from, -(r + 1));
+  return from;
+}
+
+/** True when `regions` logs region `r` of `ino`, by itself or by a marker. */
+export function covers(regions: Regions, ino: bigint, r: number): boolean {
+  const set = regions.get(ino);
+  return set !== undefined && (set.has(r) || r >= markedFrom(set));
+}
+
+/**
  * A write-intent log (like md's write-intent bitmap): before a write reaches the source, the coarse region it
  * touches is recorded durably, so after a crash every region that may hold writes newer than the last
  * checkpoint is known and copied again. The first write to a region since the last checkpoint waits for one
@@ -12,9 +31,14 @@ export type Regions = Map<bigint, Set<number>>;
  *   flush adds to it, and only what that flush put on disk. A trim withdraws what it will drop *before* it
  *   starts writing, so no write can pass on a region that the file on disk is about to lose.
  * - Flushes run one at a time, each writing the set computed when it starts.
+ * - `keep`: what the next trim keeps besides the epoch's regions (regions the checkpoint does not vouch for yet);
+ *   set by `trimToEpoch`, taken by the trim's flush.
  */
 export class IntentLog {
   private vouched: Regions = new Map();
+  /** Per inode, the first region a marker in `vouched` covers from: `before()` asks it for every region. */
+  private vouchedFrom = new Map<bigint, number>();
+  private keep: Regions = new Map();
   private wanted: Regions = new Map();
   private touched: Regions = new Map();
   private waiters: (() => void)[] = [];
@@ -35,7 +59,34 @@ export class IntentLog {
     /** Debug check after every change of `vouched` (tests: nothing vouched elsewhere may lie outside it). */
     private readonly onVouchedChange?: (vouched: Regions) => void,
   ) {
-    if (initial) this.vouched = copy(initial);
+    if (initial) this.setVouched(copy(initial), false);
+  }
+
+  private setVouched(vouched: Regions, notify = true): void {
+    this.vouched = vouched;
+    this.vouchedFrom = new Map();
+    for (const [ino, set] of vouched) {
+      const from = markedFrom(set);
+      if (from !== Infinity) this.vouchedFrom.set(ino, from);
+    }
+    if (notify) this.onVouchedChange?.(vouched);
+  }
+
+  private isVouched(ino: bigint, r: number): boolean {
+    return this.vouched.get(ino)?.has(r) === true || r >= (this.vouchedFrom.get(ino) ?? Infinity);
+  }
+
+  /**
+   * Logs every region of `ino` from `first` on (a file whose copy starts: a crash before a checkpoint proves any
+   * of it copies it again anyway), so that writes there pass without waiting. Resolves once that is durable.
+   */
+  vouchFrom(ino: bigint, first: number): Promise<void> {
+    if (this.failure !== undefined) return Promise.resolve();
+    add(this.wanted, ino, fromRegion(first));
+    return new Promise((resolve) => {
+      this.waiters.push(resolve);
+      this.kick();
+    });
   }
 
   /**
@@ -54,7 +105,7 @@ export class IntentLog {
     let missing = false;
     for (let r = first; r <= last; r++) {
       add(this.touched, ino, r);
-      if (!this.vouched.get(ino)?.has(r)) {
+      if (!this.isVouched(ino, r)) {
         add(this.wanted, ino, r);
         missing = true;
       }
@@ -73,9 +124,13 @@ export class IntentLog {
     this.touched = new Map();
   }
 
-  /** After a checkpoint holds every dirty bit up to the epoch start: keep only what was touched since. */
-  trimToEpoch(): Promise<void> {
+  /**
+   * After a checkpoint holds every dirty bit up to the epoch start: keep only what was touched since, and `keep`
+   * (what that checkpoint does not vouch for, which a resume copies again anyway).
+   */
+  trimToEpoch(keep: Regions = new Map()): Promise<void> {
     if (this.failure !== undefined) return Promise.reject(this.failure);
+    this.keep = union(this.keep, keep);
     return new Promise((resolve, reject) => {
       this.trimWaiters.push({ resolve, reject });
       this.kick();
@@ -95,12 +150,12 @@ export class IntentLog {
       const waiters = this.waiters;
       this.trimWaiters = [];
       this.waiters = [];
-      const content = trimming ? union(this.touched, this.wanted) : union(this.vouched, this.touched, this.wanted);
+      const content = trimming ? union(this.touched, this.wanted, this.keep) : union(this.vouched, this.touched, this.wanted);
       this.wanted = new Map();
       if (trimming) {
+        this.keep = new Map();
         // Withdraw first: a write from now on to a dropped region waits for the next flush.
-        this.vouched = intersect(this.vouched, content);
-        this.onVouchedChange?.(this.vouched);
+        this.setVouched(intersect(this.vouched, content));
       }
       try {
         await this.persist(content, trimming);
@@ -109,8 +164,7 @@ export class IntentLog {
         break;
       }
       // Nothing else changes `vouched` while a flush runs, so the file on disk now holds all of it and more.
-      this.vouched = content;
-      this.onVouchedChange?.(this.vouched);
+      this.setVouched(content);
       for (const w of waiters) w();
       for (const t of trimWaiters) t.resolve();
     }
@@ -119,8 +173,7 @@ export class IntentLog {
 
   private fail(err: unknown, waiters: (() => void)[], trimWaiters: { reject: (err: unknown) => void }[]): void {
     this.failure = err;
-    this.vouched = new Map();
-    this.onVouchedChange?.(this.vouched);
+    this.setVouched(new Map());
     for (const t of [...trimWaiters, ...this.trimWaiters]) t.reject(err);
     const held = [...waiters, ...this.waiters];
     this.waiters = [];
@@ -151,8 +204,17 @@ function union(...maps: Regions[]): Regions {
   return all;
 }
 
+/** What both log: markers meet at the later start, and a region logged by one and marked by the other stays. */
 function intersect(a: Regions, b: Regions): Regions {
   const both: Regions = new Map();
-  for (const [ino, set] of a) for (const r of set) if (b.get(ino)?.has(r)) add(both, ino, r);
+  for (const [ino, setA] of a) {
+    const setB = b.get(ino);
+    if (!setB) continue;
+    const fromA = markedFrom(setA);
+    const fromB = markedFrom(setB);
+    if (Math.max(fromA, fromB) !== Infinity) add(both, ino, fromRegion(Math.max(fromA, fromB)));
+    for (const r of setA) if (r >= 0 && (setB.has(r) || r >= fromB)) add(both, ino, r);
+    for (const r of setB) if (r >= 0 && r >= fromA) add(both, ino, r);
+  }
   return both;
 }

@@ -81,3 +81,34 @@ describe('a migration interrupted by kill -9 of the daemon', () => {
     expect((await m.cli(['migrate', join(m.mountpoint, 'vm1'), '--resume'])).stderr).toMatch(/no interrupted migration of \/vm1/);
   });
 });
+
+describe('the write-intent log of a file being copied', () => {
+  it('logs the whole file as its copy starts, then only from the checkpointed offset on and what was written', async () => {
+    mount = await mountFerry();
+    const m = mount;
+    const { home, dest } = await vmHome(m, 128);
+    const ino = String((await fsp.stat(join(home, 'disk.img'), { bigint: true })).ino);
+    const dir = join(m.stateDir, 'datastores', fs.readdirSync(join(m.stateDir, 'datastores'))[0], 'migrations');
+    const logged = async (): Promise<number[]> => {
+      const file = fs.readdirSync(dir).find((n) => n.endsWith('.intent.json'));
+      if (!file) return [];
+      const entries: [string, number[]][] = JSON.parse(await fsp.readFile(join(dir, file), 'utf8').catch(() => '[]'));
+      return entries.find(([i]) => i === ino)?.[1] ?? [];
+    };
+    let bulk = false;
+    const running = migrate(m, join(m.mountpoint, 'vm1'), dest, ['--rate-limit', '16M'], (e) => {
+      if (e.type === 'phase' && e.phase === 'bulk') bulk = true;
+    });
+    await waitFor(() => bulk, 30_000, 'the bulk copy');
+    // Before any checkpoint: the marker for "every region from 0 on", so the guest's writes wait for no flush.
+    await waitFor(async () => (await logged()).includes(-1), 5_000, 'the whole file in the intent log');
+    // After a checkpoint: from the first region wholly past the checkpointed offset (-(k + 1) stands for k).
+    await waitFor(async () => (await logged()).some((r) => r < -1), 10_000, 'the log trimmed to the unproven part');
+    const from = -Math.min(...(await logged())) - 1;
+    expect(from).toBeGreaterThan(0);
+    expect(from * 4 * MiB).toBeLessThanOrEqual(128 * MiB);
+    const run = await running.done;
+    expect(run.code, run.stderr).toBe(0);
+    expect(sha(await fsp.readFile(join(dest, 'disk.img')))).toBe(sha(await fsp.readFile(join(m.mountpoint, 'vm1/disk.img'))));
+  });
+});

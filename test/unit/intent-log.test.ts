@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { IntentLog, type Regions } from '../../src/track/intent-log.js';
+import { IntentLog, covers, fromRegion, type Regions } from '../../src/track/intent-log.js';
 
 const REGION = 4 << 20;
 const INO = 7n;
@@ -114,36 +114,72 @@ describe('IntentLog', () => {
     expect(t.log.unkeyable('/vm1/disk.img')).toBeUndefined();
   });
 
+  it('a file logged from a region on passes writes there without a flush; a trim keeps only what it is told the checkpoint leaves unproven', async () => {
+    const t = heldLog();
+    const logged = t.log.vouchFrom(INO, 0);
+    expect(t.log.before(INO, 0, 4096), 'a write before the log is durable waits').toBeInstanceOf(Promise);
+    await t.complete();
+    await logged;
+    expect(t.disk().get(INO)).toEqual(new Set([fromRegion(0)]));
+    expect(t.log.before(INO, 5 * REGION, 4096)).toBeUndefined();
+    await t.complete(); // the flush the early write asked for
+
+    // A checkpoint proves regions 0 and 1 copied: the trim keeps the rest of the file and the regions written since.
+    t.log.beginEpoch();
+    expect(t.log.before(INO, 3 * REGION, 4096)).toBeUndefined();
+    const trim = t.log.trimToEpoch(new Map([[INO, new Set([fromRegion(2)])]]));
+    await settle();
+    expect(t.held[0].content.get(INO)).toEqual(new Set([3, fromRegion(2)]));
+    // While the trim is written, region 0 is already withdrawn; region 7 is still logged by the kept marker.
+    expect(t.log.before(INO, 0, 4096)).toBeInstanceOf(Promise);
+    expect(t.log.before(INO, 7 * REGION, 4096)).toBeUndefined();
+    await t.complete();
+    await trim;
+    await t.complete();
+    expect(covers(t.disk(), INO, 0)).toBe(true);
+    expect(covers(t.disk(), INO, 1)).toBe(false);
+    expect(covers(t.disk(), INO, 9)).toBe(true);
+  });
+
   /**
    * The crash property, over random interleavings of writes, flush completions and checkpoints: at every instant,
-   * each write that passed and is not covered by the last written checkpoint has its region in the log on disk.
+   * each write that passed, is not covered by the last written checkpoint, and lies in a region that checkpoint
+   * proves copied, has its region in the log on disk. With `cursor`, the file is being copied: a checkpoint proves
+   * the regions below the copier's cursor (a resume copies the rest again) and its trim keeps the rest; otherwise
+   * every region is proven and the trim keeps nothing but the epoch's regions.
    */
-  it('never lets a write pass uncovered by both the checkpoint and the log on disk (random interleavings)', async () => {
-    type Op = { kind: 'write'; region: number } | { kind: 'complete' } | { kind: 'checkpoint' };
-    const op: fc.Arbitrary<Op> = fc.oneof(
-      fc.record({ kind: fc.constant('write' as const), region: fc.integer({ min: 0, max: 3 }) }),
+  async function crashProperty(cursor: boolean): Promise<void> {
+    type Op = { kind: 'write'; region: number } | { kind: 'complete' } | { kind: 'checkpoint' } | { kind: 'advance' };
+    const kinds: fc.Arbitrary<Op>[] = [
+      fc.record({ kind: fc.constant('write' as const), region: fc.integer({ min: 0, max: cursor ? 5 : 3 }) }),
       fc.constant({ kind: 'complete' as const }),
       fc.constant({ kind: 'checkpoint' as const }),
-    );
+    ];
+    if (cursor) kinds.push(fc.constant({ kind: 'advance' as const }));
     await fc.assert(
-      fc.asyncProperty(fc.array(op, { minLength: 1, maxLength: 120 }), async (ops) => {
+      fc.asyncProperty(fc.boolean(), fc.array(fc.oneof(...kinds), { minLength: 1, maxLength: 150 }), async (logWhole, ops) => {
         const t = heldLog();
+        if (cursor && logWhole) void t.log.vouchFrom(INO, 0);
         let epoch = 0;
+        let at = 0;
         let coveredBelow = 0;
+        let proven = cursor ? 0 : Infinity;
         const writes: { region: number; epoch: number; passed: boolean }[] = [];
-        /** A checkpoint in progress: its epoch, and where it is (the trim is awaited like the engine does). */
-        let checkpoint: { epoch: number; trim?: Promise<void> } | undefined;
+        /** A checkpoint in progress: its epoch, what it proves, and its trim (awaited like the engine does). */
+        let checkpoint: { epoch: number; limit: number; trim?: Promise<void> } | undefined;
         const check = () => {
           for (const w of writes) {
-            if (w.passed && w.epoch >= coveredBelow) expect(onDisk(t.disk(), w.region), `region ${w.region} passed unlogged`).toBe(true);
+            if (w.passed && w.epoch >= coveredBelow && w.region < proven) expect(covers(t.disk(), INO, w.region), `region ${w.region} passed unlogged`).toBe(true);
           }
         };
         const step = async () => {
           // The checkpoint is written once every write admitted before its epoch has passed (the gate's quiesce).
           if (checkpoint && !checkpoint.trim && writes.every((w) => w.epoch >= checkpoint!.epoch || w.passed)) {
             coveredBelow = checkpoint.epoch;
+            proven = checkpoint.limit;
             const current = checkpoint;
-            current.trim = t.log.trimToEpoch().then(() => {
+            const keep: Regions = cursor ? new Map([[INO, new Set([fromRegion(current.limit)])]]) : new Map();
+            current.trim = t.log.trimToEpoch(keep).then(() => {
               if (checkpoint === current) checkpoint = undefined;
             });
           }
@@ -159,10 +195,12 @@ describe('IntentLog', () => {
             else w.passed = true;
           } else if (o.kind === 'complete') {
             if (t.held.length > 0) await t.complete();
+          } else if (o.kind === 'advance') {
+            at = Math.min(at + 1, 6);
           } else if (!checkpoint) {
             t.log.beginEpoch();
             epoch++;
-            checkpoint = { epoch };
+            checkpoint = { epoch, limit: cursor ? at : Infinity };
           }
           await step();
         }
@@ -171,7 +209,15 @@ describe('IntentLog', () => {
           await step();
         }
       }),
-      { numRuns: 300 },
+      { numRuns: 400 },
     );
+  }
+
+  it('never lets a write pass uncovered by both the checkpoint and the log on disk (random interleavings)', async () => {
+    await crashProperty(false);
+  });
+
+  it('never lets a write pass uncovered in the part of a file a checkpoint proves copied (random interleavings, copier cursor)', async () => {
+    await crashProperty(true);
   });
 });
