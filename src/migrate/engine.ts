@@ -738,8 +738,9 @@ export class Migration implements TrackingSession {
         const window = this.mirroring && !frozen ? await this.windowFor(group.ino) : undefined;
         const opened = await src.stat({ bigint: true });
         // A first copy of a large file: log all of it before it is tracked (see the trim in checkpoint()), so the
-        // guest's writes to it wait for no flush until a checkpoint proves part of it copied.
-        if (opened.ino === group.ino && !this.completeInos.has(group.ino) && opened.size >= PREVOUCH_MIN_BYTES) await this.intent?.vouchFrom(group.ino, 0);
+        // guest's writes to it wait for no flush until a checkpoint proves part of it copied. Not in the freeze:
+        // no guest write runs then, and the flush would only lengthen it.
+        if (!frozen && opened.ino === group.ino && !this.completeInos.has(group.ino) && opened.size >= PREVOUCH_MIN_BYTES) await this.intent?.vouchFrom(group.ino, 0);
         // From here to takeFor nothing is awaited: the tracker's names and the inode checked agree.
         const files = group.paths.map((rel) => this.mount.tracker.acquire(rel === '' ? plan.virtual : `${plan.virtual}/${rel}`));
         if (opened.ino !== group.ino || files.some((f) => f.ino !== undefined && f.ino !== group.ino)) {
