@@ -200,8 +200,11 @@ export async function bootGuest(options: BootOptions): Promise<Guest> {
   const params = { stall_poke: true, ...options.params, ...(options.trace && { trace: true }) };
   // A trace line per write is at most 22 bytes: 64 MiB holds 3 million writes, and costs nothing until written.
   if (options.trace) await createImage(options.trace, 'raw', 64 << 20);
+  // maxcpus=2: TCG emits the guest's memory barriers only when more than one vCPU may exist. Without them the
+  // virtio driver's "publish used_event, then reread used.idx" can be reordered against QEMU's I/O thread, an
+  // interrupt is lost for good (event index), and the guest stalls with its requests completed (README, Limits).
   const args = [
-    ...['-accel', 'tcg', '-m', '256M', '-smp', '1', '-nographic', '-no-reboot', '-nic', 'none'],
+    ...['-accel', 'tcg', '-m', '256M', '-smp', '1,maxcpus=2', '-nographic', '-no-reboot', '-nic', 'none'],
     ...['-kernel', vmlinuz, '-initrd', initrd, '-append', bootArgs(params)],
     ...['-drive', drive(options.image, `format=${format},cache=${cache},werror=report,rerror=report`)],
     ...(options.trace ? ['-drive', drive(options.trace, 'format=raw,cache=writeback')] : []),
