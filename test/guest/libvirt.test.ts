@@ -122,7 +122,7 @@ function domainXml(o: { name: string; kernel: string; initrd: string; params: Gu
   return `<domain type='qemu'>
   <name>${o.name}</name>
   <memory unit='MiB'>256</memory>
-  <vcpu>1</vcpu>
+  <vcpu current='1'>2</vcpu>
   <os>
     <type arch='x86_64' machine='pc'>hvm</type>
     <kernel>${escapeXml(o.kernel)}</kernel>
@@ -205,9 +205,17 @@ async function waitGone(name: string): Promise<void> {
   await waitFor(async () => (await virsh(['domstate', name])).code !== 0, 30_000, `domain ${name} to go away`);
 }
 
+const qemuPid = (name: string): string => fs.readFileSync(`/run/libvirt/qemu/${name}.pid`, 'utf8').trim();
+
 function qemuUser(name: string): number {
-  const pid = fs.readFileSync(`/run/libvirt/qemu/${name}.pid`, 'utf8').trim();
-  return fs.statSync(`/proc/${pid}`).uid;
+  return fs.statSync(`/proc/${qemuPid(name)}`).uid;
+}
+
+/** `maxcpus` of QEMU's -smp: TCG emits the guest's memory barriers only when it is above 1 (see README, Limits). */
+function qemuMaxCpus(name: string): number {
+  const argv = fs.readFileSync(`/proc/${qemuPid(name)}/cmdline`, 'utf8').split('\0');
+  const smp = argv[argv.indexOf('-smp') + 1] ?? '';
+  return Number(/maxcpus=(\d+)/.exec(smp)?.[1] ?? /^(\d+)/.exec(smp)?.[1] ?? 1);
 }
 
 describe.skipIf(!libvirtInstalled)('a libvirt domain on a ferry mount', () => {
@@ -223,6 +231,7 @@ describe.skipIf(!libvirtInstalled)('a libvirt domain on a ferry mount', () => {
     const libvirtQemu = Number(execFileSync('id', ['-u', 'libvirt-qemu'], { encoding: 'utf8' }).trim());
     expect(libvirtQemu).not.toBe(0);
     expect(qemuUser(name)).toBe(libvirtQemu);
+    expect(qemuMaxCpus(name)).toBeGreaterThan(1);
     expect((await fsp.stat(m.disk)).uid).toBe(libvirtQemu);
     // It remembers the owner to give the file back to in an xattr (remember_owner), which ferry serves and moves.
     const remembered = await run('getfattr', ['--only-values', '-n', 'trusted.libvirt.security.dac', m.disk]);
