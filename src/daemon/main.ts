@@ -1,4 +1,5 @@
 import { closeSync, constants as C } from 'node:fs';
+import { dirname, join } from 'node:path';
 import type { Logger } from 'pino';
 import { loadFuse, nativeDataPath } from '../fs/fuse.js';
 import { createOps, type FsContext } from '../fs/ops.js';
@@ -25,6 +26,7 @@ import { recoverMigrations } from '../migrate/recovery.js';
 import { Claims } from '../migrate/claims.js';
 import { CommitQueue } from '../migrate/commits.js';
 import { SocketInodes } from '../fs/socket-inodes.js';
+import { addRoot, useLinkDir } from '../util/long-paths.js';
 
 export interface DaemonOptions {
   datastore: string;
@@ -104,8 +106,10 @@ async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
   const state = new DatastoreState(opts.stateDir, datastore);
   await state.init(datastore);
   const paths = new PathMap(datastore, await state.loadMappings());
-  // The ops reach paths past PATH_MAX relative to the datastore (see backingPath in ops.ts).
-  process.chdir(datastore);
+  // Backing paths past PATH_MAX are reached through links in the state dir (src/util/long-paths.ts).
+  useLinkDir(join(state.dir, 'links'));
+  addRoot(datastore);
+  for (const m of paths.list()) addRoot(dirname(m.backing));
   const interrupted = await recoverMigrations(state, paths, log);
   const hidden = await sweepHiddenFiles(paths.list().map((m) => m.backing));
   if (hidden.length > 0) log.info({ files: hidden }, 'removed files a killed daemon left unlinked-but-open');

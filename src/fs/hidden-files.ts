@@ -1,5 +1,6 @@
 import { readdir, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
+import { reachable } from '../util/long-paths.js';
 
 /** libfuse's name for a file unlinked while open (`.fuse_hidden%08x%08x`), kept until its last handle closes. */
 const HIDDEN = /^\.fuse_hidden[0-9a-f]{16}$/;
@@ -11,7 +12,7 @@ const HIDDEN = /^\.fuse_hidden[0-9a-f]{16}$/;
 export async function sweepHiddenFiles(roots: string[]): Promise<string[]> {
   const removed: string[] = [];
   const walk = async (dir: string): Promise<void> => {
-    const entries = await readdir(dir, { withFileTypes: true }).catch((err: NodeJS.ErrnoException) => {
+    const entries = await readdir(reachable(dir), { withFileTypes: true }).catch((err: NodeJS.ErrnoException) => {
       if (err.code === 'ENOENT') return [];
       throw err;
     });
@@ -20,7 +21,7 @@ export async function sweepHiddenFiles(roots: string[]): Promise<string[]> {
       if (entry.isDirectory()) await walk(path);
       else if (entry.isFile() && HIDDEN.test(entry.name)) {
         // Roots may nest (a subtree migrated back into the datastore): a second visit finds it gone.
-        const gone = await unlink(path).then(() => true, (err: NodeJS.ErrnoException) => {
+        const gone = await unlink(reachable(path)).then(() => true, (err: NodeJS.ErrnoException) => {
           if (err.code === 'ENOENT') return false;
           throw err;
         });

@@ -15,6 +15,7 @@ import { callerOf, hasPrivileges, killedBits, type Caller } from './privileges.j
 import { mirrorResize, mirrorWrites } from '../track/mirror-write.js';
 import type { SocketInodes } from './socket-inodes.js';
 import { faultPoint } from '../migrate/faults.js';
+import { reachable } from '../util/long-paths.js';
 
 const BIGINT = { bigint: true } as const;
 const NO_ID = 0xffffffff;
@@ -61,8 +62,6 @@ function learnFile(fd: number, file: TrackedFile, done: () => void): void {
   });
 }
 
-/** Bytes of a path a syscall takes, its NUL included (Linux). */
-const PATH_MAX = 4096;
 const O_ACCMODE = 3;
 
 /**
@@ -116,16 +115,8 @@ export function createOps(ctx: FsContext): FuseOps {
     });
   }
 
-  // Past PATH_MAX the joined backing path fails where the mount's own path does not: then it goes relative to the
-  // daemon's working directory, which the daemon sets to the root backing (only that mapping can be helped so).
-  const root = paths.resolve('/');
-  const cwdIsRoot = process.cwd() === root;
-  function backingPath(path: string): string {
-    const absolute = paths.resolve(path);
-    // Every path op comes here: count UTF-8 bytes only when 3 per UTF-16 unit could reach PATH_MAX.
-    if (absolute.length * 3 < PATH_MAX || Buffer.byteLength(absolute) < PATH_MAX || !cwdIsRoot || !absolute.startsWith(root + '/')) return absolute;
-    return '.' + absolute.slice(root.length);
-  }
+  // Past PATH_MAX a backing path is passed relative to a short link (src/util/long-paths.ts).
+  const backingPath = (path: string): string => reachable(paths.resolve(path));
 
   /** A truncate of the backing file, ordered with the file's writes, and mirrored where a migration mirrors it. */
   async function resizeTracked(file: TrackedFile, oldSize: number, size: number, truncate: () => Promise<void>): Promise<void> {

@@ -1,4 +1,5 @@
 import fsp from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { close, fstat, open, type BigIntStats } from 'node:fs';
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
@@ -24,6 +25,7 @@ import { decodeMap, encodeMap, type Checkpoint } from './checkpoint.js';
 import { planMigration, type Plan } from './preflight.js';
 import { isWithin } from '../util/paths.js';
 import { faultPoint } from './faults.js';
+import { addRoot, reachable, removeTree } from '../util/long-paths.js';
 import type { Claims } from './claims.js';
 import type { CommitQueue } from './commits.js';
 import type { SocketInodes } from '../fs/socket-inodes.js';
@@ -299,6 +301,7 @@ export class Migration implements TrackingSession {
     };
     const m = new Migration(options, mount, journal.id);
     m.plan = { virtual: journal.virtual, source: journal.source, isFile: journal.isFile, destRoot: journal.dest, destDir: journal.destDir, destDirExisted: journal.destDirExisted, tree: { dirs: [], groups: [], symlinks: [], specials: [] }, neededBytes: 0 };
+    addRoot(dirname(journal.destDir));
     m.shadow = new Shadow(journal.dest, journal.isFile, journal.id, journal.source, mount.io);
     m.shadow.restore(checkpoint.placed.map(([ino, rel]) => [BigInt(ino), rel]));
     for (const [ino, ns] of checkpoint.born) m.born.set(BigInt(ino), BigInt(ns));
@@ -558,6 +561,7 @@ export class Migration implements TrackingSession {
       maxIterations: this.options.maxIterations,
       rateLimit: this.options.rateLimit,
     });
+    addRoot(dirname(plan.destDir));
     await fsp.mkdir(plan.destDir, { recursive: true, mode: 0o700 });
     this.shadow = new Shadow(plan.destRoot, plan.isFile, this.id, plan.source, this.mount.io);
     await faultPoint('prepare');
@@ -668,7 +672,7 @@ export class Migration implements TrackingSession {
     const all = map.dirtyBytes(Infinity);
     let handle: fsp.FileHandle | undefined;
     try {
-      handle = await fsp.open(this.mount.paths.resolve(file.path), 'r');
+      handle = await fsp.open(reachable(this.mount.paths.resolve(file.path)), 'r');
       const st = await handle.stat({ bigint: true });
       if (file.ino !== undefined && st.ino !== file.ino) return all;
       const data = await this.mover.dataIn(handle.fd, map.extents(Number(st.size)));
@@ -897,7 +901,7 @@ export class Migration implements TrackingSession {
     const plan = this.plan!;
     await this.detachAll();
     await faultPoint('cleanup');
-    if (!this.options.keepSource) await fsp.rm(plan.source, { recursive: true, force: true });
+    if (!this.options.keepSource) await removeTree(plan.source);
     await this.mount.state.removeJournal(this.id);
   }
 
@@ -960,15 +964,16 @@ function closeQuietly(fd: number): void {
 
 /** Undo of everything a migration wrote at its destination. */
 export async function removePartialCopy(destDir: string, destRoot: string, isFile: boolean, destDirExisted: boolean, id: string): Promise<void> {
+  addRoot(dirname(destDir));
   if (isFile) {
     await fsp.rm(destRoot, { force: true });
-    await fsp.rm(`${destDir}/.ferry-staging-${id}`, { recursive: true, force: true });
+    await removeTree(`${destDir}/.ferry-staging-${id}`);
     if (!destDirExisted) await fsp.rmdir(destDir).catch(() => undefined);
     return;
   }
   if (!destDirExisted) {
-    await fsp.rm(destDir, { recursive: true, force: true });
+    await removeTree(destDir);
     return;
   }
-  for (const name of await fsp.readdir(destDir).catch(() => [] as string[])) await fsp.rm(`${destDir}/${name}`, { recursive: true, force: true });
+  for (const name of await fsp.readdir(destDir).catch(() => [] as string[])) await removeTree(`${destDir}/${name}`);
 }

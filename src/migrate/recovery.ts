@@ -1,8 +1,8 @@
-import fsp from 'node:fs/promises';
 import type { Logger } from 'pino';
 import type { PathMap } from '../fs/path-map.js';
 import type { DatastoreState, MigrationJournal } from '../state/datastore-state.js';
 import { removePartialCopy } from './engine.js';
+import { removeTree } from '../util/long-paths.js';
 import type { Checkpoint } from './checkpoint.js';
 
 export interface Interrupted {
@@ -28,7 +28,7 @@ export async function recoverMigrations(state: DatastoreState, paths: PathMap, l
       continue;
     }
     if (committed) {
-      if (!journal.keepSource) await fsp.rm(journal.source, { recursive: true, force: true });
+      if (!journal.keepSource) await removeTree(journal.source);
       log.warn({ migration: journal.id, virtual: journal.virtual, destination: journal.dest }, 'completed a migration interrupted after its commit');
     } else {
       await removePartialCopy(journal.destDir, journal.dest, journal.isFile, journal.destDirExisted, journal.id);

@@ -4,6 +4,7 @@ import { dirname, join } from 'node:path';
 import type { FerryIo } from 'fuse-native';
 import { ioError } from '../fs/errno.js';
 import { type Tree, type Entry, under, walkTree } from './walk.js';
+import { removeTree } from '../util/long-paths.js';
 
 const S_IFMT = BigInt(C.S_IFMT);
 
@@ -128,7 +129,7 @@ export class Shadow {
       const err = await new Promise<number>((resolve) => this.io.mknod(path, Number(mode & S_IFMT) | 0o600, Number(rdev), resolve));
       if (err) throw ioError(err, `mknod ${path}`);
     }
-    await fsp.rm(this.staging, { recursive: true, force: true });
+    await removeTree(this.staging);
     return fresh;
   }
 
@@ -152,7 +153,7 @@ export class Shadow {
         const isSecondary = [...groups.values()].some((g) => g.paths.indexOf(entry.rel) > 0);
         keep = ownerIsPrimary || isSecondary;
       }
-      if (!keep) await fsp.rm(under(this.root, entry.rel), { recursive: true, force: true });
+      if (!keep) await removeTree(join(this.root, entry.rel));
     }
   }
 

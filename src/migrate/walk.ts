@@ -1,6 +1,7 @@
 import { lstat, readdir, readlink } from 'node:fs/promises';
 import type { BigIntStats } from 'node:fs';
 import { join } from 'node:path';
+import { reachable } from '../util/long-paths.js';
 
 /** Paths are relative to the subtree root; '' is the root itself (a directory, or the file of a one-file migration). */
 export interface Entry {
@@ -31,8 +32,9 @@ export function relJoin(rel: string, name: string): string {
   return rel === '' ? name : `${rel}/${name}`;
 }
 
+/** The path of `rel` under `root`, as a syscall can take it (past PATH_MAX, through a link: util/long-paths). */
 export function under(root: string, rel: string): string {
-  return rel === '' ? root : join(root, rel);
+  return rel === '' ? root : reachable(join(root, rel));
 }
 
 /**

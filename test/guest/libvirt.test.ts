@@ -224,7 +224,8 @@ describe.skipIf(!libvirtInstalled)('a libvirt domain on a ferry mount', () => {
     const name = domainName();
     const console1 = join(m.root, 'console-1.log');
     const seed = 171;
-    await createDomain(m, name, { seed, seconds: 6, bs: 4096, region: REGION, fsync: 64, direct: true }, console1);
+    // Long enough that the migration (the CLI's start included, slow on a loaded host) ends while it writes.
+    await createDomain(m, name, { seed, seconds: 15, bs: 4096, region: REGION, fsync: 64, direct: true }, console1);
     await waitConsole(console1, 'FERRY-WORKLOAD-START');
 
     // libvirt runs QEMU unprivileged and handed it the disk through the mount (dynamic ownership).

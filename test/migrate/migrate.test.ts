@@ -10,6 +10,7 @@ import { startWriter } from '../helpers/writer.js';
 import { migrate, waitFor } from '../helpers/migration.js';
 import { vmHome } from '../helpers/vm.js';
 import { fallocate, seekDataHole } from '../helpers/sparse.js';
+import { run } from '../helpers/cli.js';
 
 const MiB = 1 << 20;
 let mounts: TestMount[] = [];
@@ -293,6 +294,54 @@ print('writes', n, flush=True)
     expect(fs.existsSync(m.dest)).toBe(false);
     expect(await fileSha(join(m.home, 'disk.img'))).toBe(sha(await fsp.readFile(join(m.root, 'model'))));
     expect((await m.status()).mappings).toEqual([{ virtual: '/', backing: m.datastore }]);
+  });
+});
+
+describe('ferry migrate: paths near PATH_MAX', () => {
+  // Issue 15: a mount path of about 4070 bytes is past PATH_MAX (4096 with its NUL) once joined to a backing
+  // directory's path: the engine's walk and copy, the ops under a migrated subtree, the sweep of a remount and
+  // the removal of a source must reach it relative to a shorter directory, as ext4 users reach it with `cd`.
+  const level = (i: number) => `${String(i).padStart(2, '0')}${'d'.repeat(251)}`;
+  const levels = Array.from({ length: 16 }, (_, i) => level(i)).join(' '); // /vm1 + 16 x 254 bytes: 4068
+  const bash = (dir: string, script: string) => run('bash', ['-c', `set -e; cd "$1"; for d in ${levels}; do [ -d "$d" ] || mkdir "$d"; cd "$d"; done; ${script}`, 'deep', dir]);
+  const removeDeep = (dir: string) => run('bash', ['-c', `cd "$1" 2>/dev/null && rm -rf ${level(0)}; true`, 'deep', dir]);
+
+  it('moves a VM home holding them, serves them at the destination, survives a remount and moves them back', async () => {
+    const m = await setup(4);
+    try {
+      const made = await bash(join(m.mountpoint, 'vm1'), 'head -c 3000000 /dev/urandom > f; ln f g; ln -s f s; mkfifo p; sha256sum < f');
+      expect(made.stderr).toBe('');
+      const digest = made.stdout.split(' ')[0];
+      const there = await migrate(m, join(m.mountpoint, 'vm1'), m.dest).done;
+      expect(there.stderr).toBe('');
+      expect(there.final).toMatchObject({ type: 'done', destination: m.dest });
+      expect(there.code).toBe(0);
+      const facts = 'echo "$(sha256sum < f | cut -d" " -f1) $(stat -c "%h %F" f) $(readlink s) $(stat -c %F p)"';
+      expect((await bash(m.dest, facts)).stdout).toBe(`${digest} 2 regular file f fifo\n`);
+
+      // Through the mount, now under the migrated subtree's mapping.
+      const inMount = await bash(join(m.mountpoint, 'vm1'), 'printf new > n; mv n n2; chmod 640 n2; rm g; echo "$(sha256sum < f | cut -d" " -f1) $(stat -c %h f) $(stat -c %a n2) $(readlink s) $(cat n2)"');
+      expect(inMount.stderr).toBe('');
+      expect(inMount.stdout).toBe(`${digest} 1 640 f new\n`);
+      expect((await bash(m.dest, 'cat n2')).stdout).toBe('new');
+
+      // A remount walks every backing it serves (for files a killed daemon left) and serves the mapping again.
+      expect((await m.cli(['unmount', m.mountpoint])).code).toBe(0);
+      const remounted = await m.cli(['mount', m.datastore, m.mountpoint]);
+      expect(remounted.stderr).toBe('');
+      expect(remounted.code).toBe(0);
+      expect((await bash(join(m.mountpoint, 'vm1'), 'cat n2')).stdout).toBe('new');
+
+      // And back into the datastore: the deep source at the destination is removed.
+      const back = await migrate(m, join(m.mountpoint, 'vm1'), m.home).done;
+      expect(back.stderr).toBe('');
+      expect(back.code).toBe(0);
+      expect(fs.existsSync(m.dest)).toBe(false);
+      expect((await bash(m.home, 'sha256sum < f | cut -d" " -f1; cat n2')).stdout).toBe(`${digest}\nnew`);
+    } finally {
+      await removeDeep(m.home);
+      await removeDeep(m.dest);
+    }
   });
 });
 
