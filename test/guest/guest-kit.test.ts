@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run } from '../helpers/cli.js';
 import { mountFerry } from '../helpers/mounts.js';
 import { waitFor } from '../helpers/migration.js';
-import { bootGuest, createImage, ensureGuestKit, goldenChecksum, imageChecksum, type GuestParams } from '../helpers/guest.js';
+import { bootGuest, createImage, ensureGuestKit, goldenChecksum, imageChecksum, qemuMaxCpus, type GuestParams } from '../helpers/guest.js';
 
 // The kit itself, on plain files (no FUSE): whatever the guest wrote is what the host computes it should have.
 const MiB = 1 << 20;
@@ -36,6 +36,7 @@ async function runAndCheck(name: string, format: 'raw' | 'qcow2', cache: 'writeb
   }
   const guest = await bootGuest({ image, format, cache, params: { region: REGION, ...params }, timeoutMs: 90_000 });
   await guest.started;
+  expect(qemuMaxCpus(guest.child.pid!)).toBeGreaterThan(1);
   const { report, timing } = await guest.result;
   expect(timing.readyMs).toBeLessThanOrEqual(timing.startedMs);
   expect(report.write.errors).toBe(0);

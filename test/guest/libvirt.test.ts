@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { run, type Result } from '../helpers/cli.js';
 import { mountFerry, type TestMount } from '../helpers/mounts.js';
 import { waitFor } from '../helpers/migration.js';
-import { bootArgs, createImage, ensureGuestKit, goldenChecksum, imageChecksum, type GuestParams, type GuestReport } from '../helpers/guest.js';
+import { bootArgs, createImage, ensureGuestKit, goldenChecksum, imageChecksum, qemuMaxCpus, type GuestParams, type GuestReport } from '../helpers/guest.js';
 
 const MiB = 1 << 20;
 const REGION = 48 * MiB;
@@ -211,13 +211,6 @@ function qemuUser(name: string): number {
   return fs.statSync(`/proc/${qemuPid(name)}`).uid;
 }
 
-/** `maxcpus` of QEMU's -smp: TCG emits the guest's memory barriers only when it is above 1 (see README, Limits). */
-function qemuMaxCpus(name: string): number {
-  const argv = fs.readFileSync(`/proc/${qemuPid(name)}/cmdline`, 'utf8').split('\0');
-  const smp = argv[argv.indexOf('-smp') + 1] ?? '';
-  return Number(/maxcpus=(\d+)/.exec(smp)?.[1] ?? /^(\d+)/.exec(smp)?.[1] ?? 1);
-}
-
 describe.skipIf(!libvirtInstalled)('a libvirt domain on a ferry mount', () => {
   it('is migrated live with `ferry migrate --domain` as it writes, then boots again from the new location', async () => {
     const m = await vmHomeOnFerry();
@@ -232,7 +225,7 @@ describe.skipIf(!libvirtInstalled)('a libvirt domain on a ferry mount', () => {
     const libvirtQemu = Number(execFileSync('id', ['-u', 'libvirt-qemu'], { encoding: 'utf8' }).trim());
     expect(libvirtQemu).not.toBe(0);
     expect(qemuUser(name)).toBe(libvirtQemu);
-    expect(qemuMaxCpus(name)).toBeGreaterThan(1);
+    expect(qemuMaxCpus(qemuPid(name))).toBeGreaterThan(1);
     expect((await fsp.stat(m.disk)).uid).toBe(libvirtQemu);
     // It remembers the owner to give the file back to in an xattr (remember_owner), which ferry serves and moves.
     const remembered = await run('getfattr', ['--only-values', '-n', 'trusted.libvirt.security.dac', m.disk]);
