@@ -107,8 +107,7 @@ async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
   await state.init(datastore);
   const paths = new PathMap(datastore, await state.loadMappings());
   // Backing paths past PATH_MAX are reached through links in the state dir (src/util/long-paths.ts).
-  useLinkDir(join(state.dir, 'links'));
-  addRoot(datastore);
+  useLinkDir(join(state.dir, 'links'), datastore);
   for (const m of paths.list()) addRoot(dirname(m.backing));
   const interrupted = await recoverMigrations(state, paths, log);
   const hidden = await sweepHiddenFiles(paths.list().map((m) => m.backing));

@@ -6,9 +6,11 @@ export const PATH_MAX = 4096;
 
 /**
  * Paths past PATH_MAX. A tree can be deeper than one syscall's path can say (ext4's users reach such paths with
- * `cd`); a backing path is the mount's path plus a directory's, so it passes PATH_MAX first. The daemon gives each
- * directory it serves or copies under (a root) a short symbolic link in a private directory that is its working
- * directory, and passes a long path as `<link>/<rest>`: the kernel resolves the link's target apart.
+ * `cd`); a backing path is the mount's path plus a directory's, so it passes PATH_MAX first. The daemon's working
+ * directory is the datastore, so a long path there is passed relative to it (as long as the mount's own path).
+ * Every other directory it serves or copies under (a root) gets a short symbolic link in a private directory
+ * of the state dir, open for the daemon's life, and a long path under it goes as
+ * `/proc/self/fd/<that dir>/<link>/<rest>`: the kernel resolves the link's target apart.
  *
  * State, JS thread only: `roots` only grows in a daemon's life (the datastore, and the parent of every mapping's
  * backing and migration destination); a link, made on first use, names its root until the daemon exits and names
@@ -17,14 +19,17 @@ export const PATH_MAX = 4096;
  */
 const roots: string[] = [];
 const links = new Map<string, string>();
-let linkDir: string | undefined;
+let linkDir: { path: string; fd: number } | undefined;
+let cwdRoot: string | undefined;
 
-/** Makes `dir` (recreated empty, 0700, in the private state dir) the home of the links and the working directory. */
-export function useLinkDir(dir: string): void {
+/** Makes `dir` (recreated empty, 0700, in the private state dir) the home of the links, and `cwd` the working directory. */
+export function useLinkDir(dir: string, cwd: string): void {
   fs.rmSync(dir, { recursive: true, force: true });
   fs.mkdirSync(dir, { mode: 0o700 });
-  process.chdir(dir);
-  linkDir = dir;
+  linkDir = { path: dir, fd: fs.openSync(dir, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY) };
+  process.chdir(cwd);
+  cwdRoot = cwd;
+  addRoot(cwd);
 }
 
 /** Paths under `root` (absolute, normalized) may be reached through its link. */
@@ -50,15 +55,16 @@ export function viaRoot(path: string): string {
   if (linkDir === undefined) return path;
   const root = roots.find((r) => path.startsWith(r === '/' ? '/' : r + '/') && path !== r);
   if (root === undefined) return path;
+  if (root === cwdRoot) return path.slice(root.length + 1);
   let link = links.get(root);
   if (link === undefined) {
     const name = String(links.size);
     try {
-      fs.symlinkSync(root, join(linkDir, name));
+      fs.symlinkSync(root, join(linkDir.path, name));
     } catch {
       return path;
     }
-    links.set(root, (link = name));
+    links.set(root, (link = `/proc/self/fd/${linkDir.fd}/${name}`));
   }
   return link + (root === '/' ? path : path.slice(root.length));
 }

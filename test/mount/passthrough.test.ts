@@ -229,4 +229,20 @@ ls -A | wc -l
     }
     expect(await fsp.readdir(inStore(''))).not.toContain(name(0));
   });
+
+  it('a path of PATH_MAX - 1 bytes from the mount root, the most one syscall takes, works as on ext4', async () => {
+    // 16 names of 255 bytes: 4095 bytes with their slashes. libfuse hands the daemon "/" + that: 4096 bytes.
+    const names = Array.from({ length: 16 }, (_, i) => `${String(i).padStart(2, '0')}${'e'.repeat(253)}`);
+    const full = names.join('/');
+    expect(Buffer.byteLength(full)).toBe(4095);
+    const script = `set -e; cd "$1"; mkdir -p "${names.slice(0, -1).join('/')}"; printf data > "${full}"; chmod 642 "${full}"; stat -c %a "${full}"; cat "${full}"; echo; rm "${full}"; printf x > "${full}x" || true`;
+    try {
+      const result = await run('bash', ['-c', script, 'max', inMount('')]);
+      expect(result.stdout).toBe('642\ndata\n');
+      expect(result.stderr).toContain('File name too long');
+      expect(result.code).toBe(0);
+    } finally {
+      await run('bash', ['-c', `cd "$1" && rm -rf ${names[0]}`, 'max', inStore('')]);
+    }
+  });
 });
