@@ -82,6 +82,38 @@ describe('a migration interrupted by kill -9 of the daemon', () => {
   });
 });
 
+describe('a sparse file interrupted mid-copy by kill -9 (issue 19)', () => {
+  it('is resumed sparse: the destination allocates what the source does, not the holes past the checkpoint', async () => {
+    mount = await mountFerry();
+    const m = mount;
+    const { home, dest } = await vmHome(m, 1);
+    // 256 MiB apparent, 64 KiB of data every 4 MiB (4 MiB in all): at 1 MiB/s a checkpoint falls inside it.
+    const sparse = join(home, 'a-sparse.img');
+    const fd = fs.openSync(sparse, 'w');
+    fs.ftruncateSync(fd, 256 * MiB);
+    for (let at = 0; at < 256 * MiB; at += 4 * MiB) fs.writeSync(fd, Buffer.alloc(64 << 10, (at >> 22) + 1), 0, 64 << 10, at);
+    fs.closeSync(fd);
+    const sourceSha = sha(await fsp.readFile(sparse));
+    const sourceAllocated = (await fsp.stat(sparse)).blocks * 512;
+    const running = migrate(m, join(m.mountpoint, 'vm1'), dest, ['--rate-limit', '1M']);
+    await waitFor(async () => (await checkpointedUpTo(m)) > 0, 20_000, 'a checkpoint inside the sparse file');
+    const copiedUpTo = await checkpointedUpTo(m);
+    const { pid } = await m.status();
+    process.kill(pid, 'SIGKILL');
+    expect((await running.done).code).toBe(1);
+    await waitFor(() => hasExited(pid), 10_000, 'daemon to die');
+    expect(copiedUpTo).toBeLessThan(256 * MiB);
+    expect((await m.cli(['unmount', m.mountpoint, '--force'])).code).toBe(0);
+    expect((await m.cli(['mount', m.datastore, m.mountpoint])).code).toBe(0);
+
+    const resumed = await m.cli(['migrate', join(m.mountpoint, 'vm1'), '--resume', '--json']);
+    expect(resumed.code, resumed.stderr).toBe(0);
+    const copy = join(dest, 'a-sparse.img');
+    expect(sha(await fsp.readFile(copy))).toBe(sourceSha);
+    expect((await fsp.stat(copy)).blocks * 512).toBeLessThanOrEqual(sourceAllocated + MiB);
+  });
+});
+
 describe('the write-intent log of a file being copied', () => {
   it('logs the whole file as its copy starts, then only from the checkpointed offset on and what was written', async () => {
     mount = await mountFerry();
