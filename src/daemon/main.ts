@@ -106,7 +106,7 @@ async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
   const state = new DatastoreState(opts.stateDir, datastore);
   await state.init(datastore);
   const paths = new PathMap(datastore, await state.loadMappings());
-  // Backing paths past PATH_MAX are reached through links in the state dir (src/util/long-paths.ts).
+  // Backing paths past PATH_MAX go relative to the datastore, or through links in the state dir (src/util/long-paths.ts).
   useLinkDir(join(state.dir, 'links'), datastore);
   for (const m of paths.list()) addRoot(dirname(m.backing));
   const interrupted = await recoverMigrations(state, paths, log);

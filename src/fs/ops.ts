@@ -115,7 +115,7 @@ export function createOps(ctx: FsContext): FuseOps {
     });
   }
 
-  // Past PATH_MAX a backing path is passed relative to a short link (src/util/long-paths.ts).
+  // Past PATH_MAX a backing path goes relative to the datastore or to a short link (src/util/long-paths.ts).
   const backingPath = (path: string): string => reachable(paths.resolve(path));
 
   /** A truncate of the backing file, ordered with the file's writes, and mirrored where a migration mirrors it. */

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import { join } from 'node:path';
 
 /** Bytes of a path one syscall takes, its NUL included (Linux). */
-export const PATH_MAX = 4096;
+const PATH_MAX = 4096;
 
 /**
  * Paths past PATH_MAX. A tree can be deeper than one syscall's path can say (ext4's users reach such paths with
@@ -51,7 +51,7 @@ export function reachable(path: string): string {
  * removal, whose paths grow as it descends. `path` itself when no root is above it or the link cannot be made
  * (the syscall then fails as it would have).
  */
-export function viaRoot(path: string): string {
+function viaRoot(path: string): string {
   if (linkDir === undefined) return path;
   const root = roots.find((r) => path.startsWith(r === '/' ? '/' : r + '/') && path !== r);
   if (root === undefined) return path;
