@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -15,6 +16,7 @@
 typedef struct {
   _Atomic int fd;
   ferry_file_t *file; // NULL: writes are not tracked
+  bool unprivileged;  // opened for writing by a user other than root: a write must not keep setuid/setgid
 } handle_t;
 
 ferry_gate_t ferry_gate = FERRY_GATE_INIT;
@@ -97,11 +99,20 @@ int ferry_data_read (const char *path, char *buf, size_t len, off_t offset, uint
   return res;
 }
 
+// A write by a user other than root to a setuid/setgid file goes to JS, which drops the bits before the data is
+// written (as the kernel's file_remove_privs does before a local write); a chmod may have set them since the open.
+static bool keeps_privileges (handle_t *h) {
+  if (!h->unprivileged) return false;
+  struct stat st;
+  return fstat(atomic_load(&h->fd), &st) != 0 || (S_ISREG(st.st_mode) && (st.st_mode & (S_ISUID | S_ISGID)));
+}
+
 int ferry_data_write (const char *path, const char *buf, size_t len, off_t offset, uint64_t fh) {
   handle_t *h = handle_of(fh);
   if (h == NULL) return FERRY_DATA_PASS;
   int index = ferry_gate_admit(&ferry_gate, path);
-  if (index >= 0 && len > 0 && h->file != NULL && !ferry_file_write_stays_native(h->file, offset, len, block_shift)) {
+  if (index >= 0 && (keeps_privileges(h) ||
+      (len > 0 && h->file != NULL && !ferry_file_write_stays_native(h->file, offset, len, block_shift)))) {
     ferry_gate_leave(&ferry_gate, index);
     index = -1;
   }
@@ -152,11 +163,12 @@ void ferry_data_read_around (size_t bytes) {
   atomic_store(&read_around, bytes);
 }
 
-int ferry_data_open (uint32_t fh, int fd, ferry_file_t *file) {
+int ferry_data_open (uint32_t fh, int fd, ferry_file_t *file, bool unprivileged) {
   handle_t *h = calloc(1, sizeof(handle_t));
   if (h == NULL) return ENOMEM;
   atomic_store(&h->fd, fd);
   h->file = file;
+  h->unprivileged = unprivileged;
   handle_t *old = atomic_exchange(&handles[fh], h);
   free(old); // a release JS never saw: nothing can use it any more
   return 0;

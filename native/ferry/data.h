@@ -1,7 +1,8 @@
 // ferry's native data path: read and write on file handles JavaScript registered, answered on libfuse's
 // worker thread: pread/pwrite on the backing fd, dirty bits set in the file's maps, mirrored in mirror mode,
 // counted, without waking the JS thread. Anything this code does not handle (an unregistered handle, a frozen
-// path, a write the JS side must see: a write intent not yet durable, a map too small) returns
+// path, a write the JS side must see: a write intent not yet durable, a map too small, a non-root write to a
+// setuid/setgid file) returns
 // FERRY_DATA_PASS and goes to the JavaScript handler, which does the same work with the same maps.
 //
 // Owns the handle table, the data path's settings (enabled, block size, read-around), its counters, and the
@@ -52,8 +53,9 @@ unsigned ferry_data_block_shift (void);
 // 0 (off) or a power of two: a read that misses the backing file's page cache first asks the kernel to fetch
 // the aligned read_around bytes around it.
 void ferry_data_read_around (size_t bytes);
-// fh < FERRY_MAX_HANDLES. file NULL: writes are not tracked. 0 or ENOMEM.
-int ferry_data_open (uint32_t fh, int fd, ferry_file_t *file);
+// fh < FERRY_MAX_HANDLES. file NULL: writes are not tracked. unprivileged: opened for writing by a user other
+// than root (a write to a setuid/setgid file then goes to JS, which drops the bits first). 0 or ENOMEM.
+int ferry_data_open (uint32_t fh, int fd, ferry_file_t *file, bool unprivileged);
 // The handle's backing fd becomes fd (switchover, with the path frozen and drained).
 void ferry_data_move (uint32_t fh, int fd);
 // At release, when the kernel sends no more ops for fh.

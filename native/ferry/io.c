@@ -11,41 +11,170 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
+#include <linux/openat2.h>
+#include <stdio.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #define IO_COPY_BUF (1 << 20)
 
-// lgetxattr/llistxattr: size query, then read. A value that grew in between
-// gives ERANGE, so ask again (bounded). The buffer is one byte larger than the
-// size so that a value that grew from empty cannot pass as a size query.
+// Resolution beneath a root. The parent of the last component is opened as an O_PATH directory fd with
+// openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS): no "..", no absolute path, no symlink
+// and no /proc magic link on the way, so a directory swapped for a symlink in the backing store makes the op fail
+// with ELOOP (or EXDEV) instead of leading root out of the root. The last component then goes to the *at call
+// with no-follow semantics. "" is the root itself.
+#define BENEATH (RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)
+
+static int openat2_beneath (int root, const char *path, int64_t flags, int64_t mode) {
+  struct open_how how = { .flags = (uint64_t) flags | O_CLOEXEC, .mode = (uint64_t) mode, .resolve = BENEATH };
+  long fd;
+  do {
+    fd = syscall(SYS_openat2, root, path[0] ? path : ".", &how, sizeof(how));
+  } while (fd < 0 && (errno == EINTR || errno == EAGAIN));
+  return fd < 0 ? -errno : (int) fd;
+}
+
+// Splits path at its last '/': *name points into path; the parent is opened O_PATH beneath root. The root itself
+// ("") is "." in the root. Returns the parent's fd, to be closed, or -errno.
+typedef struct { int fd; const char *name; } ferry_parent_t;
+
+static int open_parent (int root, char *path, ferry_parent_t *p) {
+  char *slash = strrchr(path, '/');
+  if (slash == NULL) {
+    p->name = path[0] ? path : ".";
+    p->fd = openat2_beneath(root, ".", O_PATH | O_DIRECTORY, 0);
+  } else {
+    *slash = '\0';
+    p->name = slash + 1;
+    p->fd = openat2_beneath(root, path, O_PATH | O_DIRECTORY, 0);
+    *slash = '/';
+  }
+  if (p->fd < 0) return p->fd;
+  if (p->name[0] == '\0') { close(p->fd); return -ENOENT; } // a trailing slash: not a name
+  return 0;
+}
+
+void ferry_io_open_beneath (ferry_io_t *r) {
+  if (r->err) return;
+  int fd = openat2_beneath((int) r->root, r->path, r->flags | O_NOFOLLOW, r->mode);
+  if (fd < 0) r->err = fd;
+  else r->result = fd;
+}
+
+// The object itself, as an O_PATH fd that names exactly it (a symlink is not followed): calls without an O_PATH
+// form reach it through /proc/self/fd/N, which the kernel resolves to that inode and never follows further.
+static int open_object (ferry_io_t *r, char proc[32]) {
+  int fd = openat2_beneath((int) r->root, r->path, O_PATH | O_NOFOLLOW, 0);
+  if (fd >= 0) snprintf(proc, 32, "/proc/self/fd/%d", fd);
+  return fd;
+}
+
+// getxattr/listxattr: size query, then read. A value that grew in between gives ERANGE, so ask again
+// (bounded). The buffer is one byte larger than the size so that a value that grew from empty cannot pass as a
+// size query.
 void ferry_io_xattr_read (ferry_io_t *r) {
   if (r->err) return;
+  char proc[32];
+  int fd = open_object(r, proc);
+  if (fd < 0) { r->err = fd; return; }
+  r->err = -ERANGE;
   for (int tries = 0; tries < 16; tries++) {
-    ssize_t size = r->res_type == FERRY_IO_RES_NAMES
-      ? llistxattr(r->path, NULL, 0)
-      : lgetxattr(r->path, r->name, NULL, 0);
-    if (size < 0) { r->err = -errno; return; }
+    ssize_t size = r->res_type == FERRY_IO_RES_NAMES ? listxattr(proc, NULL, 0) : getxattr(proc, r->name, NULL, 0);
+    if (size < 0) { r->err = -errno; break; }
     free(r->data);
     r->data = malloc(size + 1);
-    if (r->data == NULL) { r->err = -ENOMEM; return; }
-    ssize_t n = r->res_type == FERRY_IO_RES_NAMES
-      ? llistxattr(r->path, r->data, size + 1)
-      : lgetxattr(r->path, r->name, r->data, size + 1);
-    if (n >= 0) { r->len = n; return; }
-    if (errno != ERANGE) { r->err = -errno; return; }
+    if (r->data == NULL) { r->err = -ENOMEM; break; }
+    ssize_t n = r->res_type == FERRY_IO_RES_NAMES ? listxattr(proc, r->data, size + 1) : getxattr(proc, r->name, r->data, size + 1);
+    if (n >= 0) { r->len = n; r->err = 0; break; }
+    if (errno != ERANGE) { r->err = -errno; break; }
   }
-  r->err = -ERANGE;
+  close(fd);
 }
 
-// lsetxattr: flags (XATTR_CREATE / XATTR_REPLACE) are passed through.
-void ferry_io_lsetxattr (ferry_io_t *r) {
-  if (r->err == 0 && lsetxattr(r->path, r->name, r->data, r->len, (int) r->flags) < 0) r->err = -errno;
+// flags (XATTR_CREATE / XATTR_REPLACE) are passed through.
+void ferry_io_setxattr (ferry_io_t *r) {
+  if (r->err) return;
+  char proc[32];
+  int fd = open_object(r, proc);
+  if (fd < 0) { r->err = fd; return; }
+  if (setxattr(proc, r->name, r->data, r->len, (int) r->flags) < 0) r->err = -errno;
+  close(fd);
 }
 
-// lremovexattr: does not follow symlinks, like the other l*xattr calls.
-void ferry_io_lremovexattr (ferry_io_t *r) {
-  if (r->err == 0 && lremovexattr(r->path, r->name) < 0) r->err = -errno;
+void ferry_io_removexattr (ferry_io_t *r) {
+  if (r->err) return;
+  char proc[32];
+  int fd = open_object(r, proc);
+  if (fd < 0) { r->err = fd; return; }
+  if (removexattr(proc, r->name) < 0) r->err = -errno;
+  close(fd);
 }
+
+// One *at call on the last component: AT(p.fd, p.name) is the call, its result < 0 with errno set on failure.
+#define AT_CALL(r, call) do {\
+    if ((r)->err) return;\
+    ferry_parent_t p;\
+    int e = open_parent((int) (r)->root, (r)->path, &p);\
+    if (e < 0) { (r)->err = e; return; }\
+    if ((call) < 0) (r)->err = -errno;\
+    close(p.fd);\
+  } while (0)
+
+// mknod(2) for every node type, sockets included (coreutils' mknod makes none). The FUSE request's rdev is
+// 32 bits in the kernel's old encoding, which new_decode_dev's layout matches for the values FUSE sends.
+void ferry_io_mknodat (ferry_io_t *r) { AT_CALL(r, mknodat(p.fd, p.name, (mode_t) r->mode, (dev_t) r->off_in)); }
+void ferry_io_mkdirat (ferry_io_t *r) { AT_CALL(r, mkdirat(p.fd, p.name, (mode_t) r->mode)); }
+void ferry_io_symlinkat (ferry_io_t *r) { AT_CALL(r, symlinkat(r->path2, p.fd, p.name)); }
+void ferry_io_unlinkat (ferry_io_t *r) { AT_CALL(r, unlinkat(p.fd, p.name, (int) r->flags)); }
+void ferry_io_chownat (ferry_io_t *r) { AT_CALL(r, fchownat(p.fd, p.name, (uid_t) r->uid, (gid_t) r->gid, AT_SYMLINK_NOFOLLOW)); }
+
+// With AT_SYMLINK_NOFOLLOW, glibc (fchmodat2 where the kernel has it, else O_PATH + fstat) answers EOPNOTSUPP for
+// a symlink, as Linux >= 6.6 does for chmod through one on ext4: the target is never reached.
+void ferry_io_chmodat (ferry_io_t *r) { AT_CALL(r, fchmodat(p.fd, p.name, (mode_t) r->mode, AT_SYMLINK_NOFOLLOW)); }
+
+// Nanoseconds exact; UTIME_NOW and UTIME_OMIT go to the kernel as they are, so "now" is the kernel's clock and an
+// omitted time is never read and written back. A symlink's own times, never its target's.
+void ferry_io_utimensat (ferry_io_t *r) {
+  struct timespec ts[2] = {
+    { .tv_sec = (time_t) r->sec[0], .tv_nsec = (long) r->nsec[0] },
+    { .tv_sec = (time_t) r->sec[1], .tv_nsec = (long) r->nsec[1] },
+  };
+  AT_CALL(r, utimensat(p.fd, p.name, ts, AT_SYMLINK_NOFOLLOW));
+}
+
+void ferry_io_readlinkat (ferry_io_t *r) {
+  r->data = malloc(PATH_MAX);
+  if (r->data == NULL) { r->err = -ENOMEM; return; }
+  ssize_t n = 0;
+  AT_CALL(r, (n = readlinkat(p.fd, p.name, r->data, PATH_MAX)));
+  if (r->err == 0) r->len = (size_t) n;
+}
+
+// Two parents, each beneath its own root.
+static void two_parents (ferry_io_t *r, int (*call) (ferry_parent_t *, ferry_parent_t *, int64_t)) {
+  if (r->err) return;
+  ferry_parent_t a, b;
+  int e = open_parent((int) r->root, r->path, &a);
+  if (e < 0) { r->err = e; return; }
+  e = open_parent((int) r->root2, r->path2, &b);
+  if (e < 0) { r->err = e; close(a.fd); return; }
+  if (call(&a, &b, r->flags) < 0) r->err = -errno;
+  close(a.fd);
+  close(b.fd);
+}
+
+static int do_rename (ferry_parent_t *a, ferry_parent_t *b, int64_t flags) {
+  return (int) syscall(SYS_renameat2, a->fd, a->name, b->fd, b->name, (unsigned int) flags);
+}
+
+// linkat without AT_SYMLINK_FOLLOW: a symlink is linked as itself.
+static int do_link (ferry_parent_t *a, ferry_parent_t *b, int64_t flags) {
+  (void) flags;
+  return linkat(a->fd, a->name, b->fd, b->name, 0);
+}
+
+void ferry_io_renameat (ferry_io_t *r) { two_parents(r, do_rename); }
+void ferry_io_linkat (ferry_io_t *r) { two_parents(r, do_link); }
 
 // lseek for SEEK_DATA / SEEK_HOLE (ENXIO: no data at or after the offset). Moves the fd's position.
 void ferry_io_seek (ferry_io_t *r) {
@@ -64,15 +193,6 @@ void ferry_io_fallocate (ferry_io_t *r) {
   if (res < 0) r->err = -errno;
 }
 
-// utimensat(AT_FDCWD, path, times, flags): nanoseconds exact; UTIME_NOW and UTIME_OMIT go to the kernel as they
-// are, so "now" is the kernel's clock and an omitted time is never read and written back.
-void ferry_io_utimensat (ferry_io_t *r) {
-  struct timespec ts[2] = {
-    { .tv_sec = (time_t) r->sec[0], .tv_nsec = (long) r->nsec[0] },
-    { .tv_sec = (time_t) r->sec[1], .tv_nsec = (long) r->nsec[1] },
-  };
-  if (r->err == 0 && utimensat(AT_FDCWD, r->path, ts, (int) r->flags) < 0) r->err = -errno;
-}
 
 // pread/pwrite fallback for copy_file_range. Refuses what copy_file_range
 // refuses for a reason: read-only or O_APPEND outputs (pwrite would ignore the
@@ -205,8 +325,3 @@ void ferry_io_copy_sparse (ferry_io_t *r) {
   if (r->err == 0) r->result = done;
 }
 
-// mknod(2) for every node type, sockets included (coreutils' mknod makes none). The FUSE request's rdev is
-// the kernel's encoding, which glibc's dev_t matches for every major below 4096.
-void ferry_io_mknod (ferry_io_t *r) {
-  if (r->err == 0 && mknod(r->path, (mode_t) r->flags, (dev_t) r->off_in) < 0) r->err = -errno;
-}

@@ -235,14 +235,16 @@ static napi_value dp_order_end (napi_env env, napi_callback_info info) {
   return boolean(env, ferry_order_end(f, (uint64_t) seq));
 }
 
-// open(fh, fd, file | null) -> false when fh is out of range (the handle stays on the JS path).
+// open(fh, fd, file | null, unprivileged) -> false when fh is out of range (the handle stays on the JS path).
 static napi_value dp_open (napi_env env, napi_callback_info info) {
-  ARGS(3)
+  ARGS(4)
   int64_t fh, fd;
-  if (!arg_int(env, argv[0], 0, UINT32_MAX, &fh) || !arg_int(env, argv[1], 0, INT32_MAX, &fd)) THROW("ferry data: open(fh, fd, file)");
+  bool unprivileged;
+  if (!arg_int(env, argv[0], 0, UINT32_MAX, &fh) || !arg_int(env, argv[1], 0, INT32_MAX, &fd) ||
+      napi_get_value_bool(env, argv[3], &unprivileged) != napi_ok) THROW("ferry data: open(fh, fd, file, unprivileged)");
   ferry_file_t *f = arg_external(env, argv[2]);
   if (fh >= FERRY_MAX_HANDLES) return boolean(env, false);
-  if (ferry_data_open((uint32_t) fh, (int) fd, f) != 0) THROW("ferry data: out of memory");
+  if (ferry_data_open((uint32_t) fh, (int) fd, f, unprivileged) != 0) THROW("ferry data: out of memory");
   return boolean(env, true);
 }
 

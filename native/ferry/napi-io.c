@@ -156,14 +156,38 @@ static napi_value io_queue (napi_env env, io_req_t *req, bool ok, napi_value cb,
 #define IO_FD(i, field) IO_INT(i, field, 0, INT32_MAX)
 #define IO_OFF(i, field) IO_INT(i, field, 0, IO_MAX_SAFE_INTEGER)
 
-IO_METHOD(lgetxattr, 3, FERRY_IO_RES_BUFFER, ferry_io_xattr_read, { IO_PATH(0) IO_NAME(1) })
-IO_METHOD(llistxattr, 2, FERRY_IO_RES_NAMES, ferry_io_xattr_read, { IO_PATH(0) })
-IO_METHOD(lsetxattr, 5, FERRY_IO_RES_NONE, ferry_io_lsetxattr, {
-  IO_PATH(0) IO_NAME(1)
-  ok = ok && io_arg_buffer(env, argv[2], r) == napi_ok;
-  IO_INT(3, flags, INT32_MIN, INT32_MAX)
+#define IO_ROOT(i, field) IO_INT(i, field, 0, INT32_MAX)
+#define IO_PATH2(i) ok = ok && io_arg_string(env, argv[i], r->path2, sizeof(r->path2), &r->err) == napi_ok;
+#define IO_ID(i, field) IO_INT(i, field, -1, UINT32_MAX - 1)
+
+IO_METHOD(open_beneath, 5, FERRY_IO_RES_NUMBER, ferry_io_open_beneath, {
+  IO_ROOT(0, root) IO_PATH(1) IO_INT(2, flags, 0, INT32_MAX) IO_INT(3, mode, 0, 07777)
 })
-IO_METHOD(lremovexattr, 3, FERRY_IO_RES_NONE, ferry_io_lremovexattr, { IO_PATH(0) IO_NAME(1) })
+IO_METHOD(getxattr, 4, FERRY_IO_RES_BUFFER, ferry_io_xattr_read, { IO_ROOT(0, root) IO_PATH(1) IO_NAME(2) })
+IO_METHOD(listxattr, 3, FERRY_IO_RES_NAMES, ferry_io_xattr_read, { IO_ROOT(0, root) IO_PATH(1) })
+IO_METHOD(setxattr, 6, FERRY_IO_RES_NONE, ferry_io_setxattr, {
+  IO_ROOT(0, root) IO_PATH(1) IO_NAME(2)
+  ok = ok && io_arg_buffer(env, argv[3], r) == napi_ok;
+  IO_INT(4, flags, INT32_MIN, INT32_MAX)
+})
+IO_METHOD(removexattr, 4, FERRY_IO_RES_NONE, ferry_io_removexattr, { IO_ROOT(0, root) IO_PATH(1) IO_NAME(2) })
+IO_METHOD(mknodat, 5, FERRY_IO_RES_NONE, ferry_io_mknodat, { IO_ROOT(0, root) IO_PATH(1) IO_INT(2, mode, 0, INT32_MAX) IO_OFF(3, off_in) })
+IO_METHOD(mkdirat, 4, FERRY_IO_RES_NONE, ferry_io_mkdirat, { IO_ROOT(0, root) IO_PATH(1) IO_INT(2, mode, 0, 07777) })
+IO_METHOD(symlinkat, 4, FERRY_IO_RES_NONE, ferry_io_symlinkat, { IO_PATH2(0) IO_ROOT(1, root) IO_PATH(2) })
+IO_METHOD(unlinkat, 4, FERRY_IO_RES_NONE, ferry_io_unlinkat, { IO_ROOT(0, root) IO_PATH(1) IO_INT(2, flags, 0, INT32_MAX) })
+IO_METHOD(renameat, 6, FERRY_IO_RES_NONE, ferry_io_renameat, {
+  IO_ROOT(0, root) IO_PATH(1) IO_ROOT(2, root2) IO_PATH2(3) IO_INT(4, flags, 0, INT32_MAX)
+})
+IO_METHOD(linkat, 5, FERRY_IO_RES_NONE, ferry_io_linkat, { IO_ROOT(0, root) IO_PATH(1) IO_ROOT(2, root2) IO_PATH2(3) })
+IO_METHOD(readlinkat, 3, FERRY_IO_RES_BUFFER, ferry_io_readlinkat, { IO_ROOT(0, root) IO_PATH(1) })
+IO_METHOD(chownat, 5, FERRY_IO_RES_NONE, ferry_io_chownat, { IO_ROOT(0, root) IO_PATH(1) IO_ID(2, uid) IO_ID(3, gid) })
+IO_METHOD(chmodat, 4, FERRY_IO_RES_NONE, ferry_io_chmodat, { IO_ROOT(0, root) IO_PATH(1) IO_INT(2, mode, 0, 07777) })
+// Seconds may be negative; the kernel checks the nanoseconds (EINVAL unless 0..999999999, UTIME_NOW or UTIME_OMIT).
+IO_METHOD(utimensat, 7, FERRY_IO_RES_NONE, ferry_io_utimensat, {
+  IO_ROOT(0, root) IO_PATH(1)
+  IO_INT(2, sec[0], -IO_MAX_SAFE_INTEGER, IO_MAX_SAFE_INTEGER) IO_INT(3, nsec[0], 0, INT32_MAX)
+  IO_INT(4, sec[1], -IO_MAX_SAFE_INTEGER, IO_MAX_SAFE_INTEGER) IO_INT(5, nsec[1], 0, INT32_MAX)
+})
 IO_METHOD(seek, 4, FERRY_IO_RES_NUMBER, ferry_io_seek, { IO_FD(0, fd_in) IO_OFF(1, off_in) IO_INT(2, whence, INT32_MIN, INT32_MAX) })
 IO_METHOD(copy_range, 6, FERRY_IO_RES_NUMBER, ferry_io_copy_range, {
   IO_FD(0, fd_in) IO_OFF(1, off_in) IO_FD(2, fd_out) IO_OFF(3, off_out) IO_OFF(4, length)
@@ -172,26 +196,27 @@ IO_METHOD(copy_sparse, 6, FERRY_IO_RES_NUMBER, ferry_io_copy_sparse, {
   IO_FD(0, fd_in) IO_OFF(1, off_in) IO_FD(2, fd_out) IO_OFF(3, off_out) IO_OFF(4, length)
 })
 IO_METHOD(fallocate, 5, FERRY_IO_RES_NONE, ferry_io_fallocate, { IO_FD(0, fd_in) IO_INT(1, flags, 0, INT32_MAX) IO_OFF(2, off_in) IO_OFF(3, length) })
-// Seconds may be negative; the kernel checks the nanoseconds (EINVAL unless 0..999999999, UTIME_NOW or UTIME_OMIT).
-IO_METHOD(utimensat, 7, FERRY_IO_RES_NONE, ferry_io_utimensat, {
-  IO_PATH(0)
-  IO_INT(1, sec[0], -IO_MAX_SAFE_INTEGER, IO_MAX_SAFE_INTEGER) IO_INT(2, nsec[0], 0, INT32_MAX)
-  IO_INT(3, sec[1], -IO_MAX_SAFE_INTEGER, IO_MAX_SAFE_INTEGER) IO_INT(4, nsec[1], 0, INT32_MAX)
-  IO_INT(5, flags, 0, INT32_MAX)
-})
-IO_METHOD(mknod, 4, FERRY_IO_RES_NONE, ferry_io_mknod, { IO_PATH(0) IO_INT(1, flags, 0, INT32_MAX) IO_OFF(2, off_in) })
 
 void ferry_io_export (napi_env env, napi_value exports) {
-  NAPI_EXPORT_FUNCTION(fuse_native_io_lgetxattr)
-  NAPI_EXPORT_FUNCTION(fuse_native_io_lsetxattr)
-  NAPI_EXPORT_FUNCTION(fuse_native_io_llistxattr)
-  NAPI_EXPORT_FUNCTION(fuse_native_io_lremovexattr)
+  NAPI_EXPORT_FUNCTION(fuse_native_io_open_beneath)
+  NAPI_EXPORT_FUNCTION(fuse_native_io_getxattr)
+  NAPI_EXPORT_FUNCTION(fuse_native_io_listxattr)
+  NAPI_EXPORT_FUNCTION(fuse_native_io_setxattr)
+  NAPI_EXPORT_FUNCTION(fuse_native_io_removexattr)
+  NAPI_EXPORT_FUNCTION(fuse_native_io_mknodat)
+  NAPI_EXPORT_FUNCTION(fuse_native_io_mkdirat)
+  NAPI_EXPORT_FUNCTION(fuse_native_io_symlinkat)
+  NAPI_EXPORT_FUNCTION(fuse_native_io_unlinkat)
+  NAPI_EXPORT_FUNCTION(fuse_native_io_renameat)
+  NAPI_EXPORT_FUNCTION(fuse_native_io_linkat)
+  NAPI_EXPORT_FUNCTION(fuse_native_io_readlinkat)
+  NAPI_EXPORT_FUNCTION(fuse_native_io_chownat)
+  NAPI_EXPORT_FUNCTION(fuse_native_io_chmodat)
+  NAPI_EXPORT_FUNCTION(fuse_native_io_utimensat)
   NAPI_EXPORT_FUNCTION(fuse_native_io_seek)
   NAPI_EXPORT_FUNCTION(fuse_native_io_copy_range)
   NAPI_EXPORT_FUNCTION(fuse_native_io_copy_sparse)
   NAPI_EXPORT_FUNCTION(fuse_native_io_fallocate)
-  NAPI_EXPORT_FUNCTION(fuse_native_io_utimensat)
-  NAPI_EXPORT_FUNCTION(fuse_native_io_mknod)
   uint32_t io_SEEK_DATA = SEEK_DATA, io_SEEK_HOLE = SEEK_HOLE;
   uint32_t io_XATTR_CREATE = XATTR_CREATE, io_XATTR_REPLACE = XATTR_REPLACE;
   NAPI_EXPORT_UINT32(io_SEEK_DATA)
@@ -199,9 +224,10 @@ void ferry_io_export (napi_env env, napi_value exports) {
   NAPI_EXPORT_UINT32(io_XATTR_CREATE)
   NAPI_EXPORT_UINT32(io_XATTR_REPLACE)
   uint32_t io_FALLOC_FL_KEEP_SIZE = FALLOC_FL_KEEP_SIZE, io_FALLOC_FL_PUNCH_HOLE = FALLOC_FL_PUNCH_HOLE;
-  uint32_t io_FALLOC_FL_ZERO_RANGE = FALLOC_FL_ZERO_RANGE, io_AT_SYMLINK_NOFOLLOW = AT_SYMLINK_NOFOLLOW;
+  uint32_t io_FALLOC_FL_ZERO_RANGE = FALLOC_FL_ZERO_RANGE, io_AT_REMOVEDIR = AT_REMOVEDIR, io_O_PATH = O_PATH;
   NAPI_EXPORT_UINT32(io_FALLOC_FL_KEEP_SIZE)
   NAPI_EXPORT_UINT32(io_FALLOC_FL_PUNCH_HOLE)
   NAPI_EXPORT_UINT32(io_FALLOC_FL_ZERO_RANGE)
-  NAPI_EXPORT_UINT32(io_AT_SYMLINK_NOFOLLOW)
+  NAPI_EXPORT_UINT32(io_AT_REMOVEDIR)
+  NAPI_EXPORT_UINT32(io_O_PATH)
 }

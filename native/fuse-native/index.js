@@ -676,18 +676,30 @@ Fuse.io = binding.fuse_native_io_seek ? {
   FALLOC_FL_KEEP_SIZE: binding.io_FALLOC_FL_KEEP_SIZE,
   FALLOC_FL_PUNCH_HOLE: binding.io_FALLOC_FL_PUNCH_HOLE,
   FALLOC_FL_ZERO_RANGE: binding.io_FALLOC_FL_ZERO_RANGE,
-  AT_SYMLINK_NOFOLLOW: binding.io_AT_SYMLINK_NOFOLLOW,
-  lgetxattr: binding.fuse_native_io_lgetxattr, // (path, name, cb(err, Buffer))
-  lsetxattr: binding.fuse_native_io_lsetxattr, // (path, name, value, flags, cb(err))
-  llistxattr: binding.fuse_native_io_llistxattr, // (path, cb(err, string[]))
-  lremovexattr: binding.fuse_native_io_lremovexattr, // (path, name, cb(err))
+  AT_REMOVEDIR: binding.io_AT_REMOVEDIR,
+  O_PATH: binding.io_O_PATH,
+  // Paths below are relative to a root directory fd and resolved beneath it, never through a symlink, "..", or a
+  // /proc magic link (openat2 RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS); "" is the root.
+  openBeneath: binding.fuse_native_io_open_beneath, // (root, path, flags, mode, cb(err, fd)): O_NOFOLLOW | O_CLOEXEC added
+  getxattr: binding.fuse_native_io_getxattr, // (root, path, name, cb(err, Buffer)): of the object itself, a symlink not followed
+  listxattr: binding.fuse_native_io_listxattr, // (root, path, cb(err, string[]))
+  setxattr: binding.fuse_native_io_setxattr, // (root, path, name, value, flags, cb(err))
+  removexattr: binding.fuse_native_io_removexattr, // (root, path, name, cb(err))
+  mknodat: binding.fuse_native_io_mknodat, // (root, path, mode with type bits, rdev, cb(err)): sockets too
+  mkdirat: binding.fuse_native_io_mkdirat, // (root, path, mode, cb(err))
+  symlinkat: binding.fuse_native_io_symlinkat, // (target, root, path, cb(err))
+  unlinkat: binding.fuse_native_io_unlinkat, // (root, path, flags, cb(err)): AT_REMOVEDIR for a directory
+  renameat: binding.fuse_native_io_renameat, // (root, path, root2, path2, flags, cb(err)): renameat2's flags
+  linkat: binding.fuse_native_io_linkat, // (root, path, root2, path2, cb(err)): a symlink is linked as itself
+  readlinkat: binding.fuse_native_io_readlinkat, // (root, path, cb(err, Buffer))
+  chownat: binding.fuse_native_io_chownat, // (root, path, uid, gid, cb(err)): -1 keeps; a symlink's own owner
+  chmodat: binding.fuse_native_io_chmodat, // (root, path, mode, cb(err)): EOPNOTSUPP for a symlink
+  utimensat: binding.fuse_native_io_utimensat, // (root, path, atimeSec, atimeNsec, mtimeSec, mtimeNsec, cb(err)): a symlink's own; nsec may be UTIME_NOW / UTIME_OMIT
   seek: binding.fuse_native_io_seek, // (fd, offset, whence, cb(err, offset))
   copyRange: binding.fuse_native_io_copy_range, // (fdIn, offIn, fdOut, offOut, length, cb(err, copied))
   copySparse: binding.fuse_native_io_copy_sparse, // same, into a fresh file: all-zero 4 KiB blocks stay holes; cb(err, bytesRead)
   fallocate: binding.fuse_native_io_fallocate, // (fd, mode, offset, length, cb(err)): the filesystem's errno as is
-  punchHole: (fd, offset, length, cb) => binding.fuse_native_io_fallocate(fd, binding.io_FALLOC_FL_PUNCH_HOLE | binding.io_FALLOC_FL_KEEP_SIZE, offset, length, cb), // (fd, offset, length, cb(err))
-  utimensat: binding.fuse_native_io_utimensat, // (path, atimeSec, atimeNsec, mtimeSec, mtimeNsec, flags, cb(err)): nsec may be UTIME_NOW / UTIME_OMIT
-  mknod: binding.fuse_native_io_mknod // (path, mode with type bits, rdev, cb(err)): sockets too
+  punchHole: (fd, offset, length, cb) => binding.fuse_native_io_fallocate(fd, binding.io_FALLOC_FL_PUNCH_HOLE | binding.io_FALLOC_FL_KEEP_SIZE, offset, length, cb) // (fd, offset, length, cb(err))
 } : undefined
 
 // utimens nsec values meaning "set to the current time" / "leave unchanged" (Linux)

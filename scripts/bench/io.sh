@@ -8,6 +8,8 @@
 #            ferry-notrack   `ferry mount --no-track`, native data path
 #            ferry-noreadaround  `ferry mount --read-around 0`, native data path (not in the default set: a reader
 #                            for like-for-like comparisons with passthroughs that read only what is asked)
+#            ferry-before    `ferry mount` of another built checkout (FERRY_BENCH_BEFORE), native data path: a
+#                            change side by side with the build before it
 #   jobs     seq write/read 1M (MB/s); 4K randwrite/randread with 1 and with 16 requests in flight
 #            (IOPS, p50/p99 completion latency). psync everywhere; "16 in flight" is numjobs=16 on one file.
 #
@@ -23,6 +25,8 @@
 #   FERRY_BENCH_SIZE      file size per target (default 1G; fio/numfmt suffixes K M G)
 #   FERRY_BENCH_QD_ENGINE psync (default: numjobs=16) or libaio (iodepth=16; only async with direct=1)
 #   FERRY_BENCH_TARGETS   subset or extra, e.g. "bindfs ferry" (default: native bindfs ferry-js ferry ferry-notrack)
+#   FERRY_BENCH_BEFORE    a checkout built with scripts/setup.sh (e.g. `git worktree add /tmp/before HEAD~1`):
+#                         adds the ferry-before target unless FERRY_BENCH_TARGETS is given
 #   FERRY_BENCH_KEEP=1    keep the raw fio JSON (its directory is printed); mounts are always removed
 # Caches are dropped (sync; echo 3 > /proc/sys/vm/drop_caches) before every fio run. Every mount made here is
 # removed on exit, pass or fail (a hung FUSE connection is aborted through /sys/fs/fuse/connections).
@@ -38,7 +42,9 @@ direct=${FERRY_BENCH_DIRECT:-0}
 use_tmpfs=${FERRY_BENCH_TMPFS:-0}
 base=${FERRY_BENCH_DIR:-/var/tmp}
 qd_engine=${FERRY_BENCH_QD_ENGINE:-psync}
-targets=(${FERRY_BENCH_TARGETS:-native bindfs ferry-js ferry ferry-notrack})
+before=${FERRY_BENCH_BEFORE:-}
+default_targets="native bindfs ferry-js ferry ferry-notrack${before:+ ferry-before}"
+targets=(${FERRY_BENCH_TARGETS:-$default_targets})
 keep=${FERRY_BENCH_KEEP:-0}
 
 die() { echo "bench: $*" >&2; exit 2; }
@@ -57,7 +63,10 @@ case $qd_engine in psync | libaio) ;; *) die "FERRY_BENCH_QD_ENGINE must be psyn
 size=$(numfmt --from=iec "${size_arg^^}" 2>/dev/null) || die "FERRY_BENCH_SIZE '$size_arg' is not a size"
 ((size >= 16 << 20 && size % (1 << 20) == 0)) || die "FERRY_BENCH_SIZE must be a whole number of MiB, at least 16M"
 for t in "${targets[@]}"; do
-  case $t in native | bindfs | ferry-js | ferry | ferry-notrack | ferry-noreadaround) ;; *) die "unknown target '$t'" ;; esac
+  case $t in native | bindfs | ferry-js | ferry | ferry-notrack | ferry-noreadaround | ferry-before) ;; *) die "unknown target '$t'" ;; esac
+  if [ "$t" = ferry-before ]; then
+    [ -f "$before/dist/cli/main.js" ] || die "FERRY_BENCH_BEFORE: $before/dist/cli/main.js is missing (run scripts/setup.sh there)"
+  fi
 done
 [ -d "$base" ] || die "FERRY_BENCH_DIR $base is not a directory"
 [[ $base != *[[:space:]]* ]] || die "FERRY_BENCH_DIR must not contain whitespace"
@@ -81,6 +90,8 @@ state="$scratch/state"
 results="$scratch/results"
 store="$scratch/store"
 mkdir -p "$store" "$results" "$scratch/mnt" "$state"
+
+cli_of() { if [ "$1" = ferry-before ]; then echo "$before/dist/cli/main.js"; else echo "$cli"; fi; }
 
 declare -A mnt_of=() kind_of=() daemon_pid=() file_of=() label_of=() skip_reason=()
 mounted=()           # mountpoints we made, in order
@@ -128,7 +139,7 @@ unmount_target() {
   is_mounted "$m" || return 0
   responsive "$m" || abort_connection "$m"
   if [ "${kind_of[$t]}" = ferry ]; then
-    timeout -k 5 60 node "$cli" unmount "$m" --force --state-dir "$state" >/dev/null 2>&1 ||
+    timeout -k 5 60 node "$(cli_of "$t")" unmount "$m" --force --state-dir "$state" >/dev/null 2>&1 ||
       note "ferry unmount $m failed"
   else
     fusermount -uz "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
@@ -212,6 +223,7 @@ for t in "${targets[@]}"; do
     ferry) kind_of[$t]=ferry label_of[$t]="ferry native" ;;
     ferry-notrack) kind_of[$t]=ferry label_of[$t]="ferry native --no-track" ;;
     ferry-noreadaround) kind_of[$t]=ferry label_of[$t]="ferry native --read-around 0" ;;
+    ferry-before) kind_of[$t]=ferry label_of[$t]="ferry native, $(git -C "$before" log -1 --format=%h 2>/dev/null || echo before)" ;;
   esac
   if [ "$t" = native ]; then
     mnt_of[$t]="$store/$t"
@@ -241,16 +253,16 @@ for t in "${targets[@]}"; do
       run_bounded 60 bindfs "$store/$t" "$m" || die "bindfs mount failed"
       daemon_pid[$t]=$(pid_of_cmdline bindfs "$store/$t" "$m") || note "cannot find the bindfs process"
       ;;
-    ferry-js | ferry | ferry-notrack | ferry-noreadaround)
+    ferry-js | ferry | ferry-notrack | ferry-noreadaround | ferry-before)
       args=(mount "$store/$t" "$m" --state-dir "$state")
       [ "$t" = ferry-notrack ] && args+=(--no-track)
       [ "$t" = ferry-noreadaround ] && args+=(--read-around 0)
       native=1
       [ "$t" = ferry-js ] && native=0
-      ferry_cmds+=("FERRY_NATIVE=$native node dist/cli/main.js ${args[*]}")
+      ferry_cmds+=("FERRY_NATIVE=$native node $(cli_of "$t" | sed "s|^$root/||") ${args[*]}")
       mounted+=("$t")
-      run_bounded 60 env FERRY_NATIVE=$native node "$cli" "${args[@]}" || die "ferry mount $m failed"
-      daemon_pid[$t]=$(node "$cli" status "$m" --json --state-dir "$state" |
+      run_bounded 60 env FERRY_NATIVE=$native node "$(cli_of "$t")" "${args[@]}" || die "ferry mount $m failed"
+      daemon_pid[$t]=$(node "$(cli_of "$t")" status "$m" --json --state-dir "$state" |
         node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).pid))')
       ;;
   esac

@@ -5,7 +5,7 @@ import { ensureStateDir, mountsDir, stateDirFrom } from '../state/state-dir.js';
 import { mountId } from '../state/registry.js';
 import { parseBlockSize, parseReadAround } from '../util/size.js';
 import { parseBusyPoll } from '../util/duration.js';
-import { action } from './run.js';
+import { action, warn } from './run.js';
 
 interface MountFlags {
   blockSize: string;
@@ -70,7 +70,8 @@ export function mountCommand(): Command {
         if (flags.allowOther) args.push('--allow-other');
         if (flags.mmap) args.push('--mmap');
         if (!flags.track) args.push('--no-track');
-        await launchDaemon(fileURLToPath(new URL('./main.js', import.meta.url)), args, resolve(mountpoint), daemonLog);
+        const { warning } = await launchDaemon(fileURLToPath(new URL('./main.js', import.meta.url)), args, resolve(mountpoint), daemonLog);
+        if (warning) warn(warning);
       }),
     );
 }

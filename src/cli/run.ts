@@ -9,6 +9,11 @@ export function fail(message: string, exitCode: number): never {
   process.exit(exitCode);
 }
 
+/** One line on stderr that changes neither the outcome nor the exit code. */
+export function warn(message: string): void {
+  process.stderr.write(`ferry: warning: ${message}\n`);
+}
+
 /** Wraps a command action: user errors become one line on stderr and an exit code, never a stack trace. */
 export function action<A extends unknown[]>(fn: (...args: A) => Promise<void>): (...args: A) => Promise<void> {
   return async (...args: A) => {

@@ -1,5 +1,6 @@
-import { lstat } from 'node:fs/promises';
+import type { BigIntStats } from 'node:fs';
 import type { FsContext } from '../fs/ops.js';
+import { Beneath } from '../util/beneath.js';
 import type { Handler } from '../control/server.js';
 import { ControlError, booleanParam } from '../control/protocol.js';
 import type { MountRecord } from '../state/registry.js';
@@ -16,16 +17,15 @@ export interface DaemonView {
   shutdown(reason: string): void;
 }
 
-async function sizeOf(backing: string): Promise<number | undefined> {
-  try {
-    return (await lstat(backing)).size;
-  } catch {
-    return undefined;
-  }
-}
-
 export function controlHandlers(view: DaemonView): Record<string, Handler> {
   const { fs } = view;
+  const at = new Beneath(fs.io);
+  /** lstat of the backing object that serves a mount path, beneath its root and never through a symlink. */
+  const lstat = (path: string): Promise<BigIntStats> => {
+    const { root, rel } = fs.paths.place(path);
+    return root.use(rel, (fd, rel) => at.lstat(fd, rel));
+  };
+  const sizeOf = (path: string): Promise<number | undefined> => lstat(path).then((st) => Number(st.size), () => undefined);
   return {
     async ping() {
       return { pid: process.pid };
@@ -35,7 +35,7 @@ export function controlHandlers(view: DaemonView): Record<string, Handler> {
       const files = [];
       for (const [path, file] of fs.tracker.entries()) {
         if (file.dirty.isEmpty()) continue;
-        const size = (await sizeOf(fs.paths.resolve(path))) ?? 0;
+        const size = (await sizeOf(path)) ?? 0;
         files.push({ path, size, dirtyBytes: file.dirty.dirtyBytes(size) });
       }
       const openFiles = [...fs.handles.entries()].map(([fh, h]) => ({ fh, path: h.file.path, flags: h.flags }));
@@ -67,7 +67,7 @@ export function controlHandlers(view: DaemonView): Record<string, Handler> {
       const clear = booleanParam(params, 'clear');
       let st;
       try {
-        st = await lstat(fs.paths.resolve(path));
+        st = await lstat(path);
       } catch (err) {
         throw new ControlError(errnoCode(err) ?? 'EIO', `no such file in the mount: ${path}`);
       }
@@ -75,11 +75,12 @@ export function controlHandlers(view: DaemonView): Record<string, Handler> {
       const file = fs.tracker.find(path);
       // Taking the map and reporting it in one step: a write after this lands in the fresh map.
       const map = file ? (clear ? file.takeDirty() : file.dirty) : undefined;
-      const extents = map ? map.extents(st.size) : [];
+      const size = Number(st.size);
+      const extents = map ? map.extents(size) : [];
       return {
         path,
         blockSize: fs.tracker.blockSize,
-        size: st.size,
+        size,
         dirtyBytes: extents.reduce((sum, [, length]) => sum + length, 0),
         extents,
         cleared: clear,

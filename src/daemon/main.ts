@@ -1,5 +1,4 @@
 import { closeSync, constants as C } from 'node:fs';
-import { dirname, join } from 'node:path';
 import type { Logger } from 'pino';
 import { loadFuse, nativeDataPath } from '../fs/fuse.js';
 import { createOps, type FsContext } from '../fs/ops.js';
@@ -18,6 +17,7 @@ import { UserError, errorMessage } from '../util/user-error.js';
 import { checkMountPaths } from './preflight.js';
 import { controlHandlers } from './control-handlers.js';
 import { createLogger, type LogFormat } from './logger.js';
+import { exposure, octal, type Exposure } from './exposure.js';
 import { startWatchdog } from './watchdog.js';
 import { migrationHandlers } from './migration-handlers.js';
 import { DatastoreState } from '../state/datastore-state.js';
@@ -26,7 +26,7 @@ import { recoverMigrations } from '../migrate/recovery.js';
 import { Claims } from '../migrate/claims.js';
 import { CommitQueue } from '../migrate/commits.js';
 import { SocketInodes } from '../fs/socket-inodes.js';
-import { addRoot, useLinkDir } from '../util/long-paths.js';
+import { Beneath } from '../util/beneath.js';
 
 export interface DaemonOptions {
   datastore: string;
@@ -62,8 +62,8 @@ function mountOptions(opts: DaemonOptions): string[] {
   return options;
 }
 
-/** Tells the launching `ferry mount` (if any) how the start went. */
-function notifyParent(message: { type: 'ready' } | { type: 'error'; message: string; exitCode: number }): void {
+/** Tells the launching `ferry mount` (if any) how the start went; a warning is for it to print. */
+function notifyParent(message: { type: 'ready'; warning?: string } | { type: 'error'; message: string; exitCode: number }): void {
   if (process.send) {
     process.send(message);
     if (message.type === 'ready') process.disconnect();
@@ -81,7 +81,14 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
     notifyParent({ type: 'error', message: errorMessage(err), exitCode });
     throw err;
   }
-  notifyParent({ type: 'ready' });
+  const exposed = started.exposed;
+  if (exposed) {
+    log.warn({ reachable: exposed.reachable, through: exposed.through, mode: octal(exposed.mode), owner: exposed.uid }, exposed.message);
+    // Launched by `ferry mount`, whose stderr is the user's (ours is the log), it prints the line. In the foreground
+    // we do, unless the log is on stderr already.
+    if (!process.send && opts.logFile) process.stderr.write(`ferry: warning: ${exposed.message}\n`);
+  }
+  notifyParent(exposed ? { type: 'ready', warning: exposed.message } : { type: 'ready' });
   log.info({ mountpoint: started.record.mountpoint, datastore: started.record.datastore }, 'mounted');
   await started.stopped;
 }
@@ -89,6 +96,8 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
 interface Started {
   record: MountRecord;
   stopped: Promise<void>;
+  /** Other users can reach a backing root outside the mount (only looked at with --allow-other). */
+  exposed: Exposure | undefined;
 }
 
 async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
@@ -106,12 +115,14 @@ async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
   const state = new DatastoreState(opts.stateDir, datastore);
   await state.init(datastore);
   const paths = new PathMap(datastore, await state.loadMappings());
-  // Backing paths past PATH_MAX go relative to the datastore, or through links in the state dir (src/util/long-paths.ts).
-  useLinkDir(join(state.dir, 'links'), datastore);
-  for (const m of paths.list()) addRoot(dirname(m.backing));
-  const interrupted = await recoverMigrations(state, paths, log);
-  const hidden = await sweepHiddenFiles(paths.list().map((m) => m.backing));
+  // Every backing path is resolved beneath a root's fd (src/util/beneath.ts), relative paths shorter than the
+  // mount's own: no path past PATH_MAX, and no working directory, is needed.
+  const at = new Beneath(Fuse.io);
+  const interrupted = await recoverMigrations(state, paths, at, log);
+  const hidden = await sweepHiddenFiles(at, paths);
   if (hidden.length > 0) log.info({ files: hidden }, 'removed files a killed daemon left unlinked-but-open');
+  // Without --allow-other only root uses the mount, and the backing store is no route for anyone else through it.
+  const exposed = opts.allowOther ? await exposure([datastore, ...paths.list().map((m) => m.backing)]) : undefined;
 
   // Modes and owners arrive from the kernel already final; the daemon's umask must not change them.
   process.umask(0);
@@ -210,5 +221,5 @@ async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
     shutdown('crash');
     process.exitCode = 1;
   });
-  return { record, stopped };
+  return { record, stopped, exposed };
 }

@@ -52,13 +52,33 @@ declare module 'fuse-native' {
     debug?: boolean;
   }
   export interface FerryIo {
-    lgetxattr(path: string, name: string, cb: (err: number, value?: Buffer) => void): void;
-    lsetxattr(path: string, name: string, value: Buffer, flags: number, cb: (err: number) => void): void;
-    llistxattr(path: string, cb: (err: number, names?: string[]) => void): void;
-    lremovexattr(path: string, name: string, cb: (err: number) => void): void;
-    seek(fd: number, offset: number, whence: number, cb: (err: number, offset?: number) => void): void;
+    /**
+     * Paths relative to a root directory fd, resolved beneath it and never through a symlink, ".." or a /proc magic
+     * link (openat2 RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS; ELOOP or EXDEV otherwise);
+     * "" is the root itself. The last component is never followed.
+     */
+    openBeneath(root: number, path: string, flags: number, mode: number, cb: (err: number, fd?: number) => void): void;
+    getxattr(root: number, path: string, name: string, cb: (err: number, value?: Buffer) => void): void;
+    listxattr(root: number, path: string, cb: (err: number, names?: string[]) => void): void;
+    setxattr(root: number, path: string, name: string, value: Buffer, flags: number, cb: (err: number) => void): void;
+    removexattr(root: number, path: string, name: string, cb: (err: number) => void): void;
     /** mknod(2): `mode` carries the type bits (S_IFIFO, S_IFCHR, S_IFBLK, S_IFSOCK); `rdev` as FUSE passes it. */
-    mknod(path: string, mode: number, rdev: number, cb: (err: number) => void): void;
+    mknodat(root: number, path: string, mode: number, rdev: number, cb: (err: number) => void): void;
+    mkdirat(root: number, path: string, mode: number, cb: (err: number) => void): void;
+    symlinkat(target: string, root: number, path: string, cb: (err: number) => void): void;
+    /** flags: 0, or AT_REMOVEDIR for a directory. */
+    unlinkat(root: number, path: string, flags: number, cb: (err: number) => void): void;
+    /** renameat2(2); flags as it takes them (RENAME_NOREPLACE, RENAME_EXCHANGE). */
+    renameat(root: number, path: string, root2: number, path2: string, flags: number, cb: (err: number) => void): void;
+    linkat(root: number, path: string, root2: number, path2: string, cb: (err: number) => void): void;
+    readlinkat(root: number, path: string, cb: (err: number, target?: Buffer) => void): void;
+    /** uid/gid -1 keeps it; a symlink's own owner. */
+    chownat(root: number, path: string, uid: number, gid: number, cb: (err: number) => void): void;
+    /** EOPNOTSUPP for a symlink (as Linux >= 6.6 answers): its target is never changed. */
+    chmodat(root: number, path: string, mode: number, cb: (err: number) => void): void;
+    /** nsec 0..999999999, or UTIME_NOW / UTIME_OMIT passed to the kernel as they are; a symlink's own times. */
+    utimensat(root: number, path: string, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number, cb: (err: number) => void): void;
+    seek(fd: number, offset: number, whence: number, cb: (err: number, offset?: number) => void): void;
     copyRange(fdIn: number, offIn: number, fdOut: number, offOut: number, length: number, cb: (err: number, copied?: number) => void): void;
     /** copyRange into a fresh file: all-zero 4 KiB blocks stay holes (cp --sparse=always); cb gets the bytes read. */
     copySparse(fdIn: number, offIn: number, fdOut: number, offOut: number, length: number, cb: (err: number, copied?: number) => void): void;
@@ -66,8 +86,6 @@ declare module 'fuse-native' {
     fallocate(fd: number, mode: number, offset: number, length: number, cb: (err: number) => void): void;
     /** fallocate(PUNCH_HOLE | KEEP_SIZE). */
     punchHole(fd: number, offset: number, length: number, cb: (err: number) => void): void;
-    /** utimensat(AT_FDCWD, ...): nsec 0..999999999, or UTIME_NOW / UTIME_OMIT passed to the kernel as they are. */
-    utimensat(path: string, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number, flags: number, cb: (err: number) => void): void;
     readonly SEEK_DATA: number;
     readonly SEEK_HOLE: number;
     readonly XATTR_CREATE: number;
@@ -75,7 +93,8 @@ declare module 'fuse-native' {
     readonly FALLOC_FL_KEEP_SIZE: number;
     readonly FALLOC_FL_PUNCH_HOLE: number;
     readonly FALLOC_FL_ZERO_RANGE: number;
-    readonly AT_SYMLINK_NOFOLLOW: number;
+    readonly AT_REMOVEDIR: number;
+    readonly O_PATH: number;
   }
   /** An opaque C object: one file's maps as the native data path sees them. */
   export type NativeFileRef = { readonly __nativeFile: unique symbol };
@@ -131,7 +150,8 @@ declare module 'fuse-native' {
     /** It ended: true when no other write started meanwhile (see TrackedFile.beginWrite). */
     orderEnd(file: NativeFileRef, seq: number): boolean;
     /** false: fh is beyond the native handle table (the handle stays on the JS path). */
-    open(fh: number, fd: number, file: NativeFileRef | null): boolean;
+    /** unprivileged: opened for writing by a user other than root (its writes to a setuid/setgid file go to JS). */
+    open(fh: number, fd: number, file: NativeFileRef | null, unprivileged: boolean): boolean;
     move(fh: number, fd: number): void;
     close(fh: number): void;
     freeze(prefix: string): void;

@@ -8,9 +8,9 @@ export interface Handle {
   flags: number;
   file: TrackedFile;
   /**
-   * Set when a user other than root opened a setuid/setgid file for writing: that user. Each write, truncation and
-   * fallocate through the handle drops those bits as the kernel does on local filesystems (`killedBits`). Its
-   * writes stay on the JS path, which does that.
+   * Set when a user other than root opened the file for writing: that user. Each write, truncation and fallocate
+   * through the handle first drops setuid/setgid as the kernel does on local filesystems (`killedBits`), whenever
+   * they were set. The native path hands such a write to JS when it finds either bit set.
    */
   unprivilegedWriter?: Caller;
 }
@@ -30,7 +30,7 @@ export class HandleTable {
     const fh = this.free.length > 0 ? this.free.pop()! : this.slots.length;
     this.slots[fh] = handle;
     this.openCount++;
-    if (!handle.unprivilegedWriter) this.native?.open(fh, handle.fd, handle.file.native?.ref ?? null);
+    this.native?.open(fh, handle.fd, handle.file.native?.ref ?? null, handle.unprivilegedWriter !== undefined);
     return fh;
   }
 

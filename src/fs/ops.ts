@@ -15,8 +15,17 @@ import { callerOf, hasPrivileges, killedBits, type Caller } from './privileges.j
 import { mirrorResize, mirrorWrites } from '../track/mirror-write.js';
 import type { SocketInodes } from './socket-inodes.js';
 import { faultPoint } from '../migrate/faults.js';
-import { reachable } from '../util/long-paths.js';
+import { Beneath, procPath } from '../util/beneath.js';
 
+/*
+ * Every op reaches its backing object beneath the directory fd of the root that serves its path (the datastore, or
+ * a mapping's backing: PathMap.place), never by a path string from the root of the host: the parent is resolved
+ * with openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS), the last component by the *at call
+ * with no-follow semantics, or the object is opened O_PATH | O_NOFOLLOW and acted on by fd (through its
+ * /proc/self/fd link where a call has no fd form). A directory swapped for a symlink in the backing store fails
+ * the op (ELOOP) instead of leading root out of the datastore. native-notes/security.md says why each op uses
+ * which call.
+ */
 const BIGINT = { bigint: true } as const;
 const NO_ID = 0xffffffff;
 
@@ -68,20 +77,18 @@ const O_ACCMODE = 3;
  * A write by anyone but root (who holds CAP_FSETID) drops setuid, and setgid as `killedBits` says, as local
  * filesystems do: otherwise any user allowed to write a setuid-root program could make it run their code as root.
  * The kernel leaves this to a FUSE server that writes with direct_io, and on a truncation or fallocate drops only
- * what FUSE's older rule says (setgid only with group execute). Decided when the file is opened for writing: the
- * caller, with its groups read then, stays with the handle.
+ * what FUSE's older rule says (setgid only with group execute). Every open for writing by a user other than root
+ * keeps its caller, with its groups read then, whatever the mode is now: root may set the bits later.
  */
-function unprivilegedWriter(fd: number, flags: number, uid: number, gid: number, pid: number, done: (writer: Caller | undefined) => void): void {
+function unprivilegedWriter(flags: number, uid: number, gid: number, pid: number, done: (writer: Caller | undefined) => void): void {
   if (uid === 0 || (flags & O_ACCMODE) === C.O_RDONLY) return done(undefined);
-  fs.fstat(fd, (err, st) => {
-    if (err || !hasPrivileges(st.mode)) done(undefined);
-    else void callerOf(uid, gid, pid).then(done);
-  });
+  void callerOf(uid, gid, pid).then(done);
 }
 
 /**
- * Drops the bits the handle's writer kills, before the change is answered, so that the caller's next stat sees
- * them gone. Never fails: the change it follows is made, and is answered as made.
+ * Drops the bits the handle's writer kills, before the change is made (as the kernel's file_remove_privs does
+ * before a local write): no byte of another user's lands in a file that still runs as its owner. Never fails: the
+ * change is made all the same, as the kernel would make it.
  */
 async function dropPrivileges(handle: Handle): Promise<void> {
   if (!handle.unprivilegedWriter) return;
@@ -90,33 +97,61 @@ async function dropPrivileges(handle: Handle): Promise<void> {
     const kill = killedBits(st, handle.unprivilegedWriter);
     if (kill) await promisify(fs.fchmod)(handle.fd, st.mode & 0o7777 & ~kill);
   } catch {
-    // The fd is the handle's own: nothing to do about a failure here but keep the answer true.
+    // The fd is the handle's own: nothing to do about a failure here but make the change as asked.
   }
 }
 
 export function createOps(ctx: FsContext): FuseOps {
   const { paths, handles, tracker, gate, counters } = ctx;
+  const at = new Beneath(ctx.io);
 
-  /** Runs a rare op inside the gate: `work` resolves to 0 or a byte count; a thrown fs error becomes its errno. */
-  function guarded(op: string, path: string, path2: string | undefined, reply: Reply, work: () => Promise<number>): void {
+  /** Runs an op inside the gate: `answer(value)` when `work` succeeds, `fail(errno)` when it throws. */
+  function answered<T>(op: string, path: string, work: () => Promise<T>, answer: (value: T) => void, fail: (errno: number) => void, path2?: string): void {
     counters.count(op);
     gate.admit(path, path2, (ticket) => {
       work().then(
-        (result) => {
+        (value) => {
           gate.leave(ticket);
-          reply(result);
+          answer(value);
         },
         (err: unknown) => {
           gate.leave(ticket);
-          counters.errors++;
-          reply(toErrno(err));
+          fail(toErrno(err));
         },
       );
     });
   }
 
-  // Past PATH_MAX a backing path goes relative to the datastore or to a short link (src/util/long-paths.ts).
-  const backingPath = (path: string): string => reachable(paths.resolve(path));
+  /** A rare op that answers 0 or a byte count (or an errno it returns); a thrown fs error is counted and answered. */
+  function guarded(op: string, path: string, path2: string | undefined, reply: Reply, work: () => Promise<number>): void {
+    answered(op, path, work, reply, (errno) => {
+      counters.errors++;
+      reply(errno);
+    }, path2);
+  }
+
+  /** Runs `work` beneath the root that serves `path` (its fd held open meanwhile), with `path` relative to it. */
+  function beneath<T>(path: string, work: (root: number, rel: string) => Promise<T>): Promise<T> {
+    const { root, rel } = paths.place(path);
+    return root.use(rel, work);
+  }
+
+  /** Like `beneath`, with the object at `path` opened O_PATH (never followed) and closed after. */
+  function withObject<T>(path: string, work: (fd: number) => Promise<T>): Promise<T> {
+    return beneath(path, async (root, rel) => {
+      const fd = await at.object(root, rel);
+      try {
+        return await work(fd);
+      } finally {
+        fs.closeSync(fd);
+      }
+    });
+  }
+
+  /** The two paths of a rename or link, each beneath its own root. */
+  function beneathBoth<T>(a: string, b: string, work: (rootA: number, relA: string, rootB: number, relB: string) => Promise<T>): Promise<T> {
+    return beneath(a, (rootA, relA) => beneath(b, (rootB, relB) => work(rootA, relA, rootB, relB)));
+  }
 
   /** A truncate of the backing file, ordered with the file's writes, and mirrored where a migration mirrors it. */
   async function resizeTracked(file: TrackedFile, oldSize: number, size: number, truncate: () => Promise<void>): Promise<void> {
@@ -137,6 +172,34 @@ export function createOps(ctx: FsContext): FuseOps {
     return paths.mappingOf(a) === paths.mappingOf(b);
   }
 
+  /** An open backing file as a handle of the mount: tracked, its writer known, registered with the data path. */
+  function addHandle(path: string, fd: number, flags: number, uid: number, gid: number, pid: number, done: (fh: number) => void): void {
+    const file = tracker.acquire(path);
+    learnFile(fd, file, () => {
+      unprivilegedWriter(flags, uid, gid, pid, (writer) => done(handles.add({ fd, flags, file, unprivilegedWriter: writer })));
+    });
+  }
+
+  /**
+   * Answers an open or create with a handle on the backing fd `openFd` gives. The op leaves the gate only once the
+   * handle is in the table: a switchover that freezes the path meanwhile must find it there to reopen it.
+   */
+  function serveOpen(op: string, path: string, flags: number, uid: number, gid: number, pid: number, cb: (err: number, fh?: number, openFlags?: number) => void, openFd: () => Promise<number>): void {
+    counters.count(op);
+    gate.admit(path, undefined, (ticket) => {
+      openFd().then(
+        (fd) => addHandle(path, fd, flags, uid, gid, pid, (fh) => {
+          gate.leave(ticket);
+          cb(0, fh, ctx.openFlags(flags));
+        }),
+        (err: unknown) => {
+          gate.leave(ticket);
+          cb(toErrno(err));
+        },
+      );
+    });
+  }
+
   /**
    * libfuse hides the open target of a rename (renames it to its hidden name) before asking for the rename
    * itself, and does not undo that if ferry refuses the rename (EXDEV, EBUSY): the name would be lost, and the
@@ -146,12 +209,12 @@ export function createOps(ctx: FsContext): FuseOps {
   function hideRenameTarget(target: string, hiddenPath: string, reply: Reply): void {
     guarded('rename', target, hiddenPath, reply, async () => {
       try {
-        await fsp.link(backingPath(target), backingPath(hiddenPath));
+        await beneathBoth(target, hiddenPath, (ra, a, rb, b) => at.link(ra, a, rb, b));
         tracker.linked(target, hiddenPath);
       } catch (err) {
         // A filesystem without hard links (or at its link limit): hide by renaming, as libfuse would.
         if (!['EPERM', 'EOPNOTSUPP', 'ENOTSUP', 'EMLINK'].includes((err as NodeJS.ErrnoException).code ?? '')) throw err;
-        await fsp.rename(backingPath(target), backingPath(hiddenPath));
+        await beneathBoth(target, hiddenPath, (ra, a, rb, b) => at.rename(ra, a, rb, b));
         tracker.renamed(target, hiddenPath);
       }
       return 0;
@@ -164,14 +227,7 @@ export function createOps(ctx: FsContext): FuseOps {
     },
 
     getattr(path, cb) {
-      counters.count('getattr');
-      gate.admit(path, undefined, (ticket) => {
-        fs.lstat(backingPath(path), BIGINT, (err, st) => {
-          gate.leave(ticket);
-          if (err) cb(toErrno(err));
-          else cb(0, ctx.sockets.reported(st));
-        });
-      });
+      answered('getattr', path, () => beneath(path, (root, rel) => at.lstat(root, rel)), (st) => cb(0, ctx.sockets.reported(st)), cb);
     },
 
     fgetattr(path, fh, cb) {
@@ -189,94 +245,55 @@ export function createOps(ctx: FsContext): FuseOps {
 
     access(path, mode, cb) {
       guarded('access', path, undefined, cb, async () => {
-        await fsp.access(backingPath(path), mode);
+        await withObject(path, (fd) => fsp.access(procPath(fd), mode));
         return 0;
       });
     },
 
     statfs(path, cb) {
-      counters.count('statfs');
-      gate.admit(path, undefined, (ticket) => {
-        fs.statfs(backingPath(path), (err, st) => {
-          gate.leave(ticket);
-          if (err) return cb(toErrno(err));
-          // statvfs travels as 32-bit counts: scale the block size up until the counts fit.
-          let { bsize, blocks, bfree, bavail } = st;
-          while (blocks > 0xffffffff) {
-            bsize *= 2;
-            blocks = Math.floor(blocks / 2);
-            bfree = Math.floor(bfree / 2);
-            bavail = Math.floor(bavail / 2);
-          }
-          const files = Math.min(st.files, 0xffffffff);
-          const ffree = Math.min(st.ffree, 0xffffffff);
-          cb(0, { bsize, frsize: bsize, blocks, bfree, bavail, files, ffree, favail: ffree, fsid: 0, flag: 0, namemax: 255 });
-        });
-      });
+      answered('statfs', path, () => withObject(path, (fd) => promisify(fs.statfs)(procPath(fd))), (st) => {
+        // statvfs travels as 32-bit counts: scale the block size up until the counts fit.
+        let { bsize, blocks, bfree, bavail } = st;
+        while (blocks > 0xffffffff) {
+          bsize *= 2;
+          blocks = Math.floor(blocks / 2);
+          bfree = Math.floor(bfree / 2);
+          bavail = Math.floor(bavail / 2);
+        }
+        const files = Math.min(st.files, 0xffffffff);
+        const ffree = Math.min(st.ffree, 0xffffffff);
+        cb(0, { bsize, frsize: bsize, blocks, bfree, bavail, files, ffree, favail: ffree, fsid: 0, flag: 0, namemax: 255 });
+      }, cb);
     },
 
     readdir(path, cb) {
-      counters.count('readdir');
-      gate.admit(path, undefined, (ticket) => {
-        fs.readdir(backingPath(path), (err, names) => {
-          gate.leave(ticket);
-          if (err) return cb(toErrno(err));
-          const listed = new Set(names);
-          for (const child of paths.mappedChildren(path)) listed.add(child);
-          cb(0, ['.', '..', ...listed]);
-        });
-      });
+      answered('readdir', path, () => withObject(path, (fd) => fsp.readdir(procPath(fd))), (names) => {
+        const listed = new Set(names);
+        for (const child of paths.mappedChildren(path)) listed.add(child);
+        cb(0, ['.', '..', ...listed]);
+      }, cb);
     },
 
     open(path, flags, uid, gid, pid, cb) {
-      counters.count('open');
-      gate.admit(path, undefined, (ticket) => {
-        fs.open(backingPath(path), backingFlags(flags), (err, fd) => {
-          if (err) {
-            gate.leave(ticket);
-            return cb(toErrno(err));
-          }
-          const file = tracker.acquire(path);
-          learnFile(fd, file, () => {
-            unprivilegedWriter(fd, flags, uid, gid, pid, (writer) => {
-              gate.leave(ticket);
-              cb(0, handles.add({ fd, flags, file, unprivilegedWriter: writer }), ctx.openFlags(flags));
-            });
-          });
-        });
-      });
+      serveOpen('open', path, flags, uid, gid, pid, cb, () => beneath(path, (root, rel) => at.open(root, rel, backingFlags(flags))));
     },
 
     create(path, mode, flags, uid, gid, pid, cb) {
-      counters.count('create');
-      gate.admit(path, undefined, (ticket) => {
-        const backing = backingPath(path);
-        // Always exclusive: the kernel asks to create only a name its LOOKUP found missing. A file that appeared
-        // in the backing since is someone else's: opening it would give it to the caller (the chown below), and
-        // a failed chown would remove it. EEXIST then, even without O_EXCL: nothing of it changes.
-        const openFlags = backingFlags(flags) | C.O_CREAT | C.O_EXCL;
-        void faultPoint('create').then(() => fs.open(backing, openFlags, creationMode(mode, uid, gid), (err, fd) => {
-          if (err) {
-            gate.leave(ticket);
-            return cb(toErrno(err));
-          }
-          giveToCaller(fd, backing, uid, gid, mode).then(
-            () => {
-              const file = tracker.acquire(path);
-              learnFile(fd, file, () => {
-                unprivilegedWriter(fd, flags, uid, gid, pid, (writer) => {
-                  gate.leave(ticket);
-                  cb(0, handles.add({ fd, flags, file, unprivilegedWriter: writer }), ctx.openFlags(flags));
-                });
-              });
-            },
-            (chownErr: unknown) => {
-              gate.leave(ticket);
-              fs.close(fd, () => fs.unlink(backing, () => cb(toErrno(chownErr))));
-            },
-          );
-        }));
-      });
+      // Always exclusive: the kernel asks to create only a name its LOOKUP found missing. A file that appeared in
+      // the backing since is someone else's: opening it would give it to the caller (the chown below), and a
+      // failed chown would remove it. EEXIST then, even without O_EXCL: nothing of it changes.
+      const openFlags = backingFlags(flags) | C.O_CREAT | C.O_EXCL;
+      serveOpen('create', path, flags, uid, gid, pid, cb, () => faultPoint('create').then(() => beneath(path, async (root, rel) => {
+        const fd = await at.open(root, rel, openFlags, creationMode(mode, uid, gid) & 0o7777);
+        try {
+          await giveToCaller(at, root, rel, fd, uid, gid, mode);
+        } catch (chownErr) {
+          fs.closeSync(fd);
+          await at.unlink(root, rel).catch(() => undefined);
+          throw chownErr;
+        }
+        return fd;
+      })));
     },
 
     read(path, fh, buf, len, pos, cb) {
@@ -310,7 +327,10 @@ export function createOps(ctx: FsContext): FuseOps {
           counters.errors++;
           return cb(toErrno(err));
         }
-        if (logged) logged.then(() => writeBacking(ticket));
+        // The privilege bits go before the data lands (alongside the intent log's flush).
+        const dropped = handle.unprivilegedWriter ? dropPrivileges(handle) : undefined;
+        const ready = logged && dropped ? Promise.all([logged, dropped]) : logged ?? dropped;
+        if (ready) ready.then(() => writeBacking(ticket));
         else writeBacking(ticket);
       });
       function writeBacking(ticket: number): void {
@@ -330,10 +350,9 @@ export function createOps(ctx: FsContext): FuseOps {
             gate.leave(ticket);
             cb(bytes);
           };
-          const finish = handle!.unprivilegedWriter ? () => void dropPrivileges(handle!).then(reply) : reply;
           const mirrors = tracker.written(file, pos, bytes, order);
-          if (mirrors) mirrorWrites(mirrors, buf, bytes, pos, finish);
-          else finish();
+          if (mirrors) mirrorWrites(mirrors, buf, bytes, pos, reply);
+          else reply();
         });
       }
     },
@@ -358,15 +377,15 @@ export function createOps(ctx: FsContext): FuseOps {
     },
 
     fsyncdir(path, datasync, _fh, cb) {
-      guarded('fsyncdir', path, undefined, cb, async () => {
-        const dir = await fsp.open(backingPath(path), 'r');
+      guarded('fsyncdir', path, undefined, cb, () => beneath(path, async (root, rel) => {
+        const fd = await at.open(root, rel, C.O_RDONLY | C.O_DIRECTORY);
         try {
-          await (datasync ? dir.datasync() : dir.sync());
+          await promisify(datasync ? fs.fdatasync : fs.fsync)(fd);
         } finally {
-          await dir.close();
+          fs.closeSync(fd);
         }
         return 0;
-      });
+      }));
     },
 
     release(path, fh, cb) {
@@ -385,22 +404,30 @@ export function createOps(ctx: FsContext): FuseOps {
     },
 
     truncate(path, size, uid, gid, pid, cb) {
-      guarded('truncate', path, undefined, cb, async () => {
-        const backing = backingPath(path);
-        const st = await fsp.lstat(backing, BIGINT);
-        const file = tracker.acquire(path);
-        file.ino ??= st.ino;
-        const oldSize = Number(st.size);
-        await tracker.beforeWrite(file, Math.min(oldSize, size), Math.abs(oldSize - size));
-        await resizeTracked(file, oldSize, size, () => fsp.truncate(backing, size));
-        // The kernel's own chmod came first, in the same request; it leaves setgid without group execute.
-        const mode = Number(st.mode);
-        if (uid !== 0 && hasPrivileges(mode)) {
-          const kill = killedBits({ mode, gid: Number(st.gid) }, await callerOf(uid, gid, pid));
-          if (kill) await fsp.chmod(backing, mode & 0o7777 & ~kill).catch(() => undefined); // truncated all the same
+      guarded('truncate', path, undefined, cb, () => withObject(path, async (object) => {
+        const st = await promisify(fs.fstat)(object, BIGINT);
+        if (st.isDirectory()) return -E.EISDIR;
+        if (!st.isFile()) return -E.EINVAL;
+        // Exactly the inode looked at, never a name again: opened for writing through its O_PATH fd.
+        const fd = await promisify(fs.open)(procPath(object), C.O_WRONLY);
+        try {
+          const file = tracker.acquire(path);
+          file.ino ??= st.ino;
+          const oldSize = Number(st.size);
+          // Before the change, as for a write. The kernel's own chmod came first, in the same request; it leaves
+          // setgid without group execute.
+          const mode = Number(st.mode);
+          if (uid !== 0 && hasPrivileges(mode)) {
+            const kill = killedBits({ mode, gid: Number(st.gid) }, await callerOf(uid, gid, pid));
+            if (kill) await promisify(fs.fchmod)(fd, mode & 0o7777 & ~kill).catch(() => undefined); // truncated all the same
+          }
+          await tracker.beforeWrite(file, Math.min(oldSize, size), Math.abs(oldSize - size));
+          await resizeTracked(file, oldSize, size, () => promisify(fs.ftruncate)(fd, size));
+        } finally {
+          fs.closeSync(fd);
         }
         return 0;
-      });
+      }));
     },
 
     ftruncate(path, fh, size, cb) {
@@ -408,9 +435,9 @@ export function createOps(ctx: FsContext): FuseOps {
       if (!handle) return cb(-E.EBADF);
       guarded('ftruncate', path, undefined, cb, async () => {
         const oldSize = (await promisify(fs.fstat)(handle.fd)).size;
+        await dropPrivileges(handle);
         await tracker.beforeWrite(handle.file, Math.min(oldSize, size), Math.abs(oldSize - size), handle.fd);
         await resizeTracked(handle.file, oldSize, size, () => promisify(fs.ftruncate)(handle.fd, size));
-        await dropPrivileges(handle);
         return 0;
       });
     },
@@ -428,6 +455,7 @@ export function createOps(ctx: FsContext): FuseOps {
         const oldSize = (await promisify(fs.fstat)(handle.fd)).size;
         // Without KEEP_SIZE the file may grow to `end`: the bytes from the old end on change too.
         const from = mode & io.FALLOC_FL_KEEP_SIZE ? offset : Math.min(offset, oldSize);
+        await dropPrivileges(handle);
         await tracker.beforeWrite(file, from, end - from);
         // Ordered with the file's writes like a write: a mirrored write it overlaps in time is copied again.
         const order = tracker.beginWrite(file);
@@ -435,7 +463,6 @@ export function createOps(ctx: FsContext): FuseOps {
         // Marked, not mirrored: the next pass, or the switchover, copies the range and punches its holes.
         if (err === 0) tracker.changed(file, from, end - from);
         tracker.endWrite(file, order, from, err === 0 ? end - from : 0);
-        if (err === 0) await dropPrivileges(handle);
         // ENOSYS would make the kernel stop sending fallocate for the whole mount.
         return err === -E.ENOSYS ? -E.EOPNOTSUPP : err;
       });
@@ -443,100 +470,72 @@ export function createOps(ctx: FsContext): FuseOps {
 
     utimens(path, atimeSec, atimeNsec, mtimeSec, mtimeNsec, cb) {
       // In C: exact nanoseconds, and UTIME_NOW / UTIME_OMIT reach the kernel as they are (nothing read and written back).
-      guarded('utimens', path, undefined, cb, () =>
-        new Promise<number>((resolve) => ctx.io.utimensat(backingPath(path), atimeSec, atimeNsec, mtimeSec, mtimeNsec, ctx.io.AT_SYMLINK_NOFOLLOW, resolve)),
-      );
+      guarded('utimens', path, undefined, cb, async () => {
+        await beneath(path, (root, rel) => at.utimens(root, rel, [atimeSec, atimeNsec], [mtimeSec, mtimeNsec]));
+        return 0;
+      });
     },
 
     readlink(path, cb) {
-      counters.count('readlink');
-      gate.admit(path, undefined, (ticket) => {
-        fs.readlink(backingPath(path), (err, target) => {
-          gate.leave(ticket);
-          if (err) cb(toErrno(err));
-          else cb(0, target);
-        });
-      });
+      answered('readlink', path, () => beneath(path, (root, rel) => at.readlink(root, rel)), (target) => cb(0, target), cb);
     },
 
     chown(path, uid, gid, cb) {
       guarded('chown', path, undefined, cb, async () => {
-        await fsp.lchown(backingPath(path), uid === NO_ID ? -1 : uid, gid === NO_ID ? -1 : gid);
+        await beneath(path, (root, rel) => at.chown(root, rel, uid === NO_ID ? -1 : uid, gid === NO_ID ? -1 : gid));
         return 0;
       });
     },
 
     chmod(path, mode, cb) {
       guarded('chmod', path, undefined, cb, async () => {
-        await fsp.chmod(backingPath(path), mode);
+        // Never through a symlink: EOPNOTSUPP for one, as Linux answers for ext4 since 6.6.
+        await beneath(path, (root, rel) => at.chmod(root, rel, mode & 0o7777));
         return 0;
       });
     },
 
     mknod(path, mode, dev, uid, gid, cb) {
-      guarded('mknod', path, undefined, cb, async () => {
-        const backing = backingPath(path);
+      guarded('mknod', path, undefined, cb, () => beneath(path, async (root, rel) => {
         const perm = creationMode(mode & 0o7777, uid, gid);
         const type = mode & C.S_IFMT;
         if (type === C.S_IFREG) {
-          await (await fsp.open(backing, C.O_CREAT | C.O_EXCL | C.O_WRONLY, perm)).close();
-        } else {
-          // Node has no mknod(2): FIFOs, devices and Unix sockets (bind() in the mount) through Fuse.io, with
-          // the exact mode (the daemon's umask is 0) and the backing filesystem's own errno.
-          const err = await new Promise<number>((resolve) => ctx.io.mknod(backing, type | perm, dev, resolve));
-          if (err) return err;
+          const fd = await at.open(root, rel, C.O_CREAT | C.O_EXCL | C.O_WRONLY, perm);
+          try {
+            await giveToCaller(at, root, rel, fd, uid, gid, mode);
+          } finally {
+            fs.closeSync(fd);
+          }
+          return 0;
         }
-        await giveToCaller(backing, backing, uid, gid, mode);
+        // Node has no mknod(2): FIFOs, devices and Unix sockets (bind() in the mount) through Fuse.io, with the
+        // exact mode (the daemon's umask is 0) and the backing filesystem's own errno.
+        await at.mknod(root, rel, type | perm, dev);
+        await giveToCaller(at, root, rel, undefined, uid, gid, mode);
         return 0;
-      });
+      }));
     },
 
     getxattr(path, name, _position, cb) {
-      counters.count('getxattr');
-      gate.admit(path, undefined, (ticket) => {
-        ctx.io.lgetxattr(backingPath(path), name, (err, value) => {
-          gate.leave(ticket);
-          if (err) cb(err);
-          else cb(0, value);
-        });
-      });
+      answered('getxattr', path, () => beneath(path, (root, rel) => at.getxattr(root, rel, name)), (value) => cb(0, value), cb);
     },
 
     setxattr(path, name, value, _position, flags, cb) {
-      counters.count('setxattr');
-      gate.admit(path, undefined, (ticket) => {
-        ctx.io.lsetxattr(backingPath(path), name, value, flags, (err) => {
-          gate.leave(ticket);
-          cb(err);
-        });
-      });
+      answered('setxattr', path, () => beneath(path, (root, rel) => at.setxattr(root, rel, name, value, flags)), () => cb(0), cb);
     },
 
     listxattr(path, cb) {
-      counters.count('listxattr');
-      gate.admit(path, undefined, (ticket) => {
-        ctx.io.llistxattr(backingPath(path), (err, names) => {
-          gate.leave(ticket);
-          if (err) cb(err);
-          else cb(0, names);
-        });
-      });
+      answered('listxattr', path, () => beneath(path, (root, rel) => at.listxattr(root, rel)), (names) => cb(0, names), cb);
     },
 
     removexattr(path, name, cb) {
-      counters.count('removexattr');
-      gate.admit(path, undefined, (ticket) => {
-        ctx.io.lremovexattr(backingPath(path), name, (err) => {
-          gate.leave(ticket);
-          cb(err);
-        });
-      });
+      answered('removexattr', path, () => beneath(path, (root, rel) => at.removexattr(root, rel, name)), () => cb(0), cb);
     },
 
     unlink(path, cb) {
       guarded('unlink', path, undefined, cb, async () => {
         if (paths.isMappingRoot(path)) return -E.EBUSY;
-        await fsp.unlink(backingPath(path));
+        await beneath(path, (root, rel) => at.unlink(root, rel));
         tracker.unlinked(path);
         return 0;
       });
@@ -550,10 +549,10 @@ export function createOps(ctx: FsContext): FuseOps {
         if (paths.crossesPinned(from, to)) {
           // A name of a linked file (or a directory, which may hold some) crossing the edge of a migrating subtree
           // would split the file between the copy and the source at the switchover.
-          const st = await fsp.lstat(backingPath(from));
-          if (st.isDirectory() || st.nlink > 1) return -E.EXDEV;
+          const st = await beneath(from, (root, rel) => at.lstat(root, rel));
+          if (st.isDirectory() || st.nlink > 1n) return -E.EXDEV;
         }
-        await fsp.rename(backingPath(from), backingPath(to));
+        await beneathBoth(from, to, (ra, a, rb, b) => at.rename(ra, a, rb, b));
         tracker.renamed(from, to);
         return 0;
       });
@@ -563,34 +562,32 @@ export function createOps(ctx: FsContext): FuseOps {
       guarded('link', existing, newPath, cb, async () => {
         // As across filesystems: a link may not span two mappings, nor the edge of a subtree being migrated.
         if (!sameMapping(existing, newPath) || paths.crossesPinned(existing, newPath)) return -E.EXDEV;
-        await fsp.link(backingPath(existing), backingPath(newPath));
+        await beneathBoth(existing, newPath, (ra, a, rb, b) => at.link(ra, a, rb, b));
         tracker.linked(existing, newPath);
         return 0;
       });
     },
 
     symlink(target, linkPath, uid, gid, cb) {
-      guarded('symlink', linkPath, undefined, cb, async () => {
-        const backing = backingPath(linkPath);
-        await fsp.symlink(target, backing);
-        await giveToCaller(backing, backing, uid, gid);
+      guarded('symlink', linkPath, undefined, cb, () => beneath(linkPath, async (root, rel) => {
+        await at.symlink(target, root, rel);
+        await giveToCaller(at, root, rel, undefined, uid, gid);
         return 0;
-      });
+      }));
     },
 
     mkdir(path, mode, uid, gid, cb) {
-      guarded('mkdir', path, undefined, cb, async () => {
-        const backing = backingPath(path);
-        await fsp.mkdir(backing, { mode });
-        await giveToCaller(backing, backing, uid, gid);
+      guarded('mkdir', path, undefined, cb, () => beneath(path, async (root, rel) => {
+        await at.mkdir(root, rel, mode & 0o7777);
+        await giveToCaller(at, root, rel, undefined, uid, gid);
         return 0;
-      });
+      }));
     },
 
     rmdir(path, cb) {
       guarded('rmdir', path, undefined, cb, async () => {
         if (paths.holdsSubtree(path)) return -E.EBUSY;
-        await fsp.rmdir(backingPath(path));
+        await beneath(path, (root, rel) => at.rmdir(root, rel));
         return 0;
       });
     },

@@ -1,7 +1,7 @@
-import { lstat, lchown, chmod } from 'node:fs/promises';
-import { fchown, fchmod, fstat } from 'node:fs';
+import fs from 'node:fs';
+import { posix } from 'node:path';
 import { promisify } from 'node:util';
-import { dirname } from 'node:path';
+import type { Beneath } from '../util/beneath.js';
 
 const S_ISUID = 0o4000;
 const S_ISGID = 0o2000;
@@ -16,24 +16,26 @@ export function creationMode(mode: number, uid: number, gid: number): number {
 }
 
 /**
- * The daemon creates entries as root; give them to the calling process, as a local filesystem would.
+ * The daemon creates entries as root; give them to the calling process, as a local filesystem would. `rel` is the
+ * new entry beneath `root`, never followed (a symlink gets its own owner); `fd`, when given, is the entry opened,
+ * and is what changes.
  * A setgid parent directory keeps its group, which the backing filesystem already applied. `mode` is the one the
  * kernel asked for (its own rules, such as setgid only for a member of the group, already applied): its
  * setuid/setgid bits are set once the entry is the caller's.
  */
-export async function giveToCaller(target: string | number, backingPath: string, uid: number, gid: number, mode = 0): Promise<void> {
+export async function giveToCaller(at: Beneath, root: number, rel: string, fd: number | undefined, uid: number, gid: number, mode = 0): Promise<void> {
   if (uid === 0 && gid === 0) return;
-  const parent = await lstat(dirname(backingPath));
-  const group = parent.mode & S_ISGID ? -1 : gid;
-  if (typeof target === 'number') await promisify(fchown)(target, uid, group);
-  else await lchown(target, uid, group);
+  const parent = await at.lstat(root, posix.dirname(rel) === '.' ? '' : posix.dirname(rel));
+  const group = parent.mode & BigInt(S_ISGID) ? -1 : gid;
+  if (fd !== undefined) await promisify(fs.fchown)(fd, uid, group);
+  else await at.chown(root, rel, uid, group);
   if (!(mode & PRIVILEGE_BITS)) return;
   // Only the privilege bits: the rest is what the backing filesystem made (a default ACL may have masked it).
-  if (typeof target === 'number') {
-    const st = await promisify(fstat)(target);
-    await promisify(fchmod)(target, (st.mode & 0o7777) | (mode & PRIVILEGE_BITS));
+  if (fd !== undefined) {
+    const st = await promisify(fs.fstat)(fd);
+    await promisify(fs.fchmod)(fd, (st.mode & 0o7777) | (mode & PRIVILEGE_BITS));
   } else {
-    const st = await lstat(target);
-    await chmod(target, (st.mode & 0o7777) | (mode & PRIVILEGE_BITS));
+    const st = await at.lstat(root, rel);
+    await at.chmod(root, rel, (Number(st.mode) & 0o7777) | (mode & PRIVILEGE_BITS));
   }
 }

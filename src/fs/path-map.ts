@@ -1,5 +1,6 @@
 import { posix } from 'node:path';
 import { isWithin } from '../util/paths.js';
+import { rootOf, type Root } from '../util/beneath.js';
 
 export interface Mapping {
   /** A path in the mount: '/' or '/dir/sub' (no trailing slash). */
@@ -8,9 +9,20 @@ export interface Mapping {
   backing: string;
 }
 
-/** Which backing directory serves each path of the mount: the longest matching prefix wins. */
+/** Where an op acts: `rel` beneath `root` ('' is the root itself). */
+export interface Place {
+  root: Root;
+  rel: string;
+}
+
+/**
+ * Which backing directory serves each path of the mount: the longest matching prefix wins. Each mapping's backing
+ * is held as a Root (an O_PATH fd, opened when the mapping is set): ops resolve beneath it, never by its path.
+ */
 export class PathMap {
   private mappings: Mapping[];
+  /** The root of each mapping, by virtual path: replaced and retired with it. */
+  private readonly roots = new Map<string, Root>();
   /** Subtrees that migrations work on (running or interrupted): set and cleared by the migrations' claims. */
   private readonly pinned = new Set<string>();
 
@@ -21,13 +33,18 @@ export class PathMap {
   }
 
   set(mapping: Mapping): void {
+    this.roots.get(mapping.virtual)?.retire();
+    this.roots.set(mapping.virtual, rootOf(mapping.backing));
     this.mappings = this.mappings.filter((m) => m.virtual !== mapping.virtual);
     this.mappings.push(mapping);
     this.mappings.sort((a, b) => b.virtual.length - a.virtual.length);
   }
 
   remove(virtual: string): void {
-    if (virtual !== '/') this.mappings = this.mappings.filter((m) => m.virtual !== virtual);
+    if (virtual === '/') return;
+    this.mappings = this.mappings.filter((m) => m.virtual !== virtual);
+    this.roots.get(virtual)?.retire();
+    this.roots.delete(virtual);
   }
 
   list(): Mapping[] {
@@ -46,6 +63,13 @@ export class PathMap {
     const m = this.mappingOf(path);
     if (m.virtual === '/') return m.backing + (path === '/' ? '' : path);
     return m.backing + path.slice(m.virtual.length);
+  }
+
+  /** The root that serves `path`, and `path` relative to it. */
+  place(path: string): Place {
+    const m = this.mappingOf(path);
+    const rel = m.virtual === '/' ? path.slice(1) : path.slice(m.virtual.length + 1);
+    return { root: this.roots.get(m.virtual)!, rel };
   }
 
   /** True when `path` is itself the root of a non-root mapping (it cannot be renamed or removed like a plain entry). */

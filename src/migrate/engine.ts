@@ -1,6 +1,6 @@
-import fsp from 'node:fs/promises';
-import { dirname } from 'node:path';
-import { close, fstat, open, type BigIntStats } from 'node:fs';
+import { basename } from 'node:path';
+import { promisify } from 'node:util';
+import { close, constants as C, ftruncate, type BigIntStats } from 'node:fs';
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { FerryData, FerryIo } from 'fuse-native';
@@ -14,7 +14,7 @@ import type { DatastoreState } from '../state/datastore-state.js';
 import { errorMessage } from '../util/user-error.js';
 import { Mover, CancelledError, DeadlineError } from './mover.js';
 import { Shadow } from './shadow.js';
-import { walkTree, under, type Tree } from './walk.js';
+import { isSymlinkOnTheWay, symlinkRefusal, walkSteady, walkTree, type FileGroup, type Tree } from './walk.js';
 import { mergeExtents } from './extents.js';
 import { decide, estimateSwitchoverMs, mirrorReason, type PassFigures } from './policy.js';
 import { CopyWindow } from '../track/copy-window.js';
@@ -25,7 +25,9 @@ import { decodeMap, encodeMap, type Checkpoint } from './checkpoint.js';
 import { planMigration, type Plan } from './preflight.js';
 import { isWithin } from '../util/paths.js';
 import { faultPoint } from './faults.js';
-import { addRoot, reachable, removeTree } from '../util/long-paths.js';
+import { Beneath } from '../util/beneath.js';
+import { fstatBig, listDir, removeTree, reopen, withObject } from '../util/beneath-tree.js';
+import { parentSite, siteOf, type Site } from './site.js';
 import type { Claims } from './claims.js';
 import type { CommitQueue } from './commits.js';
 import type { SocketInodes } from '../fs/socket-inodes.js';
@@ -182,6 +184,9 @@ export class Migration implements TrackingSession {
   private readonly mover: Mover;
   private readonly attached = new Set<TrackedFile>();
   private shadow: Shadow | undefined;
+  /** The destination directory beneath its parent (prepare, or an interrupted migration's journal). */
+  private destDir: Site | undefined;
+  private readonly at: Beneath;
   private throughput = 0;
   private bytesCopied = 0;
   private committed = false;
@@ -218,6 +223,7 @@ export class Migration implements TrackingSession {
     id?: string,
   ) {
     this.id = id ?? randomUUID().slice(0, 8);
+    this.at = new Beneath(mount.io);
     this.mover = new Mover(this.abortController.signal, mount.io);
     this.mover.rateLimit = options.rateLimit;
     if (options.guestIoPriority) this.mover.guestBusy = () => this.guestIsBusy();
@@ -254,6 +260,7 @@ export class Migration implements TrackingSession {
         dest: this.options.dest,
         mountpoint: this.mount.mountpoint,
         paths: this.mount.paths,
+        at: this.at,
         tracking: this.mount.tracker.enabled,
         otherMounts: await this.mount.otherMounts(),
       });
@@ -300,9 +307,11 @@ export class Migration implements TrackingSession {
       guestIoPriority: false,
     };
     const m = new Migration(options, mount, journal.id);
-    m.plan = { virtual: journal.virtual, source: journal.source, isFile: journal.isFile, destRoot: journal.dest, destDir: journal.destDir, destDirExisted: journal.destDirExisted, tree: { dirs: [], groups: [], symlinks: [], specials: [] }, neededBytes: 0 };
-    addRoot(dirname(journal.destDir));
-    m.shadow = new Shadow(journal.dest, journal.isFile, journal.id, journal.source, mount.io);
+    // Uncommitted: the path map still serves the subtree from its source.
+    const site = siteOf(mount.paths, journal.source);
+    m.plan = { virtual: journal.virtual, source: journal.source, site, isFile: journal.isFile, destRoot: journal.dest, destDir: journal.destDir, destDirExisted: journal.destDirExisted, tree: { dev: 0n, dirs: [], groups: [], symlinks: [], specials: [] }, neededBytes: 0 };
+    m.destDir = parentSite(journal.destDir);
+    m.shadow = new Shadow(m.at, m.destDir, journal.isFile ? basename(journal.dest) : undefined, journal.id, site);
     m.shadow.restore(checkpoint.placed.map(([ino, rel]) => [BigInt(ino), rel]));
     for (const [ino, ns] of checkpoint.born) m.born.set(BigInt(ino), BigInt(ns));
     m.intent = m.newIntentLog(intent);
@@ -561,9 +570,13 @@ export class Migration implements TrackingSession {
       maxIterations: this.options.maxIterations,
       rateLimit: this.options.rateLimit,
     });
-    addRoot(dirname(plan.destDir));
-    await fsp.mkdir(plan.destDir, { recursive: true, mode: 0o700 });
-    this.shadow = new Shadow(plan.destRoot, plan.isFile, this.id, plan.source, this.mount.io);
+    this.destDir = parentSite(plan.destDir);
+    try {
+      await this.destDir.use('', (root, rel) => this.at.mkdir(root, rel, 0o700));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || !plan.destDirExisted) throw err;
+    }
+    this.shadow = new Shadow(this.at, this.destDir, plan.isFile ? basename(plan.destRoot) : undefined, this.id, plan.site);
     await faultPoint('prepare');
   }
 
@@ -646,7 +659,7 @@ export class Migration implements TrackingSession {
   private async windowFor(ino: bigint): Promise<CopyWindow> {
     let window = this.windows.get(ino);
     if (!window) {
-      const fd = await openFd(this.shadow!.pathOf(ino), 'r+');
+      const fd = await this.shadow!.open(ino, C.O_RDWR);
       window = new CopyWindow(fd, (ms, bytes) => this.recordMirror(ms, bytes), this.mount.native);
       this.windows.set(ino, window);
     }
@@ -670,17 +683,22 @@ export class Migration implements TrackingSession {
   /** The data bytes of the map's dirty ranges in the file's source; all of them when it cannot be looked at. */
   private async dataBytesIn(file: TrackedFile, map: DirtyMap): Promise<number> {
     const all = map.dirtyBytes(Infinity);
-    let handle: fsp.FileHandle | undefined;
     try {
-      handle = await fsp.open(reachable(this.mount.paths.resolve(file.path)), 'r');
-      const st = await handle.stat({ bigint: true });
-      if (file.ino !== undefined && st.ino !== file.ino) return all;
-      const data = await this.mover.dataIn(handle.fd, map.extents(Number(st.size)));
-      return data.reduce((sum, [, length]) => sum + length, 0);
+      const { root, rel } = this.mount.paths.place(file.path);
+      return await root.use(rel, (fd, path) =>
+        withObject(this.at, fd, path, async (object, st) => {
+          if (!st.isFile() || (file.ino !== undefined && st.ino !== file.ino)) return all;
+          const handle = await reopen(object, C.O_RDONLY);
+          try {
+            const data = await this.mover.dataIn(handle, map.extents(Number(st.size)));
+            return data.reduce((sum, [, length]) => sum + length, 0);
+          } finally {
+            await closeAsync(handle);
+          }
+        }),
+      );
     } catch {
       return all; // renamed or unlinked since: the estimate errs on the safe side
-    } finally {
-      await handle?.close();
     }
   }
 
@@ -688,7 +706,7 @@ export class Migration implements TrackingSession {
   private async pass(pass: number, throttle: boolean): Promise<PassEvent> {
     const started = Date.now();
     const dirtyBytes = pass === 0 ? 0 : await this.pendingDirtyBytes();
-    const tree = await walkTree(this.plan!.source);
+    const tree = await walkSteady(this.at, this.plan!.site);
     if (this.resumeFrom) this.forgetReusedInodes(tree);
     const totalBytes = pass === 0 ? tree.groups.reduce((sum, g) => sum + Number(g.stat.size), 0) : dirtyBytes;
     const movedBefore = this.mover.bytesMoved;
@@ -730,28 +748,24 @@ export class Migration implements TrackingSession {
     let copied = 0;
     for (const group of tree.groups) {
       if (deadline !== undefined && Date.now() > deadline) throw new DeadlineError('the freeze overran its deadline while copying');
-      let src: fsp.FileHandle;
-      try {
-        src = await fsp.open(under(plan.source, group.paths[0]), 'r');
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === 'ENOENT' && !frozen) continue;
-        throw err;
-      }
-      let dst: fsp.FileHandle | undefined;
+      const src = await this.openSource(tree, group, frozen);
+      if (src === undefined) continue;
+      let dst: number | undefined;
       try {
         const window = this.mirroring && !frozen ? await this.windowFor(group.ino) : undefined;
-        const opened = await src.stat({ bigint: true });
+        const opened = src.stat;
         // A first copy of a large file: log all of it before it is tracked (see the trim in checkpoint()), so the
         // guest's writes to it wait for no flush until a checkpoint proves part of it copied. Not in the freeze:
         // no guest write runs then, and the flush would only lengthen it.
-        if (!frozen && opened.ino === group.ino && !this.completeInos.has(group.ino) && opened.size >= PREVOUCH_MIN_BYTES) await this.intent?.vouchFrom(group.ino, 0);
+        if (!frozen && src.fd !== undefined && !this.completeInos.has(group.ino) && opened.size >= PREVOUCH_MIN_BYTES) await this.intent?.vouchFrom(group.ino, 0);
         // From here to takeFor nothing is awaited: the tracker's names and the inode checked agree.
         const files = group.paths.map((rel) => this.mount.tracker.acquire(rel === '' ? plan.virtual : `${plan.virtual}/${rel}`));
-        if (opened.ino !== group.ino || files.some((f) => f.ino !== undefined && f.ino !== group.ino)) {
+        if (src.fd === undefined || files.some((f) => f.ino !== undefined && f.ino !== group.ino)) {
           // With I/O frozen the namespace cannot move: a mismatch there is a bug, never a copy to commit.
-          if (frozen) throw Object.assign(new Error(`${group.paths[0]} is not inode ${group.ino} during the switchover`), { code: 'EINVARIANT' });
+          if (frozen) throw Object.assign(new Error(`${group.paths[0]} is not inode ${group.ino} of device ${tree.dev} during the switchover`), { code: 'EINVARIANT' });
           continue;
         }
+        const srcFd = src.fd;
         this.born.set(group.ino, group.stat.birthtimeNs);
         const full = fresh.has(group.ino) || files.some((f) => !f.isAttached(this));
         // Take the dirty maps before reading: a write racing this copy dirties the fresh map and is copied again.
@@ -759,9 +773,9 @@ export class Migration implements TrackingSession {
         window?.beginPlanning();
         const maps = files.map((f) => f.takeFor(this, window, this.intent));
         for (const f of files) this.attach(f);
-        dst = await fsp.open(this.shadow!.pathOf(group.ino), 'r+');
-        const size = (await src.stat()).size;
-        if ((await dst.stat()).size !== size) await dst.truncate(size);
+        dst = await this.shadow!.open(group.ino, C.O_RDWR);
+        const size = Number((await fstatBig(srcFd)).size);
+        if (Number((await fstatBig(dst)).size) !== size) await ftruncateAsync(dst, size);
         const resumed = this.resumeFrom && !fresh.has(group.ino) ? this.resumedRanges(group.ino, size, maps) : undefined;
         const ranges = resumed ?? (full ? [[0, size] as Extent] : mergeExtents(maps.map((m) => m.extents(size))));
         // Until this copy is done, a checkpoint must still count what it copies as dirty; a first full copy
@@ -775,7 +789,7 @@ export class Migration implements TrackingSession {
         }
         let moved: number;
         try {
-          moved = await this.mover.copy(src.fd, dst.fd, ranges, {
+          moved = await this.mover.copy(srcFd, dst, ranges, {
             sparse: fresh.has(group.ino),
             throttle: !frozen,
             window,
@@ -794,13 +808,35 @@ export class Migration implements TrackingSession {
         this.inFlightMaps.delete(group.ino);
         copied += moved;
       } finally {
-        await src.close();
-        await dst?.close();
+        if (src.fd !== undefined) await closeAsync(src.fd);
+        if (dst !== undefined) await closeAsync(dst);
       }
       await faultPoint(this.phase);
     }
     this.bytesCopied += copied;
     return copied;
+  }
+
+  /**
+   * The source file of `group` by its first name, beneath the source's root and never through a symlink: looked at
+   * first (O_PATH), and opened for reading (`fd`) only if it is the inode the walk recorded (st_dev and st_ino), so
+   * that nothing else, and no FIFO or device, is ever read. Undefined when the name is gone since the walk (unless
+   * frozen: then the namespace cannot have moved). A symlink on the way fails the migration.
+   */
+  private async openSource(tree: Tree, group: FileGroup, frozen: boolean): Promise<{ stat: BigIntStats; fd?: number } | undefined> {
+    const { site } = this.plan!;
+    try {
+      return await site.use(group.paths[0], (root, rel) =>
+        withObject(this.at, root, rel, async (object, stat) =>
+          stat.dev === tree.dev && stat.ino === group.ino ? { stat, fd: await reopen(object, C.O_RDONLY) } : { stat },
+        ),
+      );
+    } catch (err) {
+      if (isSymlinkOnTheWay(err)) throw symlinkRefusal(site.show(group.paths[0]), err);
+      const code = (err as NodeJS.ErrnoException).code;
+      if ((code === 'ENOENT' || code === 'ENOTDIR') && !frozen) return undefined;
+      throw err;
+    }
   }
 
   /** After a crash, a placed inode whose birth time changed is another file now: copy it afresh. */
@@ -838,7 +874,8 @@ export class Migration implements TrackingSession {
     };
     const reopened: { fh: number; handle: Handle; fd: number }[] = [];
     try {
-      const tree = await step('walkMs', () => walkTree(plan.source));
+      // Once: with the mount frozen nothing may move the subtree, and a walk that saw it move fails the migration.
+      const tree = await step('walkMs', () => walkTree(this.at, plan.site));
       const copied = await step('copyMs', async () => this.copyTree(tree, await this.shadow!.sync(tree), { frozen: true, deadline }));
       steps.copiedBytes = copied;
       await step('metadataMs', () => this.shadow!.applyMetadata(tree));
@@ -846,20 +883,19 @@ export class Migration implements TrackingSession {
       await step('reopenMs', async () => {
         // By inode, not by name: the name a handle was opened through may since have gone, or now name another
         // file. The frozen walk placed every inode of the subtree; a handle on any of them moves to its copy.
-        const sourceDev = (await fsp.stat(plan.source, { bigint: true })).dev;
         for (const [fh, handle] of this.mount.handles.entries()) {
           const st = await fstatBig(handle.fd);
-          const rel = st.dev === sourceDev ? this.shadow!.placedPath(st.ino) : undefined;
+          const rel = st.dev === tree.dev ? this.shadow!.placedPath(st.ino) : undefined;
           if (rel === undefined) {
             if (isWithin(handle.file.path, plan.virtual)) throw Object.assign(new Error(`${handle.file.path} is open but its inode ${st.ino} has no copy`), { code: 'EINVARIANT' });
             continue;
           }
-          const fd = await openFd(under(plan.destRoot, rel), backingFlags(handle.flags));
+          const fd = await this.shadow!.openFile(rel, backingFlags(handle.flags));
           reopened.push({ fh, handle, fd });
         }
       });
       const sockets = await Promise.all(
-        tree.specials.filter((s) => s.stat.isSocket()).map(async (s) => [s.stat, await fsp.lstat(under(plan.destRoot, s.rel), { bigint: true })] as const),
+        tree.specials.filter((s) => s.stat.isSocket()).map(async (s) => [s.stat, await this.shadow!.lstat(s.rel)] as const),
       );
       await faultPoint('before-commit');
       if (this.abortController.signal.aborted) throw new CancelledError('migration cancelled');
@@ -901,7 +937,7 @@ export class Migration implements TrackingSession {
     const plan = this.plan!;
     await this.detachAll();
     await faultPoint('cleanup');
-    if (!this.options.keepSource) await removeTree(plan.source);
+    if (!this.options.keepSource) await removeTree(this.at, plan.site.root, plan.site.path(''));
     await this.mount.state.removeJournal(this.id);
   }
 
@@ -915,7 +951,7 @@ export class Migration implements TrackingSession {
     if (!(err instanceof CancelledError)) this.mount.log.warn({ err, migration: this.id }, 'migration aborting');
     if (code === 'ENOSPC') message = `the destination ran out of space (${message})`;
     try {
-      await removePartialCopy(plan.destDir, plan.destRoot, plan.isFile, plan.destDirExisted, this.id);
+      await removePartialCopy(this.at, plan.destDir, plan.destRoot, plan.isFile, plan.destDirExisted, this.id);
       await this.mount.state.removeJournal(this.id);
     } catch (cleanupErr) {
       this.mount.log.error({ err: cleanupErr, migration: this.id }, 'could not remove the partial copy');
@@ -931,6 +967,8 @@ export class Migration implements TrackingSession {
   private settle(result: DoneEvent | ErrorEvent): void {
     this.result = result;
     this.mount.claims.release(this);
+    this.plan?.site.root.retire();
+    this.destDir?.root.retire();
   }
 
   private async detachAll(): Promise<void> {
@@ -949,31 +987,38 @@ export class Migration implements TrackingSession {
   }
 }
 
-/** A raw fd (fs/promises' FileHandle would close it when garbage-collected; handles and windows keep theirs). */
-function fstatBig(fd: number): Promise<BigIntStats> {
-  return new Promise((resolve, reject) => fstat(fd, { bigint: true }, (err, st) => (err ? reject(err) : resolve(st))));
-}
-
-function openFd(path: string, flags: number | string): Promise<number> {
-  return new Promise((resolve, reject) => open(path, flags, (err, fd) => (err ? reject(err) : resolve(fd))));
-}
+// Raw fds throughout (fs/promises' FileHandle would close one when garbage-collected; handles and windows keep theirs).
+const closeAsync = promisify(close);
+const ftruncateAsync = promisify(ftruncate);
 
 function closeQuietly(fd: number): void {
   close(fd, () => undefined);
 }
 
-/** Undo of everything a migration wrote at its destination. */
-export async function removePartialCopy(destDir: string, destRoot: string, isFile: boolean, destDirExisted: boolean, id: string): Promise<void> {
-  addRoot(dirname(destDir));
-  if (isFile) {
-    await fsp.rm(destRoot, { force: true });
-    await removeTree(`${destDir}/.ferry-staging-${id}`);
-    if (!destDirExisted) await fsp.rmdir(destDir).catch(() => undefined);
-    return;
+/** Undo of everything a migration wrote at its destination, beneath the destination's parent, never followed. */
+export async function removePartialCopy(at: Beneath, destDir: string, destRoot: string, isFile: boolean, destDirExisted: boolean, id: string): Promise<void> {
+  const dir = parentSite(destDir);
+  try {
+    if (isFile) {
+      await removeTree(at, dir.root, dir.path(basename(destRoot)));
+      await removeTree(at, dir.root, dir.path(`.ferry-staging-${id}`));
+      if (!destDirExisted) {
+        await dir.use('', (root, rel) => at.rmdir(root, rel)).catch((err: NodeJS.ErrnoException) => {
+          if (err.code !== 'ENOENT') throw err;
+        });
+      }
+      return;
+    }
+    if (!destDirExisted) {
+      await removeTree(at, dir.root, dir.path(''));
+      return;
+    }
+    const entries = await dir.use('', (root, rel) => withObject(at, root, rel, (fd) => listDir(fd))).catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') return [];
+      throw err;
+    });
+    for (const entry of entries) await removeTree(at, dir.root, dir.path(entry.name));
+  } finally {
+    dir.root.retire();
   }
-  if (!destDirExisted) {
-    await removeTree(destDir);
-    return;
-  }
-  for (const name of await fsp.readdir(destDir).catch(() => [] as string[])) await removeTree(`${destDir}/${name}`);
 }

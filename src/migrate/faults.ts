@@ -1,7 +1,9 @@
 /**
  * Fault injection for crash and race tests: FERRY_FAULTS="after-commit=crash,bulk=pause:3000,intent-trimmed=crash@2"
- * makes the daemon kill itself (as kill -9 would) or stall at a named point of a migration or of a FUSE op
- * (create); `@N`: only the Nth time the point is reached (default: every time). Unset in normal use.
+ * makes the daemon kill itself (as kill -9 would), stall, or fail (`fail`: the step at the point throws EIO) at a
+ * named point of a migration, of its walk (walk-listed: a directory listed, its entries not yet opened;
+ * walk-readlink: a symlink's target about to be read) or of a FUSE op (create); `@N`: only the Nth time the point is
+ * reached (default: every time). Unset in normal use.
  */
 const configured = new Map<string, string>(
   (process.env.FERRY_FAULTS ?? '')
@@ -19,6 +21,7 @@ export async function faultPoint(name: string): Promise<void> {
   reached.set(name, count);
   if (nth !== undefined && Number(nth) !== count) return;
   if (action === 'crash') process.kill(process.pid, 'SIGKILL');
+  if (action === 'fail') throw Object.assign(new Error(`injected failure at ${name}`), { code: 'EIO' });
   const pause = /^pause:(\d+)$/.exec(action);
   if (pause) await new Promise((r) => setTimeout(r, Number(pause[1])));
 }

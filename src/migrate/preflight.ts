@@ -2,7 +2,9 @@ import fsp from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, resolve, sep } from 'node:path';
 import type { PathMap } from '../fs/path-map.js';
 import { formatBytes } from '../util/size.js';
-import { allocatedBytes, walkTree, type Tree } from './walk.js';
+import type { Beneath } from '../util/beneath.js';
+import { CHANGED, allocatedBytes, isSymlinkOnTheWay, symlinkRefusal, walkSteady, type Tree } from './walk.js';
+import { siteOf, type Site } from './site.js';
 import { isWithin } from '../util/paths.js';
 
 export class RefusedError extends Error {
@@ -40,6 +42,8 @@ export async function resolveOutsideMount(path: string, mountpoint: string): Pro
 export interface Plan {
   virtual: string;
   source: string;
+  /** The source beneath the directory of the path map that holds it (its Root is the migration's to retire). */
+  site: Site;
   isFile: boolean;
   /** Where the subtree's root will live: the destination directory itself, or the file inside it. */
   destRoot: string;
@@ -54,6 +58,7 @@ export interface PreflightInput {
   dest: string;
   mountpoint: string;
   paths: PathMap;
+  at: Beneath;
   tracking: boolean;
   /** The other ferry mounts on this host: their datastores and mountpoints are no place for a copy. */
   otherMounts: { datastore: string; mountpoint: string }[];
@@ -66,15 +71,32 @@ function marginFor(bytes: number): number {
 
 /** Every refusal of `ferry migrate`, checked before anything is written anywhere. */
 export async function planMigration(input: PreflightInput): Promise<Plan> {
-  const { virtual, mountpoint, paths } = input;
+  const { virtual, paths } = input;
   if (!input.tracking) throw new RefusedError('this mount runs with --no-track: remount with tracking to migrate');
   if (virtual === '/') throw new RefusedError('cannot migrate the root of the mount: name a directory or file inside it');
   const nested = paths.list().find((m) => m.virtual !== virtual && m.virtual !== '/' && isWithin(m.virtual, virtual));
   if (nested) throw new RefusedError(`${virtual} contains ${nested.virtual}, which already lives at ${nested.backing}: migrate that first`);
 
   const source = paths.resolve(virtual);
-  const sourceStat = await fsp.lstat(source).catch(() => undefined);
-  if (!sourceStat) throw new RefusedError(`no such file or directory in the mount: ${virtual}`);
+  const site = siteOf(paths, source);
+  try {
+    return await planSubtree(input, source, site);
+  } catch (err) {
+    site.root.retire();
+    throw err;
+  }
+}
+
+async function planSubtree(input: PreflightInput, source: string, site: Site): Promise<Plan> {
+  const { virtual, mountpoint, paths } = input;
+  let sourceStat;
+  try {
+    sourceStat = await site.use('', (root, rel) => input.at.lstat(root, rel));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new RefusedError(`no such file or directory in the mount: ${virtual}`);
+    if (isSymlinkOnTheWay(err)) throw new RefusedError(symlinkRefusal(source, err).message);
+    throw err;
+  }
   if (!sourceStat.isDirectory() && !sourceStat.isFile()) throw new RefusedError(`${virtual} is neither a directory nor a regular file`);
   const isFile = sourceStat.isFile();
 
@@ -110,7 +132,11 @@ export async function planMigration(input: PreflightInput): Promise<Plan> {
     }
   }
 
-  const tree = await walkTree(source);
+  const tree = await walkSteady(input.at, site).catch((err: NodeJS.ErrnoException) => {
+    // A symlink where the subtree had a directory, a mount point in it, or a namespace that kept moving: a refusal.
+    if (err.code === 'ELOOP' || err.code === 'EXDEV' || err.code === CHANGED) throw new RefusedError(err.message);
+    throw err;
+  });
   // A file also linked from outside the subtree would be split in two by the move: the outside name would keep
   // the source inode, which cleanup deletes under it.
   const split = tree.groups.find((g) => g.stat.nlink > BigInt(g.paths.length));
@@ -124,5 +150,5 @@ export async function planMigration(input: PreflightInput): Promise<Plan> {
   if (freeBytes < neededBytes) {
     throw new RefusedError(`not enough space at ${existing}: ${formatBytes(freeBytes)} free, the migration needs ${formatBytes(neededBytes)} (data plus margin)`);
   }
-  return { virtual, source, isFile, destRoot, destDir, destDirExisted, tree, neededBytes };
+  return { virtual, source, site, isFile, destRoot, destDir, destDirExisted, tree, neededBytes };
 }

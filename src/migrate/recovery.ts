@@ -1,8 +1,10 @@
 import type { Logger } from 'pino';
 import type { PathMap } from '../fs/path-map.js';
+import type { Beneath } from '../util/beneath.js';
+import { removeTree } from '../util/beneath-tree.js';
+import { siteOf } from './site.js';
 import type { DatastoreState, MigrationJournal } from '../state/datastore-state.js';
 import { removePartialCopy } from './engine.js';
-import { removeTree } from '../util/long-paths.js';
 import type { Checkpoint } from './checkpoint.js';
 
 export interface Interrupted {
@@ -17,7 +19,7 @@ export interface Interrupted {
  * source deletion is left. Otherwise the source is authoritative: a migration with a checkpoint keeps its
  * partial copy and is returned, to wait for --resume or cancel; one without is undone.
  */
-export async function recoverMigrations(state: DatastoreState, paths: PathMap, log: Logger): Promise<Interrupted[]> {
+export async function recoverMigrations(state: DatastoreState, paths: PathMap, at: Beneath, log: Logger): Promise<Interrupted[]> {
   const interrupted: Interrupted[] = [];
   for (const journal of await state.journals()) {
     const committed = paths.resolve(journal.virtual) === journal.dest;
@@ -28,10 +30,18 @@ export async function recoverMigrations(state: DatastoreState, paths: PathMap, l
       continue;
     }
     if (committed) {
-      if (!journal.keepSource) await removeTree(journal.source);
+      if (!journal.keepSource) {
+        // Committed: the source is no longer served, and is reached beneath the directory of the map that held it.
+        const site = siteOf(paths, journal.source);
+        try {
+          await removeTree(at, site.root, site.path(''));
+        } finally {
+          site.root.retire();
+        }
+      }
       log.warn({ migration: journal.id, virtual: journal.virtual, destination: journal.dest }, 'completed a migration interrupted after its commit');
     } else {
-      await removePartialCopy(journal.destDir, journal.dest, journal.isFile, journal.destDirExisted, journal.id);
+      await removePartialCopy(at, journal.destDir, journal.dest, journal.isFile, journal.destDirExisted, journal.id);
       log.warn({ migration: journal.id, virtual: journal.virtual, source: journal.source }, 'rolled back a migration interrupted before its commit');
     }
     await state.removeJournal(journal.id);

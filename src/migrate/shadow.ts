@@ -1,13 +1,16 @@
-import fsp from 'node:fs/promises';
-import { constants as C } from 'node:fs';
-import { dirname, join } from 'node:path';
-import type { FerryIo } from 'fuse-native';
-import { ioError } from '../fs/errno.js';
-import { type Tree, type Entry, under, walkTree } from './walk.js';
-import { removeTree } from '../util/long-paths.js';
+import fs, { constants as C } from 'node:fs';
+import { posix } from 'node:path';
+import { promisify } from 'node:util';
+import { E } from '../fs/errno.js';
+import type { Beneath } from '../util/beneath.js';
+import { reopen, removeTree, withObject } from '../util/beneath-tree.js';
+import { type Tree, type Entry, walkTree } from './walk.js';
+import { Site } from './site.js';
 
 const S_IFMT = BigInt(C.S_IFMT);
-
+/** Files and directories flushed at once: enough for the filesystem to fold them into few journal commits. */
+const FLUSH_BATCH = 64;
+const fsyncAsync = promisify(fs.fsync);
 
 type Kind = 'dir' | 'file' | 'symlink' | 'special';
 
@@ -18,30 +21,53 @@ function kindOf(entry: Entry): Kind {
   return 'special';
 }
 
-async function ignoreMissing(work: Promise<unknown>): Promise<void> {
-  await work.catch((err: NodeJS.ErrnoException) => {
-    if (err.code !== 'ENOENT') throw err;
-  });
+function codeOf(err: unknown): string | undefined {
+  return (err as NodeJS.ErrnoException).code;
+}
+
+/** Resolves to undefined when the name is missing; any other failure is the caller's. */
+async function unlessMissing<T>(work: Promise<T>): Promise<T | undefined> {
+  try {
+    return await work;
+  } catch (err) {
+    if (codeOf(err) === 'ENOENT') return undefined;
+    throw err;
+  }
 }
 
 /**
  * The destination copy of a subtree (VMware's "shadow"). Each pass brings its namespace in line with the
  * source tree: source inodes are followed through renames (the destination file is moved, not recopied),
  * hard links are kept, entries gone from the source are removed. Data is copied separately, by the engine.
+ *
+ * Every call is made beneath the destination's root fd, never through a symlink: once the copy's directories are
+ * given to the VM's owner (applyMetadata), that user may rename entries in them, and a chmod, chown or open by
+ * the daemon must still land on the copy's own entries, or fail.
  */
 export class Shadow {
   /** Source inode → destination path (relative) of the file holding its data. */
   private readonly placed = new Map<bigint, string>();
-  private readonly staging: string;
+  /** The copy's root: the destination directory, or the file in it (a one-file migration). */
+  readonly copy: Site;
+  private readonly staging: Site;
+  /** The staging directory's name in the copy ('' for a one-file copy, which holds no directory). */
+  private readonly stagingName: string;
+  /** The directory holding the copy's root, whose entry for it a flush makes durable. */
+  private readonly holder: Site;
 
   constructor(
-    readonly root: string,
-    readonly isFile: boolean,
+    private readonly at: Beneath,
+    /** The destination directory. */
+    dir: Site,
+    fileName: string | undefined,
     id: string,
-    private readonly source: string,
-    private readonly io: FerryIo,
+    private readonly source: Site,
   ) {
-    this.staging = isFile ? join(dirname(root), `.ferry-staging-${id}`) : join(root, `.ferry-staging-${id}`);
+    this.copy = fileName === undefined ? dir : dir.child(fileName);
+    this.staging = dir.child(`.ferry-staging-${id}`);
+    this.stagingName = fileName === undefined ? `.ferry-staging-${id}` : '';
+    const above = posix.dirname(dir.rel);
+    this.holder = fileName === undefined ? new Site(dir.root, above === '.' ? '' : above) : dir;
   }
 
   /** Where each source inode's copy is (for a checkpoint). */
@@ -65,26 +91,46 @@ export class Shadow {
     return rel === '\0staged' ? undefined : rel;
   }
 
-  pathOf(ino: bigint): string {
-    return under(this.root, this.placed.get(ino)!);
+  /** The copy of a source inode, opened with `flags` (see openFile). */
+  open(ino: bigint, flags: number): Promise<number> {
+    return this.openFile(this.placed.get(ino)!, flags);
+  }
+
+  /**
+   * The regular file at `rel` in the copy, opened with `flags`: looked at first (O_PATH, never followed), so that a
+   * FIFO or device swapped in by the directory's owner is refused rather than opened.
+   */
+  openFile(rel: string, flags: number): Promise<number> {
+    return this.copy.use(rel, (root, path) =>
+      withObject(this.at, root, path, async (object, st) => {
+        if (!st.isFile()) throw Object.assign(new Error(`${this.copy.show(rel)} is no longer a regular file`), { code: 'EINVAL' });
+        return reopen(object, flags);
+      }),
+    );
+  }
+
+  /** lstat of an entry of the copy. */
+  lstat(rel: string): Promise<fs.BigIntStats> {
+    return this.copy.use(rel, (root, path) => this.at.lstat(root, path));
   }
 
   /** Brings the namespace in line with `tree`; returns the inodes whose destination file is new (copy in full, holes allowed). */
   async sync(tree: Tree): Promise<Set<bigint>> {
+    const { at } = this;
     const groups = new Map(tree.groups.map((g) => [g.ino, g]));
     const wanted = new Map<string, Kind>();
     for (const e of [...tree.dirs, ...tree.symlinks, ...tree.specials]) wanted.set(e.rel, kindOf(e));
     for (const g of tree.groups) for (const p of g.paths) wanted.set(p, 'file');
 
     // Files whose inode is gone from the source lose their copy; files renamed since the last pass step aside.
-    await fsp.mkdir(this.staging, { recursive: true, mode: 0o700 });
+    await this.mkdir(this.staging, '');
     for (const [ino, rel] of [...this.placed]) {
       const group = groups.get(ino);
       if (!group) {
         this.placed.delete(ino);
-        await ignoreMissing(fsp.unlink(under(this.root, rel)));
+        await unlessMissing(this.copy.use(rel, (root, path) => at.unlink(root, path)));
       } else if (group.paths[0] !== rel) {
-        await fsp.rename(under(this.root, rel), join(this.staging, String(ino)));
+        await this.copy.use(rel, (root, path) => at.rename(root, path, root, this.staging.path(String(ino))));
         this.placed.set(ino, '\0staged');
       }
     }
@@ -92,59 +138,69 @@ export class Shadow {
     for (const [ino, rel] of this.placed) primaryAt.set(rel, ino);
     await this.prune(wanted, groups, primaryAt);
 
-    for (const dir of tree.dirs) await fsp.mkdir(under(this.root, dir.rel), { recursive: true, mode: 0o700 });
+    // In walk order: a directory before what it holds.
+    for (const dir of tree.dirs) await this.mkdir(this.copy, dir.rel);
     const fresh = new Set<bigint>();
     for (const group of tree.groups) {
-      const target = under(this.root, group.paths[0]);
-      if (this.placed.get(group.ino) === '\0staged') {
-        await fsp.rename(join(this.staging, String(group.ino)), target);
-      } else if (!this.placed.has(group.ino)) {
-        await (await fsp.open(target, C.O_CREAT | C.O_TRUNC | C.O_WRONLY, 0o600)).close();
-        fresh.add(group.ino);
-      }
-      this.placed.set(group.ino, group.paths[0]);
-      const primaryIno = (await fsp.lstat(target)).ino;
-      for (const secondary of group.paths.slice(1)) {
-        const path = under(this.root, secondary);
-        const existing = await fsp.lstat(path).catch(() => undefined);
-        if (existing?.ino === primaryIno) continue;
-        if (existing) await fsp.unlink(path);
-        await fsp.link(target, path);
-      }
+      const primary = group.paths[0];
+      await this.copy.use(primary, async (root, target) => {
+        if (this.placed.get(group.ino) === '\0staged') {
+          await at.rename(root, this.staging.path(String(group.ino)), root, target);
+        } else if (!this.placed.has(group.ino)) {
+          // O_NONBLOCK: a FIFO the owner of a directory of the copy put there fails the open (ENXIO), never hangs it.
+          fs.closeSync(await at.open(root, target, C.O_CREAT | C.O_TRUNC | C.O_WRONLY | C.O_NONBLOCK, 0o600));
+          fresh.add(group.ino);
+        }
+        this.placed.set(group.ino, primary);
+        const primaryIno = (await at.lstat(root, target)).ino;
+        for (const secondary of group.paths.slice(1)) {
+          const path = this.copy.path(secondary);
+          const existing = await unlessMissing(at.lstat(root, path));
+          if (existing?.ino === primaryIno) continue;
+          if (existing) await at.unlink(root, path);
+          await at.link(root, target, root, path);
+        }
+      });
     }
     for (const link of tree.symlinks) {
-      const path = under(this.root, link.rel);
-      const current = await fsp.readlink(path).catch(() => undefined);
-      if (current === link.target) continue;
-      if (current !== undefined) await fsp.unlink(path);
-      await fsp.symlink(link.target, path);
+      await this.copy.use(link.rel, async (root, path) => {
+        const current = await unlessMissing(at.lstat(root, path));
+        if (current?.isSymbolicLink() && (await at.readlink(root, path)) === link.target) return;
+        if (current) await at.unlink(root, path);
+        await at.symlink(link.target, root, path);
+      });
     }
     for (const special of tree.specials) {
-      const path = under(this.root, special.rel);
-      const existing = await fsp.lstat(path, { bigint: true }).catch(() => undefined);
-      const { mode, rdev } = special.stat;
-      if (existing && (existing.mode & S_IFMT) === (mode & S_IFMT) && existing.rdev === rdev) continue;
-      if (existing) await fsp.unlink(path);
-      // mknod(2) itself: sockets too (a QEMU monitor's), which mknod(1) cannot make. setMetadata sets the mode.
-      const err = await new Promise<number>((resolve) => this.io.mknod(path, Number(mode & S_IFMT) | 0o600, Number(rdev), resolve));
-      if (err) throw ioError(err, `mknod ${path}`);
+      await this.copy.use(special.rel, async (root, path) => {
+        const existing = await unlessMissing(at.lstat(root, path));
+        const { mode, rdev } = special.stat;
+        if (existing && (existing.mode & S_IFMT) === (mode & S_IFMT) && existing.rdev === rdev) return;
+        if (existing) await at.unlink(root, path);
+        // mknod(2) itself: sockets too (a QEMU monitor's), which mknod(1) cannot make. setMetadata sets the mode.
+        await at.mknod(root, path, Number(mode & S_IFMT) | 0o600, Number(rdev));
+      });
     }
-    await removeTree(this.staging);
+    await removeTree(at, this.staging.root, this.staging.path(''));
     return fresh;
+  }
+
+  /** mkdir (0700: only root, until applyMetadata) of `rel` in `site`; one there already is fine. */
+  private async mkdir(site: Site, rel: string): Promise<void> {
+    try {
+      await site.use(rel, (root, path) => this.at.mkdir(root, path, 0o700));
+    } catch (err) {
+      if (codeOf(err) !== 'EEXIST') throw err;
+    }
   }
 
   /** Removes destination entries the source no longer has (or has as another kind or another file). */
   private async prune(wanted: Map<string, Kind>, groups: Map<bigint, { paths: string[] }>, primaryAt: Map<string, bigint>): Promise<void> {
-    const existing = await walkTree(this.root).catch((err: NodeJS.ErrnoException) => {
-      if (err.code === 'ENOENT') return undefined;
-      throw err;
-    });
+    const existing = await unlessMissing(walkTree(this.at, this.copy));
     if (!existing) return;
-    const stagingName = this.staging.slice(this.root.length + 1);
     const entries: Entry[] = [...existing.dirs, ...existing.symlinks, ...existing.specials];
     for (const g of existing.groups) for (const p of g.paths) entries.push({ rel: p, stat: g.stat });
     for (const entry of entries) {
-      if (entry.rel === stagingName || entry.rel.startsWith(stagingName + '/')) continue;
+      if (this.stagingName !== '' && (entry.rel === this.stagingName || entry.rel.startsWith(this.stagingName + '/'))) continue;
       const kind = kindOf(entry);
       let keep = wanted.get(entry.rel) === kind;
       if (keep && kind === 'file') {
@@ -153,67 +209,81 @@ export class Shadow {
         const isSecondary = [...groups.values()].some((g) => g.paths.indexOf(entry.rel) > 0);
         keep = ownerIsPrimary || isSecondary;
       }
-      if (!keep) await removeTree(join(this.root, entry.rel));
+      if (!keep) await removeTree(this.at, this.copy.root, this.copy.path(entry.rel));
     }
   }
 
   /** Extended attributes, owners, modes and times as the source has them: files first, then directories deepest first. */
   async applyMetadata(tree: Tree): Promise<void> {
     for (const group of tree.groups) {
-      await this.copyXattrs(under(this.source, group.paths[0]), this.pathOf(group.ino));
-      await this.setMetadata(this.pathOf(group.ino), group.stat);
+      const rel = this.placed.get(group.ino)!;
+      await this.copyXattrs(group.paths[0], rel);
+      await this.setMetadata(rel, group.stat);
     }
-    for (const dir of tree.dirs) await this.copyXattrs(under(this.source, dir.rel), under(this.root, dir.rel));
+    for (const dir of tree.dirs) await this.copyXattrs(dir.rel, dir.rel);
     for (const link of tree.symlinks) {
-      const path = under(this.root, link.rel);
-      await fsp.lchown(path, Number(link.stat.uid), Number(link.stat.gid));
-      await this.setTimes(path, link.stat);
+      await this.copy.use(link.rel, (root, path) => this.at.chown(root, path, Number(link.stat.uid), Number(link.stat.gid)));
+      await this.setTimes(link.rel, link.stat);
     }
-    for (const special of tree.specials) await this.setMetadata(under(this.root, special.rel), special.stat);
+    for (const special of tree.specials) await this.setMetadata(special.rel, special.stat);
     const dirs = [...tree.dirs].sort((a, b) => b.rel.split('/').length - a.rel.split('/').length);
-    for (const dir of dirs) await this.setMetadata(under(this.root, dir.rel), dir.stat);
+    for (const dir of dirs) await this.setMetadata(dir.rel, dir.stat);
   }
 
-  private async setMetadata(path: string, stat: Entry['stat']): Promise<void> {
-    // chown first: it clears setuid/setgid bits that chmod then restores.
-    await fsp.lchown(path, Number(stat.uid), Number(stat.gid));
-    await fsp.chmod(path, Number(stat.mode) & 0o7777);
-    await this.setTimes(path, stat);
+  /** Never through a symlink: chown and chmod act on the entry itself (chmod refuses a symlink). */
+  private async setMetadata(rel: string, stat: Entry['stat']): Promise<void> {
+    await this.copy.use(rel, async (root, path) => {
+      // chown first: it clears setuid/setgid bits that chmod then restores.
+      await this.at.chown(root, path, Number(stat.uid), Number(stat.gid));
+      await this.at.chmod(root, path, Number(stat.mode) & 0o7777);
+    });
+    await this.setTimes(rel, stat);
   }
 
   /** To the nanosecond (Node's utimes takes seconds as a double), never following a symlink. */
-  private setTimes(path: string, stat: Entry['stat']): Promise<void> {
+  private setTimes(rel: string, stat: Entry['stat']): Promise<void> {
     const { atimeNs: a, mtimeNs: m } = stat;
     const G = 1_000_000_000n;
-    return new Promise((resolve, reject) =>
-      this.io.utimensat(path, Number(a / G), Number(a % G), Number(m / G), Number(m % G), this.io.AT_SYMLINK_NOFOLLOW, (err) =>
-        err ? reject(ioError(err, `setting the times of ${path}`)) : resolve(),
-      ),
-    );
+    return this.copy.use(rel, (root, path) => this.at.utimens(root, path, [Number(a / G), Number(a % G)], [Number(m / G), Number(m % G)]));
   }
 
+  /** Object to object, each reached beneath its root and never followed. */
   private async copyXattrs(from: string, to: string): Promise<void> {
-    const call = <T>(fn: (cb: (err: number, value?: T) => void) => void) =>
-      new Promise<T | undefined>((resolve, reject) => fn((err, value) => (err === -61 || err === -95 ? resolve(undefined) : err ? reject(ioError(err, `the xattr copy of ${from}`)) : resolve(value))));
-    const names = (await call<string[]>((cb) => this.io.llistxattr(from, cb))) ?? [];
+    const { at } = this;
+    // ENODATA (the name went since it was listed) and EOPNOTSUPP (a filesystem without xattrs) leave nothing to copy.
+    const absent = (err: unknown) => {
+      const errno = (err as { errno?: number }).errno;
+      if (errno === -E.ENODATA || errno === -E.EOPNOTSUPP) return undefined;
+      throw err;
+    };
+    const names = (await this.source.use(from, (root, path) => at.listxattr(root, path)).catch(absent)) ?? [];
     for (const name of names) {
-      const value = await call<Buffer>((cb) => this.io.lgetxattr(from, name, cb));
-      if (value) await call((cb) => this.io.lsetxattr(to, name, value, 0, cb));
+      const value = await this.source.use(from, (root, path) => at.getxattr(root, path, name)).catch(absent);
+      if (value) await this.copy.use(to, (root, path) => at.setxattr(root, path, name, value)).catch(absent);
     }
   }
 
-  /** fsync every file and directory of the copy, and the directory holding its root. */
+  /**
+   * fsync every file and directory of the copy, and the directory holding its root: in batches, so that a home of
+   * many files does not run out of fds. Each is looked at first (O_PATH) and must be a file or directory.
+   */
   async flush(): Promise<void> {
-    const tree = await walkTree(this.root);
-    const paths = [...tree.groups.map((g) => under(this.root, g.paths[0])), ...tree.dirs.map((d) => under(this.root, d.rel)), dirname(this.root)];
-    // In parallel: the filesystem can fold the flushes into one journal commit.
-    await Promise.all(
-      paths.map(async (path) => {
-        const handle = await fsp.open(path, 'r');
+    const tree = await walkTree(this.at, this.copy);
+    const targets: [Site, string][] = [...tree.groups.map((g): [Site, string] => [this.copy, g.paths[0]]), ...tree.dirs.map((d): [Site, string] => [this.copy, d.rel]), [this.holder, '']];
+    for (let i = 0; i < targets.length; i += FLUSH_BATCH) {
+      await Promise.all(targets.slice(i, i + FLUSH_BATCH).map(([site, rel]) => this.fsync(site, rel)));
+    }
+  }
+
+  private fsync(site: Site, rel: string): Promise<void> {
+    return site.use(rel, (root, path) =>
+      withObject(this.at, root, path, async (object, st) => {
+        if (!st.isFile() && !st.isDirectory()) throw Object.assign(new Error(`${site.show(rel)} is neither a file nor a directory`), { code: 'EINVAL' });
+        const fd = await reopen(object, C.O_RDONLY);
         try {
-          await handle.sync();
+          await fsyncAsync(fd);
         } finally {
-          await handle.close();
+          fs.closeSync(fd);
         }
       }),
     );

@@ -16,6 +16,8 @@ export interface TestMount {
   stateDir: string;
   /** The options `ferry mount` was given (beyond the datastore and mount point). */
   args: readonly string[];
+  /** What the `ferry mount` that made this mount printed (its exit code is 0). */
+  mounted: Result;
   /** Runs the ferry CLI against this mount's state dir. */
   cli(args: string[], env?: NodeJS.ProcessEnv): Promise<Result>;
   /** Daemon status, as `ferry status --json` reports it. */
@@ -59,6 +61,7 @@ export async function mountFerry(options: { args?: string[]; root?: string; data
     mountpoint,
     stateDir,
     args: options.args ?? [],
+    mounted,
     cli,
     remount: () => cli(['mount', datastore, mountpoint, ...(options.args ?? [])], options.env),
     async status() {

@@ -66,6 +66,9 @@ const ops = {
     return `${created} ${written}`;
   },
   hold: (p) => void held.push(fs.openSync(p, C.O_RDONLY | C.O_NONBLOCK)),
+  holdForWriting: (p) => void held.push(fs.openSync(p, C.O_WRONLY)),
+  /** Writes through the i-th held fd: the mode fstat sees right after. */
+  writeHeld: (i) => (fs.writeSync(held[i], 'x', 0), octal(fs.fstatSync(held[i]).mode)),
   rename: (from, to) => fs.renameSync(from, to),
   unlink: (p) => fs.unlinkSync(p),
   rmdir: (p) => fs.rmdirSync(p),

@@ -285,6 +285,19 @@ describe('as another user, the mount behaves as ext4 (issue 15)', () => {
       expect(ext4.entries['truncate-6777']).toBe(`file ${uid === 0 ? '6777' : '777'} ${OWNER}:${GROUP}`);
     });
 
+    it.each(CALLERS.slice(2, 4))('a write by %s through a handle opened before setuid/setgid were set drops them, as ext4 does', async (who, uid, groups) => {
+      const modes = [0o6777, 0o4755, 0o2767, 0o2777];
+      const setup: Step[] = modes.flatMap((mode): Step[] => [['file', `f${mode.toString(8)}`], ['chown', `f${mode.toString(8)}`, OWNER, GROUP]]);
+      const made: Step[] = [
+        ...modes.map((mode): Step => ['holdForWriting', `f${mode.toString(8)}`]),
+        ...modes.map((mode): Step => ['chmod', `f${mode.toString(8)}`, mode]),
+        ...modes.map((_, i): Step => ['writeHeld', i]),
+      ];
+      const ext4 = await onBoth(`late bits, ${who}`, [...setup, become(uid, groups), ...made]);
+      expect(calls(ext4, setup).every((r) => /^(ok|[0-7]+)$/.test(r))).toBe(true);
+      expect(ext4.entries.f6777).toBe(`file 777 ${OWNER}:${GROUP}`);
+    });
+
     it.each(CALLERS.slice(0, 2))('a file, FIFO or directory that %s creates with setuid/setgid keeps them, as on ext4', async (who, uid, groups) => {
       const setup: Step[] = [['chmod', '.', 0o777], ['mkdir', 'setgid-dir'], ['chown', 'setgid-dir', 0, GROUP], ['chmod', 'setgid-dir', 0o2777]];
       const made: Step[] = [];
