@@ -54,31 +54,46 @@ export function migrateCommand(): Command {
     .option('--json', 'print one JSON object per event')
     .option('--state-dir <dir>', 'state dir (default $FERRY_STATE_DIR or /var/lib/ferry)')
     .action(
-      action(async (given: string | undefined, flags: MigrateFlags) => {
+      action(async (given: string | undefined, flags: MigrateFlags, command: Command) => {
         const path = await pathToMigrate(given, flags);
         if (flags.setRate !== undefined) return setRate(path, flags);
+        if (flags.resume && flags.to !== undefined) throw new UserError('--resume continues to the destination the interrupted migration recorded: leave out --to');
+        if (flags.resume && flags.keepSource) throw new UserError('--resume keeps what the interrupted migration recorded about its source: leave out --keep-source');
         if (!flags.to && !flags.resume) throw new UserError('missing --to <dest>: where should the files go?');
         const maxDowntimeMs = parseDuration(flags.maxDowntime, '--max-downtime');
         const maxIterations = Number(flags.maxIterations);
         if (!Number.isInteger(maxIterations) || maxIterations < 1) throw new UserError('--max-iterations must be a whole number >= 1');
         const rateLimit = flags.rateLimit ? parseRate(flags.rateLimit) : 0;
         const { record, inside } = await locate(stateDirFrom(flags.stateDir), path);
-        const params = {
-          path: inside,
-          to: resolve(flags.to ?? '/'),
-          mode: flags.mode,
-          maxDowntimeMs,
-          maxIterations,
-          rateLimit,
-          keepSource: !!flags.keepSource,
-          guestIoPriority: !!flags.guestIoPriority,
-          detach: !!flags.detach,
-        };
+        // A resume never starts a migration: it names the path, and changes only the options given here.
+        const fromCli = (name: string) => command.getOptionValueSource(name) === 'cli';
+        const params = flags.resume
+          ? {
+              path: inside,
+              detach: !!flags.detach,
+              ...(fromCli('mode') && { mode: flags.mode }),
+              ...(fromCli('maxDowntime') && { maxDowntimeMs }),
+              ...(fromCli('maxIterations') && { maxIterations }),
+              ...(fromCli('rateLimit') && { rateLimit }),
+              ...(fromCli('guestIoPriority') && { guestIoPriority: true }),
+            }
+          : {
+              path: inside,
+              to: resolve(flags.to!),
+              mode: flags.mode,
+              maxDowntimeMs,
+              maxIterations,
+              rateLimit,
+              keepSource: !!flags.keepSource,
+              guestIoPriority: !!flags.guestIoPriority,
+              detach: !!flags.detach,
+            };
 
+        const verb = flags.resume ? 'resume' : 'migrate';
         if (flags.detach) {
-          const started = (await request(record.socket, 'migrate', params)) as { id: string };
+          const started = (await request(record.socket, verb, params)) as { id: string };
           if (flags.json) return printJson({ type: 'started', ...started });
-          console.log(`migration ${started.id} of ${inside} started; follow it with \`ferry status ${record.mountpoint}\``);
+          console.log(`migration ${started.id} of ${inside} ${flags.resume ? 'resumed' : 'started'}; follow it with \`ferry status ${record.mountpoint}\``);
           return;
         }
         const progress = flags.json ? undefined : await MigrationProgress.start(process.stdout.isTTY);
@@ -89,7 +104,7 @@ export function migrateCommand(): Command {
           process.stderr.write('\nferry: cancelling the migration (Ctrl-C again to stop waiting)\n');
           void request(record.socket, 'cancel', { path: inside }).catch(() => undefined);
         });
-        const final = (await request(record.socket, flags.resume ? 'resume' : 'migrate', flags.resume ? { path: inside } : params, {
+        const final = (await request(record.socket, verb, params, {
           onEvent: (event) => (flags.json ? printJson(event) : progress!.show(event as { type: string })),
         })) as Final;
         progress?.stop();

@@ -137,6 +137,25 @@ async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
     native,
     sockets: new SocketInodes(),
   };
+  const migrations: Migration[] = [];
+  const services: MountServices = {
+    mountpoint,
+    paths,
+    gate: fsContext.gate,
+    tracker: fsContext.tracker,
+    handles: fsContext.handles,
+    state,
+    io: Fuse.io,
+    native,
+    sockets: fsContext.sockets,
+    log,
+    claims: new Claims(paths),
+    commits: new CommitQueue(paths, state, log),
+    otherMounts: async () => (await listRecords(opts.stateDir)).filter((r) => r.pid !== process.pid && isAlive(r.pid)),
+  };
+  // Before the mount answers its first op: a write to an interrupted subtree is tracked and intent-logged from the
+  // very first one, or a resume would miss it.
+  for (const left of interrupted) migrations.push(Migration.interrupted(left.journal, left.checkpoint, left.intent, services));
   const fuse = new Fuse(mountpoint, createOps(fsContext), { timeout: false, mountOptions: mountOptions(opts), debug: process.env.FERRY_FUSE_DEBUG === '1' });
   await new Promise<void>((resolve, reject) => {
     fuse.mount((err) => (err ? reject(new UserError(`cannot mount ${mountpoint}: ${err.message}`, 1)) : resolve()));
@@ -163,23 +182,6 @@ async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
   let stopping = false;
   const watchdog = startWatchdog(fsContext.gate, log, native);
   const mountWatch = mounted ? watchMount(mounted, () => fsContext.handles.size, () => shutdown('the mount went away')) : undefined;
-  const migrations: Migration[] = [];
-  const services: MountServices = {
-    mountpoint,
-    paths,
-    gate: fsContext.gate,
-    tracker: fsContext.tracker,
-    handles: fsContext.handles,
-    state,
-    io: Fuse.io,
-    native,
-    sockets: fsContext.sockets,
-    log,
-    claims: new Claims(paths),
-    commits: new CommitQueue(paths, state, log),
-    otherMounts: async () => (await listRecords(opts.stateDir)).filter((r) => r.pid !== process.pid && isAlive(r.pid)),
-  };
-  for (const left of interrupted) migrations.push(Migration.interrupted(left.journal, left.checkpoint, left.intent, services));
   const shutdown = (reason: string) => {
     if (stopping) return;
     stopping = true;

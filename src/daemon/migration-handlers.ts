@@ -1,7 +1,8 @@
 import type { Handler } from '../control/server.js';
 import { ControlError, booleanParam, stringParam } from '../control/protocol.js';
-import { Migration, type Mode, type MountServices } from '../migrate/engine.js';
+import { Migration, type MigrationOptions, type Mode, type MountServices } from '../migrate/engine.js';
 import { RefusedError } from '../migrate/preflight.js';
+import type { Verb } from '../migrate/job.js';
 
 function numberParam(params: Record<string, unknown>, name: string, fallback: number, min: number): number {
   const value = params[name] ?? fallback;
@@ -40,9 +41,30 @@ export function summarize(m: Migration) {
   };
 }
 
+/** Options a resume may change (the journal keeps the rest: destination, source handling). */
+function resumeOptions(params: Record<string, unknown>): Partial<MigrationOptions> {
+  const changed: Partial<MigrationOptions> = {};
+  if (params.mode !== undefined) changed.mode = modeParam(params);
+  if (params.maxDowntimeMs !== undefined) changed.maxDowntimeMs = numberParam(params, 'maxDowntimeMs', 5000, 1);
+  if (params.maxIterations !== undefined) changed.maxIterations = numberParam(params, 'maxIterations', 30, 1);
+  if (params.rateLimit !== undefined) changed.rateLimit = numberParam(params, 'rateLimit', 0, 0);
+  if (params.guestIoPriority !== undefined) changed.guestIoPriority = booleanParam(params, 'guestIoPriority');
+  return changed;
+}
+
 export function migrationHandlers(services: MountServices, migrations: Migration[]): Record<string, Handler> {
-  const running = (path: string) => migrations.find((m) => m.isRunning && m.options.virtual === path);
-  const active = (path: string) => migrations.find((m) => m.isActive && m.options.virtual === path);
+  /**
+   * The migration of `path` a verb is about, asked through its job's verb table (src/migrate/job.ts): the newest
+   * one still holding the path, else the newest that ended (so a verb after the end says how it ended).
+   */
+  const about = (path: string, verb: Verb): Migration => {
+    const mine = migrations.filter((m) => m.options.virtual === path);
+    const migration = [...mine].reverse().find((m) => m.isActive) ?? mine.at(-1);
+    if (!migration) throw new ControlError('ENOENT', verb === 'resume' ? `no interrupted migration of ${path} (see ferry status)` : `no migration of ${path} is running`);
+    const answer = migration.job.answer(verb, path);
+    if (!answer.accepted) throw new ControlError(answer.exitCode === 2 ? 'EINVAL' : 'ESTATE', answer.reason);
+    return migration;
+  };
   return {
     async migrate(params, emit) {
       const migration = new Migration(
@@ -74,24 +96,28 @@ export function migrationHandlers(services: MountServices, migrations: Migration
 
     async resume(params, emit) {
       const path = virtualParam(params);
-      const migration = migrations.find((m) => m.interrupted && m.options.virtual === path);
-      if (!migration) throw new ControlError('ENOENT', `no interrupted migration of ${path} (see ferry status)`);
-      migration.onEvent(emit);
-      return migration.resume();
+      const migration = about(path, 'resume');
+      const detach = booleanParam(params, 'detach');
+      if (!detach) migration.onEvent(emit);
+      const finished = migration.resume(resumeOptions(params));
+      if (detach) return { id: migration.id, detached: true };
+      return finished;
     },
 
     async cancel(params) {
       const path = virtualParam(params);
-      const migration = active(path);
-      if (!migration) throw new ControlError('ENOENT', `no migration of ${path} is running`);
+      const migration = about(path, 'cancel');
       await migration.cancel();
+      // The commit may have come first: then the cancel did nothing, and says so.
+      if (migration.result?.type === 'done') {
+        throw new ControlError('ESTATE', `the migration of ${path} completed before the cancel took effect: the VM runs on ${migration.result.destination}`);
+      }
       return summarize(migration);
     },
 
     async 'set-rate'(params) {
       const path = virtualParam(params);
-      const migration = running(path);
-      if (!migration) throw new ControlError('ENOENT', `no migration of ${path} is running`);
+      const migration = about(path, 'set-rate');
       migration.setRateLimit(numberParam(params, 'rateLimit', 0, 0));
       return summarize(migration);
     },

@@ -66,8 +66,10 @@ export class IoGate {
   /** Holds new ops under `prefix`; resolves when ops admitted before the call have all left. */
   async freeze(prefix: string): Promise<Freeze> {
     const freeze: Freeze = { prefix };
-    this.frozen.push(freeze);
+    // C first: if it throws, nothing is frozen. The drain never rejects, so the caller always gets the freeze
+    // to thaw.
     this.native?.freeze(prefix);
+    this.frozen.push(freeze);
     await this.drain();
     return freeze;
   }

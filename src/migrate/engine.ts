@@ -31,8 +31,10 @@ import { parentSite, siteOf, type Site } from './site.js';
 import type { Claims } from './claims.js';
 import type { CommitQueue } from './commits.js';
 import type { SocketInodes } from '../fs/socket-inodes.js';
+import { IllegalTransition, Job, type JobState, type StartState } from './job.js';
 
-export type Phase = 'preflight' | 'prepare' | 'bulk' | 'iterate' | 'switchover' | 'cleanup' | 'done' | 'abort' | 'interrupted';
+/** A migration's state as events and status report it (src/migrate/job.ts). */
+export type Phase = JobState;
 
 export type Mode = 'iterative' | 'mirror' | 'auto';
 
@@ -168,13 +170,15 @@ function errorCode(err: unknown): string {
 }
 
 /**
- * One live migration, as an explicit state machine:
- * preflight → prepare → bulk → iterate → switchover → cleanup → done, or abort from any state before the commit.
+ * One live migration, driven through its job's states (src/migrate/job.ts: the transition matrix and what each
+ * state makes durable): preflight → prepare → bulk → iterate ⇄ switchover → committed → cleanup → done, or
+ * aborting → aborted from any state before the commit; a crash leaves it interrupted (or committed).
  */
 export class Migration implements TrackingSession {
   readonly id: string;
   readonly startedAt = Date.now();
-  phase: Phase = 'preflight';
+  /** Changed only by `enter` (this engine) and by the factory of an interrupted migration. */
+  readonly job: Job;
   readonly passes: PassEvent[] = [];
   result: DoneEvent | ErrorEvent | undefined;
   plan: Plan | undefined;
@@ -189,7 +193,8 @@ export class Migration implements TrackingSession {
   private readonly at: Beneath;
   private throughput = 0;
   private bytesCopied = 0;
-  private committed = false;
+  /** The freeze of the switchover that committed, once it has. */
+  private downtimeMs: number | undefined;
   private finished: Promise<void> = Promise.resolve();
   /** Each attached file's write count when it was attached: guest bytes since are the guest's load. */
   private readonly guestBase = new Map<TrackedFile, number>();
@@ -214,20 +219,33 @@ export class Migration implements TrackingSession {
   /** Why the migration must stop, when that came from outside its own flow (intent log, timer checkpoint). */
   private failure: unknown;
   private resumeFrom: ResumeState | undefined;
-  /** Left by a crashed daemon: tracking follows the subtree until `ferry migrate --resume` or `ferry cancel`. */
-  interrupted = false;
-
   constructor(
     readonly options: MigrationOptions,
     private readonly mount: MountServices,
     id?: string,
+    start: StartState = 'preflight',
   ) {
     this.id = id ?? randomUUID().slice(0, 8);
+    this.job = new Job(start, (_from, to) => this.emit({ type: 'phase', phase: to }));
     this.at = new Beneath(mount.io);
     this.mover = new Mover(this.abortController.signal, mount.io);
     this.mover.rateLimit = options.rateLimit;
     if (options.guestIoPriority) this.mover.guestBusy = () => this.guestIsBusy();
     this.mirroring = options.mode === 'mirror';
+  }
+
+  get phase(): Phase {
+    return this.job.state;
+  }
+
+  /** Left by a crashed daemon: tracking follows the subtree until `ferry migrate --resume` or `ferry cancel`. */
+  get interrupted(): boolean {
+    return this.job.state === 'interrupted';
+  }
+
+  /** The one way the state changes: an illegal move throws IllegalTransition (a bug: the migration fails). */
+  private enter(state: JobState): void {
+    this.job.transition(state);
   }
 
   get prefix(): string {
@@ -253,7 +271,7 @@ export class Migration implements TrackingSession {
   async preflight(): Promise<void> {
     this.mount.claims.take(this, this.options.virtual);
     try {
-      this.emit({ type: 'phase', phase: 'preflight' });
+      this.emit({ type: 'phase', phase: this.job.state });
       await faultPoint('preflight');
       const plan = await planMigration({
         virtual: this.options.virtual,
@@ -268,6 +286,7 @@ export class Migration implements TrackingSession {
       this.plan = plan;
     } catch (err) {
       this.mount.claims.release(this);
+      this.enter('aborted');
       throw err;
     }
   }
@@ -282,12 +301,10 @@ export class Migration implements TrackingSession {
   /** Cancels a migration that has not committed yet; resolves when it has stopped. */
   async cancel(): Promise<void> {
     if (this.interrupted) {
-      this.interrupted = false;
-      this.mount.tracker.unfollow(this.options.virtual);
       await this.abort(new CancelledError('migration cancelled'));
       return;
     }
-    if (!this.committed) this.abortController.abort();
+    if (!this.job.committed) this.abortController.abort();
     await this.finished;
   }
 
@@ -306,7 +323,7 @@ export class Migration implements TrackingSession {
       keepSource: journal.keepSource,
       guestIoPriority: false,
     };
-    const m = new Migration(options, mount, journal.id);
+    const m = new Migration(options, mount, journal.id, 'interrupted');
     // Uncommitted: the path map still serves the subtree from its source.
     const site = siteOf(mount.paths, journal.source);
     m.plan = { virtual: journal.virtual, source: journal.source, site, isFile: journal.isFile, destRoot: journal.dest, destDir: journal.destDir, destDirExisted: journal.destDirExisted, tree: { dev: 0n, dirs: [], groups: [], symlinks: [], specials: [] }, neededBytes: 0 };
@@ -321,8 +338,6 @@ export class Migration implements TrackingSession {
       complete: new Map(checkpoint.complete.map(([ino, bits]) => [BigInt(ino), decodeMap(bs, bits)])),
       partial: checkpoint.partial && { ino: BigInt(checkpoint.partial.ino), copiedUpTo: checkpoint.partial.copiedUpTo, map: decodeMap(bs, checkpoint.partial.dirty) },
     };
-    m.interrupted = true;
-    m.phase = 'interrupted';
     mount.claims.take(m, journal.virtual, journal.dest);
     mount.tracker.follow(journal.virtual, (file) => {
       file.takeFor(m, undefined, m.intent);
@@ -332,9 +347,11 @@ export class Migration implements TrackingSession {
   }
 
   /** Continues an interrupted migration without recopying what its checkpoint proves current. */
-  resume(): Promise<DoneEvent | ErrorEvent> {
-    this.interrupted = false;
-    this.mount.tracker.unfollow(this.options.virtual);
+  resume(changes: Partial<MigrationOptions> = {}): Promise<DoneEvent | ErrorEvent> {
+    Object.assign(this.options, changes);
+    if (changes.rateLimit !== undefined) this.mover.rateLimit = changes.rateLimit;
+    if (changes.guestIoPriority) this.mover.guestBusy = () => this.guestIsBusy();
+    if (changes.mode !== undefined) this.mirroring = changes.mode === 'mirror';
     return this.start();
   }
 
@@ -370,8 +387,6 @@ export class Migration implements TrackingSession {
   private fail(err: unknown): void {
     this.failure ??= err;
     if (this.interrupted) {
-      this.interrupted = false;
-      this.mount.tracker.unfollow(this.options.virtual);
       void this.abort(err);
       return;
     }
@@ -486,7 +501,6 @@ export class Migration implements TrackingSession {
 
   /** Every event carries `at` (ms since the epoch) so scripts can draw a timeline. */
   private emit(event: MigrationEvent): void {
-    if (event.type === 'phase') this.phase = event.phase;
     const stamped = { ...event, at: Date.now() };
     const level = event.type === 'progress' ? 'debug' : 'info';
     this.mount.log[level]({ migration: this.id, virtual: this.options.virtual, ...stamped }, `migration ${event.type}`);
@@ -500,10 +514,13 @@ export class Migration implements TrackingSession {
       this.intent ??= this.newIntentLog();
       this.checkpointTimer = setInterval(() => void this.checkpoint().catch((err) => this.fail(err)), CHECKPOINT_EVERY_MS);
 
-      this.emit({ type: 'phase', phase: 'bulk' });
+      this.enter('bulk');
       await this.pass(0, true);
       this.resumeFrom = undefined;
-      this.emit({ type: 'phase', phase: 'iterate' });
+      // A resumed migration follows every file of its subtree until its first pass has attached each one: a file
+      // first opened between the resume and the copier's arrival is tracked from its first write.
+      this.mount.tracker.unfollow(this.options.virtual);
+      this.enter('iterate');
       let downtimeMs: number | undefined;
       for (let attempt = 1, pass = 1; downtimeMs === undefined; attempt++) {
         for (; ; pass++) {
@@ -518,11 +535,11 @@ export class Migration implements TrackingSession {
         await this.checkpointing;
         downtimeMs = await this.switchover(attempt);
         if (downtimeMs === undefined) {
-          this.emit({ type: 'phase', phase: 'iterate' });
+          this.enter('iterate');
           this.checkpointTimer = setInterval(() => void this.checkpoint().catch((err) => this.fail(err)), CHECKPOINT_EVERY_MS);
         }
       }
-      this.emit({ type: 'phase', phase: 'cleanup' });
+      this.enter('cleanup');
       await this.cleanup();
       const done: DoneEvent = {
         type: 'done',
@@ -536,16 +553,20 @@ export class Migration implements TrackingSession {
         destination: plan.destRoot,
       };
       this.settle(done);
-      this.emit({ type: 'phase', phase: 'done' });
+      this.enter('done');
       this.emit(done);
       return done;
     } catch (err) {
       clearInterval(this.checkpointTimer);
-      if (this.committed) {
-        // Past the commit the destination is authoritative: only the source deletion can be left over.
+      if (err instanceof IllegalTransition) this.mount.log.fatal({ err, migration: this.id }, err.message);
+      if (this.job.committed) {
+        // Past the commit the destination is authoritative: only the source deletion can be left over (the
+        // journal stays: the next mount finishes it).
         this.mount.log.error({ err, migration: this.id }, 'cleanup after commit failed');
-        const done: DoneEvent = { type: 'done', mode: this.mirroring ? 'mirror' : 'iterative', ...this.mirrorFigures(), downtimeMs: 0, passes: this.passes.length, bytesCopied: this.bytesCopied, durationMs: Date.now() - this.startedAt, source: plan.source, destination: plan.destRoot };
+        const done: DoneEvent = { type: 'done', mode: this.mirroring ? 'mirror' : 'iterative', ...this.mirrorFigures(), downtimeMs: this.downtimeMs ?? 0, passes: this.passes.length, bytesCopied: this.bytesCopied, durationMs: Date.now() - this.startedAt, source: plan.source, destination: plan.destRoot };
         this.settle(done);
+        if (this.job.is('committed')) this.enter('cleanup');
+        if (this.job.is('cleanup')) this.enter('done');
         this.emit(done);
         return done;
       }
@@ -554,7 +575,7 @@ export class Migration implements TrackingSession {
   }
 
   private async prepare(plan: Plan): Promise<void> {
-    this.emit({ type: 'phase', phase: 'prepare' });
+    this.enter('prepare');
     await this.mount.state.writeJournal({
       id: this.id,
       virtual: plan.virtual,
@@ -776,7 +797,8 @@ export class Migration implements TrackingSession {
         dst = await this.shadow!.open(group.ino, C.O_RDWR);
         const size = Number((await fstatBig(srcFd)).size);
         if (Number((await fstatBig(dst)).size) !== size) await ftruncateAsync(dst, size);
-        const resumed = this.resumeFrom && !fresh.has(group.ino) ? this.resumedRanges(group.ino, size, maps) : undefined;
+        // A file this migration did not track all along cannot be vouched for by its checkpoint: copied whole.
+        const resumed = this.resumeFrom && !full ? this.resumedRanges(group.ino, size, maps) : undefined;
         const ranges = resumed ?? (full ? [[0, size] as Extent] : mergeExtents(maps.map((m) => m.extents(size))));
         // Until this copy is done, a checkpoint must still count what it copies as dirty; a first full copy
         // records how far it got instead.
@@ -859,7 +881,7 @@ export class Migration implements TrackingSession {
    */
   private async switchover(attempt: number): Promise<number | undefined> {
     const plan = this.plan!;
-    this.emit({ type: 'phase', phase: 'switchover' });
+    this.enter('switchover');
     const frozenAt = Date.now();
     const deadline = frozenAt + this.options.maxDowntimeMs;
     const freeze: Freeze = await this.mount.gate.freeze(plan.virtual);
@@ -869,7 +891,7 @@ export class Migration implements TrackingSession {
       const t0 = Date.now();
       const result = await work();
       steps[name] = Date.now() - t0;
-      if (!this.committed && Date.now() > deadline) throw new DeadlineError(`the freeze overran ${this.options.maxDowntimeMs} ms in step ${name}`);
+      if (!this.job.committed && Date.now() > deadline) throw new DeadlineError(`the freeze overran ${this.options.maxDowntimeMs} ms in step ${name}`);
       return result;
     };
     const reopened: { fh: number; handle: Handle; fd: number }[] = [];
@@ -912,8 +934,8 @@ export class Migration implements TrackingSession {
       await faultPoint('after-commit');
       this.passes.push({ type: 'pass', pass: this.passes.length, mode: this.mirroring ? 'mirror' : 'iterative', ...this.mirrorFigures(), dirtyBytes: copied, copiedBytes: copied, throughputBytesPerSec: Math.round(this.throughput), estimatedSwitchoverMs: 0, durationMs: Date.now() - frozenAt });
     } catch (err) {
-      if (!this.committed) for (const { fd } of reopened) closeQuietly(fd);
-      if (!(err instanceof DeadlineError) || this.committed) throw err;
+      if (!this.job.committed) for (const { fd } of reopened) closeQuietly(fd);
+      if (!(err instanceof DeadlineError) || this.job.committed) throw err;
       // Nothing is lost before the commit: the copy so far is a pass like any other.
       this.emit({ type: 'switchover', attempt, outcome: 'abandoned', frozenMs: Date.now() - frozenAt, steps });
       if (attempt >= MAX_SWITCHOVER_ATTEMPTS) {
@@ -922,15 +944,16 @@ export class Migration implements TrackingSession {
       return undefined;
     } finally {
       this.mount.gate.thaw(freeze);
+      if (this.job.committed) this.downtimeMs = Date.now() - frozenAt;
       this.mount.log.info({ migration: this.id, attempt, frozenMs: Date.now() - frozenAt, ...steps }, 'switchover freeze');
     }
-    return Date.now() - frozenAt;
+    return this.downtimeMs;
   }
 
   /** The commit point: the path map, written atomically, names the destination. */
   private async commit(): Promise<void> {
     await this.mount.commits.commit(this.plan!.virtual, this.plan!.destRoot);
-    this.committed = true;
+    this.enter('committed');
   }
 
   private async cleanup(): Promise<void> {
@@ -941,24 +964,41 @@ export class Migration implements TrackingSession {
     await this.mount.state.removeJournal(this.id);
   }
 
+  /**
+   * Undoes a migration that has not committed. The checkpoint goes first, while tracking and intent logging are
+   * still on: from then on a crash undoes the copy instead of resuming it, so no write the stopped tracking misses
+   * can end up in a resumed copy. If the checkpoint cannot be removed, tracking stays on (a later resume stays
+   * correct) and the failure says so. The journal is removed only once the partial copy is: a journal without a
+   * checkpoint makes the next mount finish the undo.
+   */
   private async abort(err: unknown): Promise<ErrorEvent> {
     const plan = this.plan!;
-    this.emit({ type: 'phase', phase: 'abort' });
-    await this.detachAll();
+    this.enter('aborting');
     const code = errorCode(err);
     let message = errorMessage(err);
     // The stack is for whoever debugs a failed migration; the event carries the message only.
     if (!(err instanceof CancelledError)) this.mount.log.warn({ err, migration: this.id }, 'migration aborting');
     if (code === 'ENOSPC') message = `the destination ran out of space (${message})`;
     try {
+      await this.barCheckpoints();
+    } catch (rmErr) {
+      this.mount.log.error({ err: rmErr, migration: this.id }, 'could not remove the checkpoint: tracking stays on');
+      const event: ErrorEvent = { type: 'error', code, message: `${message}; its checkpoint could not be removed (${errorMessage(rmErr)}), so tracking and intent logging stay on and a resume after the next mount stays correct; the VM keeps running on the source`, sourceIntact: true };
+      this.result = event;
+      this.emit(event);
+      return event;
+    }
+    await this.detachAll();
+    try {
       await removePartialCopy(this.at, plan.destDir, plan.destRoot, plan.isFile, plan.destDirExisted, this.id);
       await this.mount.state.removeJournal(this.id);
     } catch (cleanupErr) {
       this.mount.log.error({ err: cleanupErr, migration: this.id }, 'could not remove the partial copy');
-      message += `; the partial copy at ${plan.destRoot} could not be removed: ${errorMessage(cleanupErr)}`;
+      message += `; the partial copy at ${plan.destRoot} could not be removed (${errorMessage(cleanupErr)}): the next mount removes it`;
     }
     const event: ErrorEvent = { type: 'error', code, message: `${message}; the VM keeps running on the source`, sourceIntact: true };
     this.settle(event);
+    this.enter('aborted');
     this.emit(event);
     return event;
   }
@@ -966,6 +1006,7 @@ export class Migration implements TrackingSession {
   /** The end state: the migration no longer owns its subtree or destination. */
   private settle(result: DoneEvent | ErrorEvent): void {
     this.result = result;
+    this.mount.tracker.unfollow(this.options.virtual);
     this.mount.claims.release(this);
     this.plan?.site.root.retire();
     this.destDir?.root.retire();

@@ -40,7 +40,7 @@ describe('ferry migrate: live', () => {
     expect(run.stderr).toBe('');
     expect(run.code).toBe(0);
     expect(run.final).toMatchObject({ type: 'done', source: m.home, destination: m.dest });
-    expect(run.events.filter((e) => e.type === 'phase').map((e) => e.phase)).toEqual(['preflight', 'prepare', 'bulk', 'iterate', 'switchover', 'cleanup', 'done']);
+    expect(run.events.filter((e) => e.type === 'phase').map((e) => e.phase)).toEqual(['preflight', 'prepare', 'bulk', 'iterate', 'switchover', 'committed', 'cleanup', 'done']);
     expect(report.errors).toEqual([]);
     expect(report.writes).toBeGreaterThan(20);
     expect(fs.existsSync(m.home)).toBe(false);
