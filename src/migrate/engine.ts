@@ -474,7 +474,6 @@ export class Migration implements TrackingSession {
   private resumedRanges(ino: bigint, size: number, taken: DirtyMap[]): Extent[] {
     const state = this.resumeFrom!;
     const whole: Extent[] = [[0, size]];
-    if (state.intent.has(-1n)) return whole;
     const logged = state.intent.get(ino) ?? new Set<number>();
     const from = markedFrom(logged) * INTENT_REGION_BYTES;
     const intents: Extent[] = [...logged].filter((r) => r >= 0).map((r): Extent => [r * INTENT_REGION_BYTES, INTENT_REGION_BYTES]);

@@ -105,7 +105,11 @@ export class DatastoreState {
   }
 
   async journals(): Promise<MigrationJournal[]> {
-    const names = await readdir(this.journalsDir).catch(() => [] as string[]);
+    // Only a directory never made means no migrations: any other error must fail recovery, not hide a migration.
+    const names = await readdir(this.journalsDir).catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') return [] as string[];
+      throw err;
+    });
     const journals: MigrationJournal[] = [];
     for (const name of names.filter((n) => /^[^.]+\.json$/.test(n))) {
       journals.push(JSON.parse(await readStateFile(join(this.journalsDir, name))) as MigrationJournal);

@@ -36,3 +36,14 @@ describe('DatastoreState.removeJournal', () => {
     expect((await readdir(journals)).sort()).toEqual(['m1.intent.json', 'm1.json']);
   });
 });
+
+describe('DatastoreState.journals', () => {
+  it('a journals directory that cannot be read fails recovery instead of reading as "no migrations"', async () => {
+    const { state, journals } = await stateWithJournal();
+    expect((await state.journals()).map((j) => j.id)).toEqual(['m1']);
+    await rm(journals, { recursive: true });
+    expect(await state.journals()).toEqual([]); // never made: nothing to recover
+    await writeFile(journals, 'not a directory');
+    await expect(state.journals()).rejects.toMatchObject({ code: 'ENOTDIR' });
+  });
+});
