@@ -119,6 +119,10 @@ async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
   // mount's own: no path past PATH_MAX, and no working directory, is needed.
   const at = new Beneath(Fuse.io);
   const interrupted = await recoverMigrations(state, paths, at, log);
+  // From here this daemon's own heartbeat: recovery has read the crashed one's (src/migrate/recovery.ts).
+  await state.beat();
+  const heartbeat = setInterval(() => void state.beat().catch((err: unknown) => log.warn({ err }, 'cannot write the heartbeat')), 1000);
+  heartbeat.unref();
   const hidden = await sweepHiddenFiles(at, paths);
   if (hidden.length > 0) log.info({ files: hidden }, 'removed files a killed daemon left unlinked-but-open');
   // Without --allow-other only root uses the mount, and the backing store is no route for anyone else through it.
@@ -155,7 +159,7 @@ async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
   };
   // Before the mount answers its first op: a write to an interrupted subtree is tracked and intent-logged from the
   // very first one, or a resume would miss it.
-  for (const left of interrupted) migrations.push(Migration.interrupted(left.journal, left.checkpoint, left.intent, services));
+  for (const left of interrupted) migrations.push(Migration.interrupted(left, services));
   const fuse = new Fuse(mountpoint, createOps(fsContext), { timeout: false, mountOptions: mountOptions(opts), debug: process.env.FERRY_FUSE_DEBUG === '1' });
   await new Promise<void>((resolve, reject) => {
     fuse.mount((err) => (err ? reject(new UserError(`cannot mount ${mountpoint}: ${err.message}`, 1)) : resolve()));
@@ -188,6 +192,7 @@ async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
     log.info({ reason }, 'unmounting');
     watchdog.stop();
     mountWatch?.stop();
+    clearInterval(heartbeat);
     control.close();
     // Running migrations abort (source intact); interrupted ones keep their partial copy for --resume.
     void Promise.all(migrations.filter((m) => m.isRunning).map((m) => m.cancel())).then(() => fuse.unmount((err) => {

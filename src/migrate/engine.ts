@@ -20,7 +20,6 @@ import { decide, estimateSwitchoverMs, mirrorReason, type PassFigures } from './
 import { CopyWindow } from '../track/copy-window.js';
 import { IntentLog, covers, fromRegion, markedFrom, type Regions } from '../track/intent-log.js';
 import { DirtyMap, type Extent } from '../track/dirty-map.js';
-import type { MigrationJournal } from '../state/datastore-state.js';
 import { decodeMap, encodeMap, type Checkpoint } from './checkpoint.js';
 import { planMigration, type Plan } from './preflight.js';
 import { isWithin } from '../util/paths.js';
@@ -32,6 +31,7 @@ import type { Claims } from './claims.js';
 import type { CommitQueue } from './commits.js';
 import type { SocketInodes } from '../fs/socket-inodes.js';
 import { IllegalTransition, Job, type JobState, type StartState } from './job.js';
+import type { Interrupted } from './recovery.js';
 
 /** A migration's state as events and status report it (src/migrate/job.ts). */
 export type Phase = JobState;
@@ -134,6 +134,8 @@ export interface ModeEvent {
 
 interface ResumeState {
   intent: Map<bigint, Set<number>>;
+  /** Changed while no daemon tracked them (recovery.ts): copied whole. */
+  changed: Set<bigint> | 'all';
   complete: Map<bigint, DirtyMap>;
   partial: { ino: bigint; copiedUpTo: number; map: DirtyMap } | undefined;
 }
@@ -312,7 +314,7 @@ export class Migration implements TrackingSession {
    * An interrupted migration as a crashed daemon left it: its partial copy, checkpoint and intent log. From now
    * on every file under the subtree is tracked again (and its writes intent-logged), until resume or cancel.
    */
-  static interrupted(journal: MigrationJournal, checkpoint: Checkpoint, intent: Map<bigint, Set<number>>, mount: MountServices): Migration {
+  static interrupted({ journal, checkpoint, intent, changed }: Interrupted, mount: MountServices): Migration {
     const options: MigrationOptions = {
       virtual: journal.virtual,
       dest: journal.destDir,
@@ -335,6 +337,7 @@ export class Migration implements TrackingSession {
     const bs = mount.tracker.blockSize;
     m.resumeFrom = {
       intent,
+      changed,
       complete: new Map(checkpoint.complete.map(([ino, bits]) => [BigInt(ino), decodeMap(bs, bits)])),
       partial: checkpoint.partial && { ino: BigInt(checkpoint.partial.ino), copiedUpTo: checkpoint.partial.copiedUpTo, map: decodeMap(bs, checkpoint.partial.dirty) },
     };
@@ -474,6 +477,7 @@ export class Migration implements TrackingSession {
   private resumedRanges(ino: bigint, size: number, taken: DirtyMap[]): Extent[] {
     const state = this.resumeFrom!;
     const whole: Extent[] = [[0, size]];
+    if (state.changed === 'all' || state.changed.has(ino)) return whole;
     const logged = state.intent.get(ino) ?? new Set<number>();
     const from = markedFrom(logged) * INTENT_REGION_BYTES;
     const intents: Extent[] = [...logged].filter((r) => r >= 0).map((r): Extent => [r * INTENT_REGION_BYTES, INTENT_REGION_BYTES]);

@@ -87,7 +87,7 @@ export const STATE_TABLE: Record<JobState, StateInfo> = {
   interrupted: {
     from: [],
     enteredBy: 'recovery, at the next mount after a crash, for a migration with a checkpoint',
-    durable: 'tracking and intent logging armed before the mount answers its first op',
+    durable: 'tracking and intent logging armed before the mount answers its first op; files changed while no daemon ran (ctime past the last heartbeat) marked to be copied whole',
     afterCrash: 'interrupted again',
   },
 };

@@ -3,6 +3,7 @@ import type { PathMap } from '../fs/path-map.js';
 import type { Beneath } from '../util/beneath.js';
 import { removeTree } from '../util/beneath-tree.js';
 import { siteOf } from './site.js';
+import { walkTree } from './walk.js';
 import type { DatastoreState, MigrationJournal } from '../state/datastore-state.js';
 import { removePartialCopy } from './engine.js';
 import type { Checkpoint } from './checkpoint.js';
@@ -11,7 +12,12 @@ export interface Interrupted {
   journal: MigrationJournal;
   checkpoint: Checkpoint;
   intent: Map<bigint, Set<number>>;
+  /** Source inodes changed while no daemon tracked them ('all': cannot tell): the resume copies them whole. */
+  changed: Set<bigint> | 'all';
 }
+
+/** The heartbeat's period (src/daemon/main.ts) plus a margin for a slow tick. */
+export const BEAT_SLACK_MS = 2000;
 
 /**
  * Finishes or sets aside migrations a crashed daemon left behind, before the mount serves anything.
@@ -21,11 +27,13 @@ export interface Interrupted {
  */
 export async function recoverMigrations(state: DatastoreState, paths: PathMap, at: Beneath, log: Logger): Promise<Interrupted[]> {
   const interrupted: Interrupted[] = [];
+  // Read before this daemon beats for the first time: it is the crashed daemon's last sign of life.
+  const lastBeat = await state.lastBeat();
   for (const journal of await state.journals()) {
     const committed = paths.resolve(journal.virtual) === journal.dest;
     const resumable = committed ? undefined : await readResumable(state, journal, log);
     if (resumable) {
-      interrupted.push({ journal, ...resumable });
+      interrupted.push({ journal, ...resumable, changed: await changedWhileDown(at, paths, journal, lastBeat, log) });
       log.warn({ migration: journal.id, virtual: journal.virtual, destination: journal.dest }, 'migration interrupted by a crash: resume it with ferry migrate --resume, or ferry cancel');
       continue;
     }
@@ -53,7 +61,7 @@ export async function recoverMigrations(state: DatastoreState, paths: PathMap, a
  * The checkpoint and intent log of an uncommitted migration, if both can be trusted. A missing intent log means
  * no write was ever logged; one that cannot be read could hide writes, so the copy is not resumed but undone.
  */
-async function readResumable(state: DatastoreState, journal: MigrationJournal, log: Logger): Promise<Omit<Interrupted, 'journal'> | undefined> {
+async function readResumable(state: DatastoreState, journal: MigrationJournal, log: Logger): Promise<Omit<Interrupted, 'journal' | 'changed'> | undefined> {
   try {
     const checkpoint = await state.readSide<Checkpoint>(journal.id, 'checkpoint');
     if (!checkpoint) return undefined;
@@ -62,5 +70,30 @@ async function readResumable(state: DatastoreState, journal: MigrationJournal, l
   } catch (err) {
     log.error({ err, migration: journal.id }, 'checkpoint or intent log unreadable: the partial copy cannot be trusted and is removed');
     return undefined;
+  }
+}
+
+/**
+ * Source files changed while no daemon tracked them: a ctime later than the crashed daemon's last heartbeat (plus
+ * its period). Looked at before the mount serves anything, so no write of the new daemon's counts. A change made
+ * within BEAT_SLACK_MS of the crash, or one that restored the ctime, goes unseen (README, "Crashes and resume").
+ */
+async function changedWhileDown(at: Beneath, paths: PathMap, journal: MigrationJournal, lastBeat: number | undefined, log: Logger): Promise<Set<bigint> | 'all'> {
+  if (lastBeat === undefined) {
+    log.warn({ migration: journal.id }, 'no heartbeat of the crashed daemon: the resume copies every file whole');
+    return 'all';
+  }
+  const site = siteOf(paths, journal.source);
+  try {
+    const tree = await walkTree(at, site);
+    const after = BigInt(lastBeat + BEAT_SLACK_MS) * 1_000_000n;
+    const changed = tree.groups.filter((g) => g.stat.ctimeNs > after);
+    if (changed.length > 0) log.warn({ migration: journal.id, files: changed.map((g) => g.paths[0]) }, 'files changed while ferry was down: the resume copies them whole');
+    return new Set(changed.map((g) => g.ino));
+  } catch (err) {
+    log.warn({ err, migration: journal.id }, 'cannot tell which files changed while ferry was down: the resume copies every file whole');
+    return 'all';
+  } finally {
+    site.root.retire();
   }
 }

@@ -53,7 +53,8 @@ export class Shadow {
   /** The staging directory's name in the copy ('' for a one-file copy, which holds no directory). */
   private readonly stagingName: string;
   /** The directory holding the copy's root, whose entry for it a flush makes durable. */
-  private readonly holder: Site;
+  /** Directories whose entries name the copy: fsynced with it (a one-file copy's new directory too). */
+  private readonly holders: Site[];
 
   constructor(
     private readonly at: Beneath,
@@ -67,7 +68,8 @@ export class Shadow {
     this.staging = dir.child(`.ferry-staging-${id}`);
     this.stagingName = fileName === undefined ? `.ferry-staging-${id}` : '';
     const above = posix.dirname(dir.rel);
-    this.holder = fileName === undefined ? new Site(dir.root, above === '.' ? '' : above) : dir;
+    const parent = new Site(dir.root, above === '.' ? '' : above);
+    this.holders = fileName === undefined ? [parent] : [dir, parent];
   }
 
   /** Where each source inode's copy is (for a checkpoint). */
@@ -269,7 +271,7 @@ export class Shadow {
    */
   async flush(): Promise<void> {
     const tree = await walkTree(this.at, this.copy);
-    const targets: [Site, string][] = [...tree.groups.map((g): [Site, string] => [this.copy, g.paths[0]]), ...tree.dirs.map((d): [Site, string] => [this.copy, d.rel]), [this.holder, '']];
+    const targets: [Site, string][] = [...tree.groups.map((g): [Site, string] => [this.copy, g.paths[0]]), ...tree.dirs.map((d): [Site, string] => [this.copy, d.rel]), ...this.holders.map((h): [Site, string] => [h, ''])];
     for (let i = 0; i < targets.length; i += FLUSH_BATCH) {
       await Promise.all(targets.slice(i, i + FLUSH_BATCH).map(([site, rel]) => this.fsync(site, rel)));
     }

@@ -1,4 +1,4 @@
-import { mkdir, readdir, unlink } from 'node:fs/promises';
+import { mkdir, readdir, readFile, unlink, writeFile } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { readStateFile, syncDir, writeFileAtomic } from './atomic.js';
@@ -75,6 +75,22 @@ export class DatastoreState {
       });
     }
     await syncDir(this.journalsDir);
+  }
+
+  /**
+   * The daemon's heartbeat, written every second while it serves the datastore: after a crash, a file whose ctime
+   * is later than the last beat (plus a period) was changed while no daemon tracked it. Not fsynced: after a host
+   * crash the beat read back can only be older, which flags more files, never fewer.
+   */
+  async beat(now = Date.now()): Promise<void> {
+    await writeFile(join(this.dir, 'alive'), `${now}\n`);
+  }
+
+  /** The last heartbeat (ms since the epoch), or undefined when none can be read (then nothing is vouched for). */
+  async lastBeat(): Promise<number | undefined> {
+    const text = await readFile(join(this.dir, 'alive'), 'utf8').catch(() => '');
+    const ms = Number(text.trim());
+    return text.trim() !== '' && Number.isSafeInteger(ms) ? ms : undefined;
   }
 
   /** A migration's side files (checkpoint, intent log): written atomically, removed with the journal. */

@@ -38,6 +38,33 @@ async function writeThrough(path: string, model: Buffer, offset: number, bytes: 
   bytes.copy(model, offset);
 }
 
+/** d1 and d2 (1 MiB) copied and d3 (32 MiB) partly, as a checkpoint records, then kill -9 and an unmount. */
+async function crashAfterTwoFiles(m: TestMount): Promise<{ models: Record<string, Buffer>; dest: string }> {
+  const home = join(m.datastore, 'vm1');
+  await fsp.mkdir(home);
+  const models: Record<string, Buffer> = { d1: randomBytes(MiB), d2: randomBytes(MiB), d3: randomBytes(32 * MiB) };
+  for (const [name, bytes] of Object.entries(models)) await fsp.writeFile(join(home, name), bytes);
+  const dest = join(m.root, 'dest');
+  const running = migrate(m, join(m.mountpoint, 'vm1'), dest, ['--rate-limit', '4M']);
+  await waitFor(async () => {
+    const c = await checkpoint(m);
+    return (c?.complete?.length ?? 0) === 2 && (c?.partial?.copiedUpTo ?? 0) > 0;
+  }, 30_000, 'a checkpoint past d2');
+  const { pid } = await m.status();
+  process.kill(pid, 'SIGKILL');
+  expect((await running.done).code).toBe(1);
+  await waitFor(() => hasExited(pid), 10_000, 'the daemon to die');
+  expect((await m.cli(['unmount', m.mountpoint, '--force'])).code).toBe(0);
+  return { models, dest };
+}
+
+async function expectCopied(m: TestMount, dest: string, models: Record<string, Buffer>): Promise<void> {
+  for (const [name, model] of Object.entries(models)) {
+    expect((await fsp.readFile(join(dest, name))).equals(model), `${name} at the destination`).toBe(true);
+    expect((await fsp.readFile(join(m.mountpoint, 'vm1', name))).equals(model), `${name} through the mount`).toBe(true);
+  }
+}
+
 describe('the verbs of a migration', () => {
   it('--resume never starts a migration, with or without --detach, and refuses --to', async () => {
     mount = await mountFerry();
@@ -87,22 +114,7 @@ describe('the verbs of a migration', () => {
   it('a file first opened after --resume keeps every write made before the copier reaches it', async () => {
     mount = await mountFerry();
     const m = mount;
-    const home = join(m.datastore, 'vm1');
-    await fsp.mkdir(home);
-    const models: Record<string, Buffer> = { d1: randomBytes(MiB), d2: randomBytes(MiB), d3: randomBytes(32 * MiB) };
-    for (const [name, bytes] of Object.entries(models)) await fsp.writeFile(join(home, name), bytes);
-    const dest = join(m.root, 'dest');
-    const running = migrate(m, join(m.mountpoint, 'vm1'), dest, ['--rate-limit', '4M']);
-    // A checkpoint with d1 and d2 complete and d3 partly copied, then kill -9.
-    await waitFor(async () => {
-      const c = await checkpoint(m);
-      return (c?.complete?.length ?? 0) === 2 && (c?.partial?.copiedUpTo ?? 0) > 0;
-    }, 30_000, 'a checkpoint past d2');
-    const { pid } = await m.status();
-    process.kill(pid, 'SIGKILL');
-    expect((await running.done).code).toBe(1);
-    await waitFor(() => hasExited(pid), 10_000, 'the daemon to die');
-    expect((await m.cli(['unmount', m.mountpoint, '--force'])).code).toBe(0);
+    const { models, dest } = await crashAfterTwoFiles(m);
     // The resumed first pass stops for 4 s after its first file (d1): d2 and d3 are written meanwhile, opened for
     // the first time since the remount.
     const again = await m.cli(['mount', m.datastore, m.mountpoint], { FERRY_FAULTS: 'bulk=pause:4000@1' });
@@ -117,9 +129,27 @@ describe('the verbs of a migration', () => {
     const r = await resumed;
     expect(r.code, r.stderr).toBe(0);
     expect(JSON.parse(r.stdout.trim().split('\n').at(-1)!)).toMatchObject({ type: 'done', destination: dest });
-    for (const [name, model] of Object.entries(models)) {
-      expect((await fsp.readFile(join(dest, name))).equals(model), `${name} at the destination`).toBe(true);
-      expect((await fsp.readFile(join(m.mountpoint, 'vm1', name))).equals(model), `${name} through the mount`).toBe(true);
-    }
+    await expectCopied(m, dest, models);
+  });
+
+  it('files changed in the backing store while ferry was down are copied whole by --resume', async () => {
+    mount = await mountFerry();
+    const m = mount;
+    const { models, dest } = await crashAfterTwoFiles(m);
+    // Past the crashed daemon's last heartbeat and its slack: an admin's edit, a restore, another tool.
+    await new Promise((r) => setTimeout(r, 3000));
+    const home = join(m.datastore, 'vm1');
+    const patch = randomBytes(4096);
+    const fd = fs.openSync(join(home, 'd1'), 'r+');
+    fs.writeSync(fd, patch, 0, patch.length, 8192);
+    fs.closeSync(fd);
+    patch.copy(models.d1, 8192);
+    const tail = randomBytes(MiB);
+    fs.appendFileSync(join(home, 'd2'), tail);
+    models.d2 = Buffer.concat([models.d2, tail]);
+    expect((await m.cli(['mount', m.datastore, m.mountpoint])).code).toBe(0);
+    const r = await m.cli(['migrate', join(m.mountpoint, 'vm1'), '--resume', '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    await expectCopied(m, dest, models);
   });
 });
