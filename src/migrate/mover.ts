@@ -77,8 +77,11 @@ export class Mover {
       while (low < chunks.length && done[low]) low++;
       options.onProgress?.(low < chunks.length ? chunks[low][0] : Number.MAX_SAFE_INTEGER);
     };
+    // The first failure stops new chunks; it is thrown once every chunk in flight has settled, because the caller
+    // closes both fds as soon as this returns and a chunk still copying in C would write through a reused number.
+    let failure: { err: unknown } | undefined;
     const worker = async () => {
-      while (next < chunks.length) {
+      while (next < chunks.length && failure === undefined) {
         const index = next++;
         const [offset, length] = chunks[index];
         if (this.signal.aborted) throw new CancelledError('migration cancelled');
@@ -94,11 +97,13 @@ export class Mover {
         finished(index);
       }
     };
+    const settle = () => worker().catch((err: unknown) => void (failure ??= { err }));
     try {
-      await Promise.all(Array.from({ length: Math.min(options.sparse ? IN_FLIGHT_FRESH : IN_FLIGHT_KERNEL, chunks.length) }, worker));
+      await Promise.all(Array.from({ length: Math.min(options.sparse ? IN_FLIGHT_FRESH : IN_FLIGHT_KERNEL, chunks.length) }, settle));
     } finally {
       window?.finish();
     }
+    if (failure) throw failure.err;
     return moved;
   }
 

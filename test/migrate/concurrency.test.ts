@@ -106,8 +106,9 @@ describe('migrations that race each other', () => {
 });
 
 describe('an interrupted migration outlives an orderly stop of its daemon', () => {
-  async function interrupted(m: TestMount): Promise<string> {
-    await vm(m, 'vm1', 64);
+  /** The destination, and the disk's bytes (nothing writes to it: the copy must hold exactly these). */
+  async function interrupted(m: TestMount): Promise<{ dest: string; disk: Buffer }> {
+    const disk = await vm(m, 'vm1', 64);
     await fsp.mkdir(join(m.root, 'd'));
     const dest = join(m.root, 'd/vm1');
     const { pid } = await m.status();
@@ -119,13 +120,13 @@ describe('an interrupted migration outlives an orderly stop of its daemon', () =
     expect((await m.cli(['unmount', m.mountpoint, '--force'])).code).toBe(0);
     expect((await m.cli(['mount', m.datastore, m.mountpoint])).code).toBe(0);
     expect((await m.status()).migrations).toEqual([expect.objectContaining({ path: '/vm1', interrupted: true })]);
-    return dest;
+    return { dest, disk };
   }
 
   it.each(['unmount', 'unmount --force', 'SIGTERM'])('%s keeps it for --resume, partial copy included', async (how) => {
     mount = await mountFerry();
     const m = mount;
-    const dest = await interrupted(m);
+    const { dest, disk } = await interrupted(m);
     if (how === 'SIGTERM') {
       const { pid } = await m.status();
       process.kill(pid, 'SIGTERM');
@@ -139,7 +140,8 @@ describe('an interrupted migration outlives an orderly stop of its daemon', () =
     expect((await m.status()).migrations).toEqual([expect.objectContaining({ path: '/vm1', interrupted: true })]);
     const resumed = await m.cli(['migrate', join(m.mountpoint, 'vm1'), '--resume']);
     expect(resumed.code, resumed.stderr).toBe(0);
-    expect((await fsp.readFile(join(dest, 'disk.img'))).equals(await fsp.readFile(join(m.mountpoint, 'vm1/disk.img')))).toBe(true);
+    expect((await fsp.readFile(join(dest, 'disk.img'))).equals(disk)).toBe(true);
+    expect((await fsp.readFile(join(m.mountpoint, 'vm1/disk.img'))).equals(disk)).toBe(true);
   });
 });
 

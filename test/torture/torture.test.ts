@@ -27,5 +27,10 @@ describe('torture', () => {
     expect(runs.reduce((n, r) => n + r.rounds, 0)).toBeGreaterThan(0);
     expect(runs.reduce((n, r) => n + r.migrations, 0)).toBeGreaterThan(0);
     if (!MINUTES) expect(runs[0].kills).toBeGreaterThan(0);
+    // A long run must have exercised both ends of a kill: interrupted migrations resumed, and cancelled.
+    if (MINUTES) {
+      expect(runs.reduce((n, r) => n + r.resumes, 0)).toBeGreaterThan(0);
+      expect(runs.reduce((n, r) => n + r.cancelledAfterKill, 0)).toBeGreaterThan(0);
+    }
   }, MINUTES ? MINUTES * 60_000 + 600_000 : 600_000);
 });
