@@ -83,7 +83,12 @@ export class DatastoreState {
    * crash the beat read back can only be older, which flags more files, never fewer.
    */
   async beat(now = Date.now()): Promise<void> {
-    await writeFile(join(this.dir, 'alive'), `${now}\n`);
+    // In place, one fixed-width write: a kill can never leave it truncated or half old, half new.
+    const text = `${String(now).padStart(16, '0')}\n`;
+    await writeFile(join(this.dir, 'alive'), text, { flag: 'r+' }).catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== 'ENOENT') throw err;
+      return writeFile(join(this.dir, 'alive'), text);
+    });
   }
 
   /** The last heartbeat (ms since the epoch), or undefined when none can be read (then nothing is vouched for). */

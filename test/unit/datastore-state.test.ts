@@ -47,3 +47,15 @@ describe('DatastoreState.journals', () => {
     await expect(state.journals()).rejects.toMatchObject({ code: 'ENOTDIR' });
   });
 });
+
+describe('DatastoreState heartbeat', () => {
+  it('reads back the last beat, written in place; anything unreadable is no beat at all', async () => {
+    const { state } = await stateWithJournal();
+    expect(await state.lastBeat()).toBeUndefined();
+    await state.beat(1_765_000_000_123);
+    await state.beat(9_000);
+    expect(await state.lastBeat()).toBe(9_000);
+    await writeFile(join(state.dir, 'alive'), 'garbage\n');
+    expect(await state.lastBeat()).toBeUndefined();
+  });
+});
