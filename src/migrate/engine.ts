@@ -908,13 +908,14 @@ export class Migration implements TrackingSession {
       await step('reopenMs', async () => {
         // By inode, not by name: the name a handle was opened through may since have gone, or now name another
         // file. The frozen walk placed every inode of the subtree; a handle on any of them moves to its copy.
+        // Only the subtree's handles: they are frozen, while one elsewhere may be released (its fd closed and the
+        // number reused) during an await here. The tracker keeps each handle's path current through renames and
+        // libfuse's hiding, and the preflight and rename refuse hard links across the subtree's edge.
         for (const [fh, handle] of this.mount.handles.entries()) {
+          if (!isWithin(handle.file.path, plan.virtual)) continue;
           const st = await fstatBig(handle.fd);
           const rel = st.dev === tree.dev ? this.shadow!.placedPath(st.ino) : undefined;
-          if (rel === undefined) {
-            if (isWithin(handle.file.path, plan.virtual)) throw Object.assign(new Error(`${handle.file.path} is open but its inode ${st.ino} has no copy`), { code: 'EINVARIANT' });
-            continue;
-          }
+          if (rel === undefined) throw Object.assign(new Error(`${handle.file.path} is open but its inode ${st.ino} has no copy`), { code: 'EINVARIANT' });
           const fd = await this.shadow!.openFile(rel, backingFlags(handle.flags));
           reopened.push({ fh, handle, fd });
         }
