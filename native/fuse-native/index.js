@@ -677,7 +677,6 @@ Fuse.io = binding.fuse_native_io_seek ? {
   FALLOC_FL_PUNCH_HOLE: binding.io_FALLOC_FL_PUNCH_HOLE,
   FALLOC_FL_ZERO_RANGE: binding.io_FALLOC_FL_ZERO_RANGE,
   AT_REMOVEDIR: binding.io_AT_REMOVEDIR,
-  O_PATH: binding.io_O_PATH,
   // Paths below are relative to a root directory fd and resolved beneath it, never through a symlink, "..", or a
   // /proc magic link (openat2 RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS); "" is the root.
   openBeneath: binding.fuse_native_io_open_beneath, // (root, path, flags, mode, cb(err, fd)): O_NOFOLLOW | O_CLOEXEC added

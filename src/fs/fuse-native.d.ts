@@ -94,7 +94,6 @@ declare module 'fuse-native' {
     readonly FALLOC_FL_PUNCH_HOLE: number;
     readonly FALLOC_FL_ZERO_RANGE: number;
     readonly AT_REMOVEDIR: number;
-    readonly O_PATH: number;
   }
   /** An opaque C object: one file's maps as the native data path sees them. */
   export type NativeFileRef = { readonly __nativeFile: unique symbol };

@@ -1,6 +1,5 @@
-import fs from 'node:fs';
 import type { Beneath } from '../util/beneath.js';
-import { fstatBig, listDir, withObject } from '../util/beneath-tree.js';
+import { listDir, withEntry, withObject } from '../util/beneath-tree.js';
 import type { PathMap } from './path-map.js';
 
 /** libfuse's name for a file unlinked while open (`.fuse_hidden%08x%08x`), kept until its last handle closes. */
@@ -26,20 +25,10 @@ export async function sweepHiddenFiles(at: Beneath, paths: PathMap): Promise<str
         });
         if (gone) removed.push(path);
       } else if (entry.isDirectory()) {
-        let child: number;
-        try {
-          child = await at.object(dir, entry.name);
-        } catch (err) {
-          if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
-          throw err;
-        }
-        try {
-          // Opened without following: what the listing showed as a directory may be a symlink by now.
-          const st = await fstatBig(child);
+        // Opened without following: what the listing showed as a directory may be a symlink by now.
+        await withEntry(at, dir, entry.name, async (child, st) => {
           if (st.isDirectory() && st.dev === dev) await sweep(child, dev, path);
-        } finally {
-          fs.closeSync(child);
-        }
+        });
       }
     }
   };

@@ -92,8 +92,6 @@ export const STATE_TABLE: Record<JobState, StateInfo> = {
   },
 };
 
-const TERMINAL: readonly JobState[] = ['done', 'aborted'];
-const RUNNING: readonly JobState[] = ['preflight', 'prepare', 'bulk', 'iterate', 'switchover'];
 const COMPLETED: readonly JobState[] = ['committed', 'cleanup', 'done'];
 
 export type Verb = 'cancel' | 'resume' | 'set-rate' | 'status';
@@ -156,16 +154,8 @@ export class Job {
     return states.includes(this.current);
   }
 
-  get running(): boolean {
-    return RUNNING.includes(this.current);
-  }
-
   get committed(): boolean {
     return COMPLETED.includes(this.current);
-  }
-
-  get finished(): boolean {
-    return TERMINAL.includes(this.current);
   }
 
   answer(verb: Verb, path: string): Answer {

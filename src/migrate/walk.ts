@@ -1,6 +1,6 @@
 import fs, { type BigIntStats } from 'node:fs';
 import type { Beneath } from '../util/beneath.js';
-import { fstatBig, listDir } from '../util/beneath-tree.js';
+import { fstatBig, listDir, withEntry } from '../util/beneath-tree.js';
 import { faultPoint } from './faults.js';
 import type { Site } from './site.js';
 
@@ -101,20 +101,10 @@ export function walkTree(at: Beneath, site: Site): Promise<Tree> {
           await faultPoint('walk-listed');
           for (const entry of entries) {
             const childRel = relJoin(rel, entry.name);
-            let child: number;
-            try {
-              child = await at.object(fd, entry.name);
-            } catch (err) {
-              if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
-              throw err;
-            }
-            try {
-              const childStat = await fstatBig(child);
+            await withEntry(at, fd, entry.name, async (child, childStat) => {
               if (entry.isDirectory() && childStat.isSymbolicLink()) throw symlinkRefusal(site.show(childRel));
               await add(fd, entry.name, childRel, child, childStat);
-            } finally {
-              fs.closeSync(child);
-            }
+            });
           }
         } else if (stat.isFile()) {
           const group = byIno.get(stat.ino);

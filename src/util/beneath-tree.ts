@@ -33,6 +33,25 @@ export function reopen(object: number, flags: number): Promise<number> {
   return openAsync(procPath(object), flags);
 }
 
+/**
+ * Like `withObject`, for an entry a listing of `dir` showed: an entry gone since (ENOENT) is skipped (undefined), as
+ * a walk sees the namespace as it is now.
+ */
+export async function withEntry<T>(at: Beneath, dir: number, name: string, work: (fd: number, st: BigIntStats) => Promise<T>): Promise<T | undefined> {
+  let fd: number;
+  try {
+    fd = await at.object(dir, name);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
+  try {
+    return await work(fd, await fstatBig(fd));
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
 /** Runs `work` on the object at `rel` beneath `root` (an O_PATH fd, never followed), closed after. */
 export async function withObject<T>(at: Beneath, root: number, rel: string, work: (fd: number, st: BigIntStats) => Promise<T>): Promise<T> {
   const fd = await at.object(root, rel);
