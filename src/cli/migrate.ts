@@ -149,7 +149,8 @@ export function cancelCommand(): Command {
         const { record, inside } = await locate(stateDirFrom(flags.stateDir), path);
         const summary = await request(record.socket, 'cancel', { path: inside });
         if (flags.json) return printJson(summary);
-        console.log(`cancelled the migration of ${inside}; the source is intact`);
+        const left = (summary as { result?: { message?: string } }).result?.message?.match(/; (the partial copy .*could not be removed.*?)(;|$)/)?.[1];
+        console.log(`cancelled the migration of ${inside}; the source is intact${left ? `; ${left}` : ''}`);
       }),
     );
 }

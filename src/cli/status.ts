@@ -17,7 +17,7 @@ interface MountStatus extends MountRecord {
   openFiles?: unknown[];
   dataPath?: DataPathStatus;
   trackedFiles?: { path: string; size: number; dirtyBytes: number }[];
-  migrations?: { id: string; path: string; destination: string; phase: string; running: boolean; interrupted?: boolean; passes: number; result?: { type: string; downtimeMs?: number; message?: string } }[];
+  migrations?: { id: string; path: string; destination: string; phase: string; running: boolean; interrupted?: boolean; stuck?: { message: string }; passes: number; result?: { type: string; downtimeMs?: number; message?: string } }[];
 }
 
 async function statusOf(record: MountRecord): Promise<MountStatus> {
@@ -52,7 +52,7 @@ function printHuman(s: MountStatus): void {
   console.log(`  ${s.trackedFiles?.length ?? 0} file(s) with dirty blocks, ${formatBytes(s.dirtyBytes ?? 0)} dirty`);
   for (const f of s.trackedFiles ?? []) console.log(`    ${f.path}\t${formatBytes(f.dirtyBytes)} of ${formatBytes(f.size)}`);
   for (const m of s.migrations ?? []) {
-    const outcome = m.interrupted ? 'INTERRUPTED by a crash: `ferry migrate --resume` continues it, `ferry cancel` drops the partial copy' : m.running ? `running, ${m.phase}` : m.result?.type === 'done' ? `done, downtime ${m.result.downtimeMs} ms` : `aborted: ${m.result?.message}`;
+    const outcome = m.interrupted ? 'INTERRUPTED by a crash: `ferry migrate --resume` continues it, `ferry cancel` drops the partial copy' : m.stuck ? `ABORT STUCK, still tracking: ${m.stuck.message}` : m.running ? `running, ${m.phase}` : m.result?.type === 'done' ? `done, downtime ${m.result.downtimeMs} ms` : `aborted: ${m.result?.message}`;
     console.log(`  migration ${m.id}: ${m.path} → ${m.destination} (${outcome}, ${m.passes} passes)`);
   }
 }

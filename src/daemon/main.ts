@@ -20,7 +20,7 @@ import { createLogger, type LogFormat } from './logger.js';
 import { exposure, octal, type Exposure } from './exposure.js';
 import { startWatchdog } from './watchdog.js';
 import { migrationHandlers } from './migration-handlers.js';
-import { DatastoreState } from '../state/datastore-state.js';
+import { DatastoreState, HEARTBEAT_MS } from '../state/datastore-state.js';
 import { Migration, type MountServices } from '../migrate/engine.js';
 import { recoverMigrations } from '../migrate/recovery.js';
 import { Claims } from '../migrate/claims.js';
@@ -121,7 +121,7 @@ async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
   const interrupted = await recoverMigrations(state, paths, at, log);
   // From here this daemon's own heartbeat: recovery has read the crashed one's (src/migrate/recovery.ts).
   await state.beat();
-  const heartbeat = setInterval(() => void state.beat().catch((err: unknown) => log.warn({ err }, 'cannot write the heartbeat')), 1000);
+  const heartbeat = setInterval(() => void state.beat().catch((err: unknown) => log.warn({ err }, 'cannot write the heartbeat')), HEARTBEAT_MS);
   heartbeat.unref();
   const hidden = await sweepHiddenFiles(at, paths);
   if (hidden.length > 0) log.info({ files: hidden }, 'removed files a killed daemon left unlinked-but-open');

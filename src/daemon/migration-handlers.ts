@@ -38,6 +38,8 @@ export function summarize(m: Migration) {
     passes: m.passes.length,
     lastPass: m.passes.at(-1),
     result: m.result,
+    /** An abort that could not remove the checkpoint: still aborting and tracking; `ferry cancel` retries. */
+    stuck: m.stuck,
   };
 }
 
@@ -112,6 +114,7 @@ export function migrationHandlers(services: MountServices, migrations: Migration
       if (migration.result?.type === 'done') {
         throw new ControlError('ESTATE', `the migration of ${path} completed before the cancel took effect: the VM runs on ${migration.result.destination}`);
       }
+      if (migration.stuck) throw new ControlError('ESTATE', `the cancel could not finish: ${migration.stuck.message}`);
       return summarize(migration);
     },
 

@@ -12,5 +12,6 @@ const NAMES = new Map(Object.entries(E).map(([name, n]) => [n, name]));
 
 /** An Error for a negative errno from Fuse.io, with the code Node's own fs errors would carry. */
 export function ioError(err: number, what: string): Error & { errno: number; code: string } {
-  return Object.assign(new Error(`${what} failed (errno ${-err})`), { errno: err, code: NAMES.get(-err) ?? `E${-err}` });
+  const code = NAMES.get(-err) ?? `E${-err}`;
+  return Object.assign(new Error(`${what} failed: ${code}`), { errno: err, code });
 }

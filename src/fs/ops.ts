@@ -14,7 +14,7 @@ import { creationMode, giveToCaller } from './owner.js';
 import { callerOf, hasPrivileges, killedBits, type Caller } from './privileges.js';
 import { mirrorResize, mirrorWrites } from '../track/mirror-write.js';
 import type { SocketInodes } from './socket-inodes.js';
-import { faultPoint } from '../migrate/faults.js';
+import { faultPoint } from '../util/faults.js';
 import { Beneath, procPath } from '../util/beneath.js';
 
 /*

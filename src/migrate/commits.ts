@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import type { Mapping, PathMap } from '../fs/path-map.js';
 import type { DatastoreState } from '../state/datastore-state.js';
 import { isWithin } from '../util/paths.js';
-import { faultPoint } from './faults.js';
+import { faultPoint } from '../util/faults.js';
 
 /**
  * The one writer of a datastore's path map. Switchovers of different migrations may run at the same time, but
@@ -31,17 +31,50 @@ export class CommitQueue {
     const natural = naturalBacking(without, virtual);
     const next: Mapping[] = natural === destRoot ? without : [...without, { virtual, backing: destRoot }];
     await faultPoint('commit');
+    const saving = next.filter((m) => m.virtual !== '/');
     try {
-      await this.state.saveMappings(next.filter((m) => m.virtual !== '/'));
+      await faultPoint('commit-save');
+      await this.state.saveMappings(saving);
+      await faultPoint('commit-saved');
     } catch (err) {
       // The new map may have reached the disk before the error (a failed directory fsync): put the old one back,
       // or the next mount would serve a destination this migration is about to remove.
-      await this.state.saveMappings(before).catch((restoreErr) => this.log.fatal({ err: restoreErr, virtual }, 'could not restore the path map after a failed commit: check mappings.json before the next mount'));
-      throw err;
+      if (await this.restore(before, saving, virtual)) throw err;
+      this.log.warn({ err, virtual }, 'the path map was saved although the save reported an error: the commit stands');
     }
     if (natural === destRoot) this.paths.remove(virtual);
     else this.paths.set({ virtual, backing: destRoot });
   }
+
+  /**
+   * After a failed save: puts `before` back and resolves true (the commit failed, the source stays authoritative).
+   * If that fails too, the map on disk decides: still `before`, true; already `next` (the save had landed), false:
+   * the commit stands, and undoing it would remove the copy the next mount serves. Neither, or unreadable: the map
+   * on disk is unknown, so the commit waits (I/O on the subtree stays frozen) and retries every second, until the
+   * state directory takes a write again; a guest stalled is better than one served a removed copy.
+   */
+  private async restore(before: Mapping[], next: Mapping[], virtual: string): Promise<boolean> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await faultPoint('commit-restore');
+        await this.state.saveMappings(before);
+        return true;
+      } catch (restoreErr) {
+        const onDisk = await this.state.loadMappings().then(asText, () => undefined);
+        const known = onDisk === asText(before) ? 'the old one' : onDisk === asText(next) ? 'the new one: the commit stands' : undefined;
+        if (known) {
+          this.log.error({ err: restoreErr, virtual }, `could not restore the path map after a failed commit; the map on disk is ${known}`);
+          return onDisk === asText(before);
+        }
+        if (attempt === 1 || attempt % 60 === 0) this.log.fatal({ err: restoreErr, virtual, attempt }, 'the path map on disk is unknown after a failed commit: retrying every second with I/O on the subtree frozen; free or repair the state directory');
+        await new Promise((resolve) => setTimeout(resolve, 1000));
+      }
+    }
+  }
+}
+
+function asText(mappings: Mapping[]): string {
+  return JSON.stringify(mappings.map(({ virtual, backing }) => ({ virtual, backing })));
 }
 
 /** Where `virtual` would live without its own mapping. */

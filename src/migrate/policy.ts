@@ -76,3 +76,39 @@ export function mirrorReason(dirtyBytes: number, history: PassFigures[], through
   const stuck = recent.length === 3 && recent.slice(1).every((d, i) => d >= recent[i] * SHRINK_FACTOR);
   return stuck ? `the dirty set stopped shrinking (${rates(dirtyBytes, history, throughput)})` : undefined;
 }
+
+/** Passes in mirror mode before switching over whatever the estimate (mirroring keeps the copy in sync). */
+const MIRROR_MAX_PASSES = 5;
+
+/**
+ * A migration's choice after each pass: iterate, switch over, start mirroring (auto mode), or give up.
+ * State, JS thread only: `mirroring` and the mirror passes counted, changed by `next` (the driver, between passes)
+ * and by a resume that asks for another mode.
+ */
+export class Steering {
+  private mirrorPasses = 0;
+
+  constructor(
+    public mirroring: boolean,
+    private readonly auto: () => boolean,
+  ) {}
+
+  /** 'mirror' (with why): mirroring starts, and the next pass copies. Throws ENOCONVERGE when giving up. */
+  next(input: { dirtyBytes: number; throughput: number; maxDowntimeMs: number; maxIterations: number; history: PassFigures[] }): { action: 'switchover' | 'copy' } | { action: 'mirror'; reason: string } {
+    const { dirtyBytes, throughput, history } = input;
+    if (this.mirroring) {
+      this.mirrorPasses++;
+      const estimate = estimateSwitchoverMs(dirtyBytes, throughput);
+      return { action: dirtyBytes === 0 || estimate <= input.maxDowntimeMs || this.mirrorPasses > MIRROR_MAX_PASSES ? 'switchover' : 'copy' };
+    }
+    const decision = decide(input);
+    if (decision.action === 'switchover') return decision;
+    const reason = decision.action === 'abort' ? decision.reason : mirrorReason(dirtyBytes, history, throughput);
+    if (this.auto() && reason) {
+      this.mirroring = true;
+      return { action: 'mirror', reason };
+    }
+    if (decision.action === 'abort') throw Object.assign(new Error(decision.reason), { code: 'ENOCONVERGE' });
+    return { action: 'copy' };
+  }
+}

@@ -2,11 +2,25 @@ import type { Logger } from 'pino';
 import type { PathMap } from '../fs/path-map.js';
 import type { Beneath } from '../util/beneath.js';
 import { removeTree } from '../util/beneath-tree.js';
-import { siteOf } from './site.js';
+import { siteOf, type Site } from './site.js';
+import type { MigrationOptions, Mode } from './context.js';
+import type { Plan } from './preflight.js';
 import { walkTree } from './walk.js';
-import type { DatastoreState, MigrationJournal } from '../state/datastore-state.js';
-import { removePartialCopy } from './engine.js';
+import { BEAT_SLACK_MS, type DatastoreState, type MigrationJournal } from '../state/datastore-state.js';
+import { removePartialCopy } from './undo.js';
 import type { Checkpoint } from './checkpoint.js';
+
+/** The options an interrupted migration was started with (`--resume` may change some). */
+export function journalOptions(journal: MigrationJournal): MigrationOptions {
+  const { virtual, destDir, mode, maxDowntimeMs, maxIterations, rateLimit, keepSource } = journal;
+  return { virtual, dest: destDir, mode: mode as Mode, maxDowntimeMs, maxIterations, rateLimit, keepSource, guestIoPriority: false };
+}
+
+/** An interrupted migration's plan: its source and destination as the journal recorded them, served from `site`. */
+export function journalPlan(journal: MigrationJournal, site: Site): Plan {
+  const { virtual, source, isFile, dest, destDir, destDirExisted } = journal;
+  return { virtual, source, site, isFile, destRoot: dest, destDir, destDirExisted, tree: { dev: 0n, dirs: [], groups: [], symlinks: [], specials: [] }, neededBytes: 0 };
+}
 
 export interface Interrupted {
   journal: MigrationJournal;
@@ -16,8 +30,6 @@ export interface Interrupted {
   changed: Set<bigint> | 'all';
 }
 
-/** The heartbeat's period (src/daemon/main.ts) plus a margin for a slow tick. */
-export const BEAT_SLACK_MS = 2000;
 
 /**
  * Finishes or sets aside migrations a crashed daemon left behind, before the mount serves anything.
@@ -33,7 +45,7 @@ export async function recoverMigrations(state: DatastoreState, paths: PathMap, a
     const committed = paths.resolve(journal.virtual) === journal.dest;
     const resumable = committed ? undefined : await readResumable(state, journal, log);
     if (resumable) {
-      interrupted.push({ journal, ...resumable, changed: await changedWhileDown(at, paths, journal, lastBeat, log) });
+      interrupted.push({ journal, ...resumable, changed: await changedWhileDown(at, paths, journal, resumable.checkpoint, lastBeat, log) });
       log.warn({ migration: journal.id, virtual: journal.virtual, destination: journal.dest }, 'migration interrupted by a crash: resume it with ferry migrate --resume, or ferry cancel');
       continue;
     }
@@ -75,19 +87,19 @@ async function readResumable(state: DatastoreState, journal: MigrationJournal, l
 
 /**
  * Source files changed while no daemon tracked them: a ctime later than the crashed daemon's last heartbeat (plus
- * its period). Looked at before the mount serves anything, so no write of the new daemon's counts. A change made
- * within BEAT_SLACK_MS of the crash, or one that restored the ctime, goes unseen (README, "Crashes and resume").
+ * its period). Without a heartbeat, any ctime other than the one the checkpoint recorded when the file's copy last
+ * started (a file the crashed daemon wrote since then is copied whole too). Looked at before the mount serves
+ * anything, so no write of the new daemon's counts. A change made within BEAT_SLACK_MS of the last beat, or one
+ * that restored the ctime, goes unseen (README, "Crashes and resume").
  */
-async function changedWhileDown(at: Beneath, paths: PathMap, journal: MigrationJournal, lastBeat: number | undefined, log: Logger): Promise<Set<bigint> | 'all'> {
-  if (lastBeat === undefined) {
-    log.warn({ migration: journal.id }, 'no heartbeat of the crashed daemon: the resume copies every file whole');
-    return 'all';
-  }
+async function changedWhileDown(at: Beneath, paths: PathMap, journal: MigrationJournal, checkpoint: Checkpoint, lastBeat: number | undefined, log: Logger): Promise<Set<bigint> | 'all'> {
+  const recorded = new Map((checkpoint.identity ?? []).map(([ino, , , ctimeNs]) => [BigInt(ino), BigInt(ctimeNs)]));
+  if (lastBeat === undefined) log.warn({ migration: journal.id }, 'no heartbeat of the crashed daemon: the resume copies whole every file whose ctime differs from its checkpoint');
   const site = siteOf(paths, journal.source);
   try {
     const tree = await walkTree(at, site);
-    const after = BigInt(lastBeat + BEAT_SLACK_MS) * 1_000_000n;
-    const changed = tree.groups.filter((g) => g.stat.ctimeNs > after);
+    const after = lastBeat === undefined ? undefined : BigInt(lastBeat + BEAT_SLACK_MS) * 1_000_000n;
+    const changed = tree.groups.filter((g) => (after === undefined ? recorded.get(g.ino) !== g.stat.ctimeNs : g.stat.ctimeNs > after));
     if (changed.length > 0) log.warn({ migration: journal.id, files: changed.map((g) => g.paths[0]) }, 'files changed while ferry was down: the resume copies them whole');
     return new Set(changed.map((g) => g.ino));
   } catch (err) {

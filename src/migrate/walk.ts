@@ -1,7 +1,7 @@
 import fs, { type BigIntStats } from 'node:fs';
 import type { Beneath } from '../util/beneath.js';
 import { fstatBig, listDir, withEntry } from '../util/beneath-tree.js';
-import { faultPoint } from './faults.js';
+import { faultPoint } from '../util/faults.js';
 import type { Site } from './site.js';
 
 /** Paths are relative to the subtree root; '' is the root itself (a directory, or the file of a one-file migration). */

@@ -31,8 +31,17 @@ export interface MigrationJournal {
  * Durable state of one datastore, kept across mounts: which subtrees live elsewhere (the path map) and
  * the journals of migrations in flight. Writing the path map is the commit point of a migration.
  */
+/** How often a daemon beats (src/daemon/main.ts). */
+export const HEARTBEAT_MS = 1000;
+/** The heartbeat's period plus a margin for a slow tick: a file whose ctime is later than the last beat plus this
+ * was changed while no daemon tracked it. */
+export const BEAT_SLACK_MS = 2000;
+
 export class DatastoreState {
   readonly dir: string;
+  /** The heartbeat being written, and whether beats have stopped for good (stopBeating). */
+  private beating: Promise<unknown> = Promise.resolve();
+  private beatsStopped = false;
 
   constructor(stateDir: string, datastore: string) {
     this.dir = join(stateDir, 'datastores', createHash('sha256').update(datastore).digest('hex').slice(0, 16));
@@ -82,13 +91,27 @@ export class DatastoreState {
    * is later than the last beat (plus a period) was changed while no daemon tracked it. Not fsynced: after a host
    * crash the beat read back can only be older, which flags more files, never fewer.
    */
-  async beat(now = Date.now()): Promise<void> {
+  beat(now = Date.now()): Promise<void> {
+    if (this.beatsStopped) return Promise.resolve();
     // In place, one fixed-width write: a kill can never leave it truncated or half old, half new.
     const text = `${String(now).padStart(16, '0')}\n`;
-    await writeFile(join(this.dir, 'alive'), text, { flag: 'r+' }).catch((err: NodeJS.ErrnoException) => {
+    const write = writeFile(join(this.dir, 'alive'), text, { flag: 'r+' }).catch((err: NodeJS.ErrnoException) => {
       if (err.code !== 'ENOENT') throw err;
       return writeFile(join(this.dir, 'alive'), text);
     });
+    this.beating = write.catch(() => undefined);
+    return write;
+  }
+
+  /**
+   * Beats no more, and resolves once the slack has passed since the last one: from then on every file changed is
+   * one a resume after a crash copies whole (recovery.ts). For a checkpoint that could not be removed: the writes
+   * it no longer vouches for are then caught all the same. Lasts for the daemon's life.
+   */
+  async stopBeating(): Promise<void> {
+    this.beatsStopped = true;
+    await this.beating;
+    await new Promise((resolve) => setTimeout(resolve, HEARTBEAT_MS + BEAT_SLACK_MS));
   }
 
   /** The last heartbeat (ms since the epoch), or undefined when none can be read (then nothing is vouched for). */

@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import fsp from 'node:fs/promises';
 import { CLI } from './cli.js';
 import type { TestMount } from './mounts.js';
 
@@ -39,4 +40,16 @@ export async function waitFor(predicate: () => boolean | Promise<boolean>, timeo
     await new Promise((r) => setTimeout(r, 50));
   }
   throw new Error(`timed out waiting for ${what}`);
+}
+
+/** Writes `bytes` at `offset` through the mount and fsyncs; once acknowledged, the same bytes go into `model`. */
+export async function writeThrough(path: string, model: Buffer, offset: number, bytes: Buffer): Promise<void> {
+  const handle = await fsp.open(path, 'r+');
+  try {
+    await handle.write(bytes, 0, bytes.length, offset);
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+  bytes.copy(model, offset);
 }

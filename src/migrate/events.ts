@@ -1,0 +1,66 @@
+import type { JobState } from './job.js';
+
+/** A migration's state as events and status report it (src/migrate/job.ts). */
+export type Phase = JobState;
+
+export interface MirrorFigures {
+  mirroredBytes: number;
+  mirroredWrites: number;
+  /** Extra guest write latency caused by mirroring. */
+  mirrorLatencyP50Ms: number;
+  mirrorLatencyP99Ms: number;
+}
+
+export interface PassEvent extends MirrorFigures {
+  type: 'pass';
+  pass: number;
+  mode: 'iterative' | 'mirror';
+  dirtyBytes: number;
+  copiedBytes: number;
+  throughputBytesPerSec: number;
+  estimatedSwitchoverMs: number;
+  durationMs: number;
+}
+
+export interface DoneEvent extends MirrorFigures {
+  type: 'done';
+  mode: 'iterative' | 'mirror';
+  downtimeMs: number;
+  passes: number;
+  bytesCopied: number;
+  durationMs: number;
+  source: string;
+  destination: string;
+}
+
+export interface ErrorEvent {
+  type: 'error';
+  code: string;
+  message: string;
+  sourceIntact: true;
+}
+
+/** While a pass runs, every half second: how far it has got. */
+export interface ProgressEvent {
+  type: 'progress';
+  pass: number;
+  copiedBytes: number;
+  totalBytes: number;
+}
+
+/** A switchover given up with I/O frozen for longer than --max-downtime: I/O thawed, passes go on. */
+export interface SwitchoverEvent {
+  type: 'switchover';
+  attempt: number;
+  outcome: 'abandoned';
+  frozenMs: number;
+  steps: Record<string, number>;
+}
+
+export interface ModeEvent {
+  type: 'mode';
+  mode: 'mirror';
+  reason: string;
+}
+
+export type MigrationEvent = { type: 'phase'; phase: Phase } | ModeEvent | ProgressEvent | PassEvent | SwitchoverEvent | DoneEvent | ErrorEvent;

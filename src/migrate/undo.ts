@@ -1,0 +1,69 @@
+import { basename } from 'node:path';
+import type { Beneath } from '../util/beneath.js';
+import { listDir, removeTree, withObject } from '../util/beneath-tree.js';
+import { parentSite } from './site.js';
+
+/**
+ * Undo of everything a migration wrote at its destination, beneath the destination's parent, never followed: the
+ * engine's abort and recovery (a crash before the commit, with no checkpoint to resume from) both end here. Only
+ * what the migration made goes: a destination directory that existed before keeps itself and nothing else.
+ */
+export async function removePartialCopy(at: Beneath, destDir: string, destRoot: string, isFile: boolean, destDirExisted: boolean, id: string): Promise<void> {
+  const dir = parentSite(destDir);
+  try {
+    if (isFile) {
+      await removeTree(at, dir.root, dir.path(basename(destRoot)));
+      await removeTree(at, dir.root, dir.path(`.ferry-staging-${id}`));
+      if (!destDirExisted) {
+        await dir.use('', (root, rel) => at.rmdir(root, rel)).catch((err: NodeJS.ErrnoException) => {
+          if (err.code !== 'ENOENT') throw err;
+        });
+      }
+      return;
+    }
+    if (!destDirExisted) {
+      await removeTree(at, dir.root, dir.path(''));
+      return;
+    }
+    const entries = await dir.use('', (root, rel) => withObject(at, root, rel, (fd) => listDir(fd))).catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') return [];
+      throw err;
+    });
+    for (const entry of entries) await removeTree(at, dir.root, dir.path(entry.name));
+  } finally {
+    dir.root.retire();
+  }
+}
+
+export interface UndoSteps {
+  /** Removes the checkpoint and bars new ones, while tracking and intent logging are still on. */
+  barCheckpoints(): Promise<void>;
+  /** Stops tracking (and mirroring) for the migration. */
+  detach(): Promise<void>;
+  /** Removes the partial copy. */
+  removeCopy(): Promise<void>;
+  removeJournal(): Promise<void>;
+}
+
+/**
+ * The undo of an uncommitted migration, in the one safe order. The checkpoint goes first: from then on a crash
+ * undoes the copy instead of resuming it, so no write that the stopped tracking misses can end up in a resumed copy.
+ * If it cannot go, nothing else happens ('stuck': tracking stays on, a resume after a remount stays correct, and the
+ * undo may be tried again). The journal goes last: a journal without a checkpoint makes the next mount finish the
+ * undo ('leftover': the partial copy could not be removed now).
+ */
+export async function undo(steps: UndoSteps): Promise<{ outcome: 'undone' } | { outcome: 'stuck' | 'leftover'; err: unknown }> {
+  try {
+    await steps.barCheckpoints();
+  } catch (err) {
+    return { outcome: 'stuck', err };
+  }
+  await steps.detach();
+  try {
+    await steps.removeCopy();
+    await steps.removeJournal();
+  } catch (err) {
+    return { outcome: 'leftover', err };
+  }
+  return { outcome: 'undone' };
+}
