@@ -186,6 +186,7 @@ describe.each(cases)('daemon killed at %s', (point, faults, args, when, outcome)
  */
 describe.each([
   ['checkpoint', 'torn in the middle', (text: string) => text.slice(0, Math.floor(text.length / 2))],
+  ['checkpoint', 'well-formed JSON of another shape', () => '{"at":"2026-01-01T00:00:00.000Z"}\n'],
   ['intent', 'torn in the middle', (text: string) => text.slice(0, Math.floor(text.length / 2))],
   ['intent', 'well-formed JSON of another shape', () => '{"regions":3}\n'],
 ] as const)('a %s file %s after a crash', (kind, _how, damage) => {
