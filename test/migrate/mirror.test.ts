@@ -65,13 +65,18 @@ describe('mirror mode counts the guest writes it mirrors', () => {
     mounts.push(m);
     const model = bytes(prng(5), 8 * MiB);
     await fsp.writeFile(join(m.home, 'disk.img'), model);
-    let trigger: (() => void) | undefined;
-    const copied = new Promise<void>((resolve) => (trigger = resolve));
+    let trigger!: () => void;
+    let missed!: (err: Error) => void;
+    const copied = new Promise<void>((resolve, reject) => ((trigger = resolve), (missed = reject)));
     let passDone = false;
     const running = migrate(m, join(m.mountpoint, 'vm1'), m.dest, ['--mode', 'mirror'], (e) => {
-      if (e.type === 'progress' && e.pass === 0 && e.copiedBytes >= 8 * MiB) trigger!();
-      if (e.type === 'pass' && e.pass === 0) passDone = true;
+      if (e.type === 'progress' && e.pass === 0 && e.copiedBytes >= 8 * MiB) trigger();
+      if (e.type === 'pass' && e.pass === 0) {
+        passDone = true;
+        missed(new Error('the bulk pass ended before the copy was seen complete'));
+      }
     });
+    void running.done.then(() => missed(new Error('the migration ended before the test wrote')));
     await copied;
     const wrote = await burst(join(m.mountpoint, 'vm1/disk.img'), model, 6, 40);
     expect(passDone, 'the burst ended inside the held bulk pass').toBe(false);
