@@ -8,7 +8,7 @@ import type { Plan } from './preflight.js';
 import { walkTree } from './walk.js';
 import { BEAT_SLACK_MS, type DatastoreState, type MigrationJournal } from '../state/datastore-state.js';
 import { removePartialCopy } from './undo.js';
-import type { Checkpoint } from './checkpoint.js';
+import { CheckpointSchema, IntentLogSchema, type Checkpoint } from './checkpoint.js';
 
 /** The options an interrupted migration was started with (`--resume` may change some). */
 export function journalOptions(journal: MigrationJournal): MigrationOptions {
@@ -75,12 +75,13 @@ export async function recoverMigrations(state: DatastoreState, paths: PathMap, a
  */
 async function readResumable(state: DatastoreState, journal: MigrationJournal, log: Logger): Promise<Omit<Interrupted, 'journal' | 'changed'> | undefined> {
   try {
-    const checkpoint = await state.readSide<Checkpoint>(journal.id, 'checkpoint');
-    if (!checkpoint) return undefined;
-    const logged = (await state.readSide<[string, number[]][]>(journal.id, 'intent')) ?? [];
+    const stored = await state.readSide<unknown>(journal.id, 'checkpoint');
+    if (stored === undefined) return undefined;
+    const checkpoint = CheckpointSchema.parse(stored);
+    const logged = IntentLogSchema.parse((await state.readSide<unknown>(journal.id, 'intent')) ?? []);
     return { checkpoint, intent: new Map(logged.map(([ino, regions]) => [BigInt(ino), new Set(regions)])) };
   } catch (err) {
-    log.error({ err, migration: journal.id }, 'checkpoint or intent log unreadable: the partial copy cannot be trusted and is removed');
+    log.error({ err, migration: journal.id }, 'checkpoint or intent log unreadable or of another shape: the partial copy cannot be trusted and is removed');
     return undefined;
   }
 }
