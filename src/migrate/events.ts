@@ -20,6 +20,8 @@ export interface PassEvent extends MirrorFigures {
   throughputBytesPerSec: number;
   estimatedSwitchoverMs: number;
   durationMs: number;
+  /** How long the pass's copy paused because the guest wrote heavily (--guest-io-priority). */
+  yieldedToGuestMs: number;
 }
 
 export interface DoneEvent extends MirrorFigures {

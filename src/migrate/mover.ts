@@ -40,6 +40,8 @@ export class Mover {
   bytesMoved = 0;
   /** When set and true, guest I/O is heavy: throttled copies pause (up to BACKOFF_MAX_MS per chunk). */
   guestBusy: (() => boolean) | undefined;
+  /** Time the copy paused for the guest's I/O since the mover was made (--guest-io-priority). */
+  yieldedMs = 0;
   /** When the next throttled chunk may start (ms since the epoch). */
   private nextSlotAt = 0;
 
@@ -177,6 +179,7 @@ export class Mover {
   private async throttle(bytes: number): Promise<void> {
     for (let waited = 0; this.guestBusy?.() && waited < BACKOFF_MAX_MS; waited += BACKOFF_STEP_MS) {
       await new Promise((r) => setTimeout(r, BACKOFF_STEP_MS));
+      this.yieldedMs += BACKOFF_STEP_MS;
     }
     // Paced chunk by chunk: each chunk takes the next slot (its bytes at the rate) when it comes due, so chunks in
     // flight together start one after another and progress shows as they go, rather than all waiting for the

@@ -75,6 +75,7 @@ export class Copier {
     if (deps.progress.resuming) deps.progress.forgetReused(tree, deps.shadow);
     const totalBytes = pass === 0 ? tree.groups.reduce((sum, g) => sum + Number(g.stat.size), 0) : dirtyBytes;
     const movedBefore = deps.mover.bytesMoved;
+    const yieldedBefore = deps.mover.yieldedMs;
     const progress = setInterval(() => deps.emit({ type: 'progress', pass, copiedBytes: deps.mover.bytesMoved - movedBefore, totalBytes }), PROGRESS_EVERY_MS);
     let copied: number;
     try {
@@ -97,6 +98,7 @@ export class Copier {
       throughputBytesPerSec: Math.round(this.throughput),
       estimatedSwitchoverMs: Math.round(estimateSwitchoverMs(await this.pendingDirtyBytes(), this.throughput)),
       durationMs,
+      yieldedToGuestMs: deps.mover.yieldedMs - yieldedBefore,
     };
     this.passes.push(event);
     deps.emit(event);

@@ -110,7 +110,7 @@ export async function switchover(deps: SwitchoverDeps, attempt: number): Promise
     for (const file of deps.attached) file.ino = undefined;
     for (const { handle, fd } of reopened) handle.file.ino = await fstatBig(fd).then((st) => st.ino, () => undefined);
     await faultPoint('after-commit');
-    deps.copier.passes.push({ type: 'pass', pass: deps.copier.passes.length, mode: deps.mirroring() ? 'mirror' : 'iterative', ...deps.mirrors.figures(), dirtyBytes: copied, copiedBytes: copied, throughputBytesPerSec: Math.round(deps.copier.throughput), estimatedSwitchoverMs: 0, durationMs: Date.now() - frozenAt });
+    deps.copier.passes.push({ type: 'pass', pass: deps.copier.passes.length, mode: deps.mirroring() ? 'mirror' : 'iterative', ...deps.mirrors.figures(), dirtyBytes: copied, copiedBytes: copied, throughputBytesPerSec: Math.round(deps.copier.throughput), estimatedSwitchoverMs: 0, durationMs: Date.now() - frozenAt, yieldedToGuestMs: 0 });
   } catch (err) {
     if (!deps.committed()) for (const { fd } of reopened) closeQuietly(fd);
     if (!(err instanceof DeadlineError) || deps.committed()) throw err;

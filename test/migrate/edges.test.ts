@@ -431,6 +431,23 @@ describe.each(PATHS)('issue 27 edges (%s data path)', (_name, env) => {
     await expectTree(join(m.datastore, 'vm1'), models, 'source');
   });
 
+  it('an error after the commit: the migration completed, and its done event keeps the real downtime', async () => {
+    const m = (mount = await mountFerry({ env: { ...env, FERRY_FAULTS: 'after-commit=fail' } }));
+    const models = await makeHome(m, { 'disk.img': 4 * MiB, 'vm.cfg': 4 * KiB });
+    await fsp.mkdir(join(m.root, 'd'));
+    const dest = join(m.root, 'd/vm1');
+    const r = await migrate(m, join(m.mountpoint, 'vm1'), dest).done;
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.final).toMatchObject({ type: 'done', destination: dest });
+    const freeze = (await daemonLog(m)).split('\n').filter((l) => l.includes('"switchover freeze"')).map((l) => JSON.parse(l) as { frozenMs: number });
+    expect(freeze).toHaveLength(1);
+    // Was 0: the downtime was only recorded when the switchover returned normally.
+    expect(r.final!.downtimeMs).toBeGreaterThan(0);
+    expect(r.final!.downtimeMs).toBeLessThanOrEqual(freeze[0].frozenMs);
+    await expectTree(dest, models, 'destination');
+    await expectTree(join(m.mountpoint, 'vm1'), models, 'mount');
+  });
+
   it('an abandoned switchover with a writer running through it: every write, during the freeze and after, is in the committed copy', async () => {
     const m = (mount = await mountFerry({ env: { ...env, FERRY_FAULTS: 'switchover=pause:600@1' } }));
     const models = await makeHome(m, { 'disk.img': 4 * MiB, 'vm.cfg': 4 * KiB });

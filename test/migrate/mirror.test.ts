@@ -189,10 +189,11 @@ describe('mirror mode failures and controls', () => {
 
   it('changes the rate limit of a running migration (--set-rate), and pauses for guest I/O on request', async () => {
     const m = await vm(32);
-    const running = migrate(m, join(m.mountpoint, 'vm1'), m.dest, ['--rate-limit', '1M', '--guest-io-priority']);
+    // At 64 KiB/s the 32 MiB disk would take over 8 minutes: only the rate set to 0 lets it end within the test.
+    const running = migrate(m, join(m.mountpoint, 'vm1'), m.dest, ['--rate-limit', '64K', '--guest-io-priority']);
     await waitFor(() => fs.existsSync(join(m.dest, 'disk.img')), 10_000, 'copy to start');
     const before = (await m.status()).migrations[0];
-    expect(before).toMatchObject({ running: true, rateLimit: 1 << 20, mode: 'auto' });
+    expect(before).toMatchObject({ running: true, rateLimit: 64 << 10, mode: 'auto' });
     const changed = await m.cli(['migrate', join(m.mountpoint, 'vm1'), '--set-rate', '0', '--json']);
     expect(changed.code).toBe(0);
     expect(JSON.parse(changed.stdout)).toMatchObject({ rateLimit: 0 });
@@ -204,5 +205,21 @@ describe('mirror mode failures and controls', () => {
     await fsp.mkdir(join(m.datastore, 'other'));
     const never = await m.cli(['migrate', join(m.mountpoint, 'other'), '--set-rate', '10M']);
     expect([never.code, never.stderr]).toEqual([2, 'ferry: no migration of /other is running\n']);
+  });
+
+  it('--guest-io-priority: the copy yields while the guest writes heavily, and only when asked', async () => {
+    const yielded: Record<string, number> = {};
+    for (const flags of [['--guest-io-priority'], []]) {
+      const m = await vm(64);
+      const writer = await startWriter({ file: join(m.mountpoint, 'vm1/disk.img'), modelOut: join(m.root, 'model'), seed: 5, maxWrite: 64 * 1024, bytesPerSec: 16 * MiB });
+      const run = await migrate(m, join(m.mountpoint, 'vm1'), m.dest, ['--mode', 'mirror', '--rate-limit', '32M', ...flags]).done;
+      const report = await writer.stop();
+      expect(run.code, run.stderr).toBe(0);
+      expect(report.errors).toEqual([]);
+      expect(sha(await fsp.readFile(join(m.dest, 'disk.img')))).toBe(sha(await fsp.readFile(join(m.root, 'model'))));
+      yielded[flags.join('') || 'none'] = run.events.filter((e) => e.type === 'pass').reduce((sum, e) => sum + e.yieldedToGuestMs, 0);
+    }
+    expect(yielded.none).toBe(0);
+    expect(yielded['--guest-io-priority']).toBeGreaterThan(0);
   });
 });
