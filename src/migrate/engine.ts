@@ -270,7 +270,6 @@ export class Migration implements TrackingSession {
 
       this.enter('bulk');
       await copier.pass(0);
-      this.progress.endResume();
       // A resumed migration follows every file of its subtree until its first pass has attached each one: a file
       // first opened between the resume and the copier's arrival is tracked from its first write.
       this.mount.tracker.unfollow(this.options.virtual);

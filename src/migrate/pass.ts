@@ -72,7 +72,7 @@ export class Copier {
     const started = Date.now();
     const dirtyBytes = pass === 0 ? 0 : await this.pendingDirtyBytes();
     const tree = await walkSteady(deps.at, deps.plan.site);
-    if (deps.progress.resuming) deps.progress.forgetReused(tree, deps.shadow);
+    deps.progress.forgetReused(tree, deps.shadow);
     const totalBytes = pass === 0 ? tree.groups.reduce((sum, g) => sum + Number(g.stat.size), 0) : dirtyBytes;
     const movedBefore = deps.mover.bytesMoved;
     const yieldedBefore = deps.mover.yieldedMs;
@@ -143,7 +143,7 @@ export class Copier {
         const size = Number((await fstatBig(srcFd)).size);
         if (Number((await fstatBig(dst)).size) !== size) await ftruncateAsync(dst, size);
         // A file this migration did not track all along cannot be vouched for by its checkpoint: copied whole.
-        const resumed = progress.resuming && !full ? progress.resumedRanges(group.ino, size, maps) : undefined;
+        const resumed = progress.resumesFor(group.ino) && !full ? progress.resumedRanges(group.ino, size, maps) : undefined;
         const ranges = resumed ?? (full ? [[0, size] as Extent] : mergeExtents(maps.map((m) => m.extents(size))));
         progress.begin(group.ino, src.stat, ranges);
         let moved: number;

@@ -37,6 +37,8 @@ export class Progress {
   private readonly inFlight = new Map<bigint, DirtyMap>();
   private readonly identities = new Map<bigint, Identity>();
   private resumeFrom: ResumeState | undefined;
+  /** Inodes copied since the resume: their ranges no longer come from the checkpoint. */
+  private readonly copiedSinceResume = new Set<bigint>();
 
   constructor(
     private readonly blockSize: number,
@@ -58,13 +60,13 @@ export class Progress {
     };
   }
 
-  /** Until the first pass after a resume has ended, the checkpoint's ranges decide what it copies. */
-  get resuming(): boolean {
-    return this.resumeFrom !== undefined;
-  }
-
-  endResume(): void {
-    this.resumeFrom = undefined;
+  /**
+   * After a resume, the checkpoint's ranges decide what an inode's first copy takes: until that copy is done, not
+   * merely until the first pass ends (a file renamed before that pass reached it is copied in a later one, and its
+   * dirty maps hold only the writes since the remount).
+   */
+  resumesFor(ino: bigint): boolean {
+    return this.resumeFrom !== undefined && !this.copiedSinceResume.has(ino);
   }
 
   isComplete(ino: bigint): boolean {
@@ -93,6 +95,7 @@ export class Progress {
 
   done(ino: bigint): void {
     this.complete.add(ino);
+    if (this.resumeFrom) this.copiedSinceResume.add(ino);
     if (this.partial?.ino === ino) this.partial = undefined;
     this.inFlight.delete(ino);
   }
@@ -139,9 +142,10 @@ export class Progress {
     return ranges.filter(([start]) => start < size).map(([start, length]) => [start, Math.min(length, size - start)]);
   }
 
-  /** After a crash, a placed inode whose birth time changed is another file now: its copy starts afresh. */
+  /** After a crash, a placed inode not copied since whose birth time changed is another file now: copied afresh. */
   forgetReused(tree: Tree, shadow: Shadow): void {
     for (const group of tree.groups) {
+      if (!this.resumesFor(group.ino)) continue;
       const born = this.identities.get(group.ino)?.birthNs;
       if (born !== undefined && born !== 0n && born !== group.stat.birthtimeNs) {
         shadow.forget(group.ino);

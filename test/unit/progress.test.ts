@@ -39,9 +39,13 @@ describe('Progress', () => {
     dirty.mark(BS, 1);
     const checkpoint = { at: '', placed: [], born: [], complete: [['1', Buffer.from(dirty.toBytes()).toString('base64')], ['2', '']] as [string, string][], partial: undefined };
     p.restore(checkpoint, new Map(), new Set([2n]));
-    expect(p.resuming).toBe(true);
+    expect(p.resumesFor(1n)).toBe(true);
     expect(p.resumedRanges(1n, 4 * BS, [])).toEqual([[BS, BS]]);
     expect(p.resumedRanges(2n, 4 * BS, [])).toEqual([[0, 4 * BS]]);
     expect(p.resumedRanges(3n, 4 * BS, []), 'a file the checkpoint does not know').toEqual([[0, 4 * BS]]);
+    // Each inode's first copy since the resume ends its checkpoint ranges, whichever pass it comes in.
+    p.begin(1n, stat(4 * BS, 5n), [[BS, BS]]);
+    p.done(1n);
+    expect([p.resumesFor(1n), p.resumesFor(2n), p.resumesFor(3n)]).toEqual([false, true, true]);
   });
 });
