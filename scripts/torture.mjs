@@ -28,7 +28,7 @@ for (const p of paths) {
   const runs = existsSync(report) ? JSON.parse(readFileSync(report, 'utf8')) : [];
   rmSync(report, { force: true });
   const sum = (key) => runs.reduce((n, r) => n + r[key], 0);
-  rows.push({ path: p, seeds: runs.map((r) => r.seed).join(',').replace(/^(\d+),.*,(\d+)$/, '$1-$2'), rounds: sum('rounds'), 'writer ops': sum('writerOps'), migrations: sum('migrations'), completed: sum('completed'), failed: sum('failed'), refused: sum('refused'), cancels: sum('cancels'), 'rate changes': sum('rateChanges'), kills: sum('kills'), resumes: sum('resumes'), 'cancelled after kill': sum('cancelledAfterKill'), result: run.status === 0 ? 'pass' : 'FAIL' });
+  rows.push({ path: p, seeds: runs.map((r) => r.seed).join(',').replace(/^(\d+),.*,(\d+)$/, '$1-$2'), rounds: sum('rounds'), 'writer ops': sum('writerOps'), migrations: sum('migrations'), completed: sum('completed'), failed: sum('failed'), refused: sum('refused'), cancels: sum('cancels'), 'rate changes': sum('rateChanges'), kills: sum('kills'), 'in abort': sum('killsInAbort'), 'in cleanup': sum('killsInCleanup'), resumes: sum('resumes'), 'cancelled after kill': sum('cancelledAfterKill'), 'written behind': sum('writtenBehind'), 'late opens': sum('lateOpens'), ENOSPC: sum('enospc'), EROFS: sum('erofs'), immutable: sum('immutable'), EIO: sum('eio'), 'failed by fault': sum('failedByFault'), 'inode reuses': sum('inodeReuses'), 'readlink fails': sum('readlinkFails'), result: run.status === 0 ? 'pass' : 'FAIL' });
 }
 console.table(rows);
 process.exit(failed ? 1 : 0);

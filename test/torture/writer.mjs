@@ -2,7 +2,7 @@
 // the mount on the files it owns (names `w<id>-<n>` in the VM homes), keeping a model of every acknowledged
 // operation. It checks each read against the model as it goes. On SIGTERM, or when the daemon is gone, it
 // writes the model and exits.
-// usage: node writer.mjs <json config: { id, seed, mount, homes: string[], out: string, opsLog: string, crossLinks, mmap }>
+// usage: node writer.mjs <json config: { id, seed, mount, homes: string[], out: string, opsLog: string, crossLinks, mmap, reuse }>
 import fs from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
@@ -134,6 +134,17 @@ function helperFailed(what, r, name) {
   return Object.assign(new Error(`${what}: ${r.signal ?? r.status} ${String(r.stderr).trim()}`), { code });
 }
 
+/** A write that stopped short: because the daemon died in the middle (the op in flight is uncertain), or for real. */
+function shortWrite(what, written, length, name) {
+  let code = 'ESHORT';
+  try {
+    fs.statSync(join(mount, name));
+  } catch (err) {
+    if (DAEMON_GONE.has(err.code)) code = err.code;
+  }
+  return Object.assign(new Error(`${what} ${written}/${length}`), { code });
+}
+
 /** Each op returns what it did (for the log); it changes the model only after the mount acknowledged it. */
 const ops = {
   write() {
@@ -144,7 +155,7 @@ const ops = {
     const offset = Math.floor(random() * Math.min(content.length + 64 * KiB, MAX_SIZE - length));
     const data = randomBytes(length);
     const written = fs.writeSync(fdFor(name), data, 0, length, offset);
-    if (written !== length) throw new Error(`short write ${written}/${length}`);
+    if (written !== length) throw shortWrite('short write', written, length, name);
     inodes.set(key, writeAt(content, offset, data));
     return { name, offset, length };
   },
@@ -156,7 +167,7 @@ const ops = {
     const offset = 4 * KiB * Math.floor((random() * Math.min(content.length + 64 * KiB, MAX_SIZE - length)) / (4 * KiB));
     const data = randomBytes(length);
     const written = fs.writeSync(fdFor(name, true), data, 0, length, offset);
-    if (written !== length) throw new Error(`short direct write ${written}/${length}`);
+    if (written !== length) throw shortWrite('short direct write', written, length, name);
     inodes.set(key, writeAt(content, offset, data));
     return { name, offset, length };
   },
@@ -264,6 +275,28 @@ const ops = {
     names.set(to, key);
     return { from, to };
   },
+  recreate() {
+    // Unlink a file and create another at once (all handles closed, so the inode is freed): the filesystem may
+    // hand the number out again, to a file a migration's mirror must not take for the old one.
+    const single = mine().filter((n) => [...names.values()].filter((k) => k === names.get(n)).length === 1);
+    if (single.length === 0) return ops.create();
+    const name = pick(single);
+    const key = names.get(name);
+    const to = freshName(homeOf(name));
+    touch(name, to);
+    const { ino } = fs.statSync(join(mount, name));
+    closeFds(key);
+    fs.unlinkSync(join(mount, name));
+    names.delete(name);
+    inodes.delete(key);
+    const data = randomBytes(Math.floor(random() * 256 * KiB));
+    fs.writeFileSync(join(mount, to), data, { flag: 'wx' });
+    inodes.set(`i${next}-${to}`, data);
+    names.set(to, `i${next}-${to}`);
+    const reused = fs.statSync(join(mount, to)).ino === ino;
+    if (reused) reuses++;
+    return { from: name, to, ino, reused };
+  },
   read() {
     const name = pick(mine());
     const actual = fs.readFileSync(join(mount, name));
@@ -284,6 +317,7 @@ const WEIGHTS = [
   ['write', 34], ['directWrite', 10], ['fsync', 5], ['truncate', 7], ['create', 6], ['rename', 8],
   ['renameOver', 5], ['unlink', 6], ['link', 5], ['read', 14], ['punchHole', 3], ['copy', 2],
   ...(config.mmap ? [['mmapWrite', 4]] : []),
+  ...(config.reuse ? [['recreate', 12]] : []),
 ];
 const TOTAL = WEIGHTS.reduce((s, [, w]) => s + w, 0);
 /** Errors the mount may legitimately answer with: a rename or link across datastores, an ancestor pinned. */
@@ -311,11 +345,13 @@ function dump(inFlight, error) {
   const files = {};
   for (const [name, key] of names) files[name] = key;
   for (const [key, content] of inodes) fs.writeFileSync(join(out, `${key.replace(/\//g, '_')}.bin`), content);
-  fs.writeFileSync(join(out, 'model.json'), JSON.stringify({ id, files, inFlight, error, ops: count }));
+  fs.writeFileSync(join(out, 'model.json'), JSON.stringify({ id, files, inFlight, error, ops: count, reuses }));
 }
 
 let stopping = false;
 let count = 0;
+/** recreate()s whose new file got the unlinked one's inode number. */
+let reuses = 0;
 process.on('SIGTERM', () => (stopping = true));
 scan();
 process.stdout.write('ready\n');
