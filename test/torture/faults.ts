@@ -1,6 +1,6 @@
 // The torture's fault kinds beyond kill -9 in a copy (issue 27, item 6): what a round does besides its writers and
 // migrations, a destination that fails for real, and writes to the backing store while no daemon runs.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import fsp from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -12,7 +12,7 @@ export type DestFault = (typeof DEST_FAULTS)[number];
 
 /**
  * What a round does. plain: migrations, cancels, rate changes, a random kill in a third of them; kill-copy: a kill
- * in a copy (npm test's run, which must resume); kill-abort: a cancel, and kill -9 as the migration starts aborting;
+ * 0.5-4.5 s into a copy (2.5 s in npm test's run, which then resumes); kill-abort: a cancel, and kill -9 as the migration starts aborting;
  * kill-cleanup: kill -9 while a committed migration deletes its source (held by FERRY_FAULTS cleanup=pause); dest:
  * one migration onto the faulty destination, which fails under it at a random instant; reuse: writers unlink and
  * create at once (inode numbers come back) while migrations mirror; readlink: the walk's Nth readlink fails.
@@ -21,6 +21,8 @@ export type Special = 'plain' | 'kill-copy' | 'kill-abort' | 'kill-cleanup' | 'd
 
 export interface Plan {
   special: Special;
+  /** Chosen by the run's schedule (npm test), not drawn. */
+  scheduled: boolean;
   /** FERRY_FAULTS of the round's daemon ('' for none). */
   faults: string;
   destFault?: DestFault;
@@ -32,7 +34,7 @@ export interface Plan {
   slack: number;
 }
 
-const WEIGHTS: [Special, number][] = [['plain', 40], ['kill-abort', 10], ['kill-cleanup', 10], ['dest', 20], ['reuse', 10], ['readlink', 10]];
+const WEIGHTS: [Special, number][] = [['plain', 30], ['kill-copy', 15], ['kill-abort', 10], ['kill-cleanup', 10], ['dest', 20], ['reuse', 8], ['readlink', 7]];
 
 /** Every draw is made here, in one order, whatever the round then does: a seed replays its rounds. */
 export function drawPlan(rng: { next(): number; int(n: number): number; pick<T>(l: readonly T[]): T }, forced?: Special): Plan {
@@ -42,13 +44,13 @@ export function drawPlan(rng: { next(): number; int(n: number): number; pick<T>(
   const destFault = rng.pick(DEST_FAULTS);
   const eio = `${rng.pick(['bulk', 'iterate'])}=fail@${1 + rng.int(3)}`;
   const readlinkAt = 1 + rng.int(6);
-  const plan: Plan = { special, faults: '', afterMs: 300 + rng.int(1500), killDelayMs: rng.int(1500), slack: rng.int(1 << 20) };
+  const plan: Plan = { special, scheduled: forced !== undefined, faults: '', afterMs: 300 + rng.int(1500), killDelayMs: rng.int(1500), slack: rng.int(1 << 20) };
   if (special === 'dest') Object.assign(plan, { destFault, faults: destFault === 'eio' ? eio : '' });
   // The pause holds the source deletion long enough for a kill drawn within it.
   if (special === 'kill-cleanup') plan.faults = 'cleanup=pause:2000';
   if (special === 'readlink') plan.faults = `walk-readlink=fail@${readlinkAt}`;
-  // An abort takes milliseconds: the kill follows its first event closely.
-  if (special === 'kill-abort') plan.killDelayMs = rng.int(20);
+  // An abort takes milliseconds: the kill follows its first event at once.
+  if (special === 'kill-abort') plan.killDelayMs = 0;
   return plan;
 }
 
@@ -64,7 +66,8 @@ async function must(r: Promise<Result>, what: string): Promise<void> {
  * daemon gets a FERRY_FAULTS `fail` in the copy path instead. No home lives here between rounds.
  */
 export class FaultyDest {
-  private readOnly?: { child: ChildProcess; done: Promise<boolean> };
+  /** A read-only remount being retried: whether it took hold, once the retries end. */
+  private readOnly?: Promise<boolean>;
 
   private constructor(readonly dir: string) {}
 
@@ -89,22 +92,33 @@ export class FaultyDest {
       return false;
     }
     // A remount read-only is refused (EBUSY) while a file there is open for writing: it is retried until the
-    // copy is between two files, or the migration has ended (then stop() ends the retries).
-    const child = spawn('bash', ['-c', 'until mount -o remount,ro "$0" 2>/dev/null; do sleep 0.002; done', this.dir], { stdio: 'ignore' });
-    const done = new Promise<boolean>((resolve) => child.on('exit', (code) => resolve(code === 0)));
-    this.readOnly = { child, done };
-    return done;
+    // copy is between two files, or the migration has ended (then stop() ends the retries, through a file: a
+    // remount killed in flight could land after the lift).
+    await fsp.rm(this.stopFile, { force: true });
+    const child = spawn('bash', ['-c', 'until [ -e "$1" ] || mount -o remount,ro "$0" 2>/dev/null; do sleep 0.002; done', this.dir, this.stopFile], { stdio: 'ignore' });
+    this.readOnly = new Promise<boolean>((resolve) => child.on('exit', () => resolve(this.readOnlyNow())));
+    return this.readOnly;
+  }
+
+  private get stopFile(): string {
+    return `${this.dir}.stop`;
+  }
+
+  private async readOnlyNow(): Promise<boolean> {
+    const r = await run('findmnt', ['-n', '-o', 'OPTIONS', '--mountpoint', this.dir]);
+    return r.stdout.split(',')[0].trim() === 'ro';
   }
 
   /** Ends a read-only remount still being retried. */
-  stop(): void {
-    if (this.readOnly?.child.exitCode === null) this.readOnly.child.kill('SIGKILL');
+  async stop(): Promise<void> {
+    if (!this.readOnly) return;
+    await fsp.writeFile(this.stopFile, '');
+    await this.readOnly;
   }
 
   /** Lifts every fault: writable again, no filler, no immutable copy. */
   async lift(dest: string): Promise<void> {
-    this.stop();
-    await this.readOnly?.done;
+    await this.stop();
     this.readOnly = undefined;
     await must(run('mount', ['-o', 'remount,rw', this.dir]), 'remounting the faulty destination read-write');
     await fsp.rm(join(this.dir, '.fill'), { force: true });
@@ -113,7 +127,7 @@ export class FaultyDest {
 
   /** Unmounts it; lazily if a daemon still has files open there (it detaches now, goes with the daemon). */
   async close(): Promise<void> {
-    this.stop();
+    await this.stop();
     if ((await run('umount', [this.dir])).code !== 0) await run('umount', ['-l', this.dir]);
   }
 }

@@ -39,6 +39,8 @@ export interface TortureStats {
   cancelledAfterKill: number;
   killsInAbort: number;
   killsInCleanup: number;
+  /** Kills in an abort that came before the cancel was answered. */
+  abortsCut: number;
   /** Files changed in the backing store while the daemon was down. */
   writtenBehind: number;
   /** Resumes during which writers first opened their files. */
@@ -109,7 +111,7 @@ export async function runTorture(o: TortureOptions): Promise<TortureStats> {
   const rng = new Random(o.seed);
   const stats: TortureStats = {
     seed: o.seed, rounds: 0, writerOps: 0, migrations: 0, completed: 0, failed: 0, refused: 0, cancels: 0, rateChanges: 0, kills: 0, resumes: 0, cancelledAfterKill: 0,
-    killsInAbort: 0, killsInCleanup: 0, writtenBehind: 0, lateOpens: 0, enospc: 0, erofs: 0, immutable: 0, eio: 0, failedByFault: 0, inodeReuses: 0, readlinkFails: 0,
+    killsInAbort: 0, killsInCleanup: 0, abortsCut: 0, writtenBehind: 0, lateOpens: 0, enospc: 0, erofs: 0, immutable: 0, eio: 0, failedByFault: 0, inodeReuses: 0, readlinkFails: 0,
   };
   const log = (entry: Record<string, unknown>) => appendFileSync(o.logFile, JSON.stringify({ t: Date.now(), ...entry }) + '\n');
   const fail = (why: string): never => {
@@ -144,7 +146,7 @@ export async function runTorture(o: TortureOptions): Promise<TortureStats> {
       const modelDir = await runRound(ctx, round, plan);
       await verify(ctx, modelDir, stats);
       // A scheduled kill-copy round that found no copy to kill comes again.
-      plan = plan.special === 'kill-copy' && stats.kills === 0 ? drawPlan(rng, 'kill-copy') : planFor(round + 1);
+      plan = plan.scheduled && plan.special === 'kill-copy' && stats.kills === 0 ? drawPlan(rng, 'kill-copy') : planFor(round + 1);
       await remountAndCompare(ctx, round, modelDir, plan);
     }
     return stats;
@@ -273,11 +275,13 @@ async function runRound(c: Ctx, round: number, plan: Plan): Promise<string> {
   // A third of the plain rounds kill the daemon: most while a migration copies (after its first checkpoint, 2 s in,
   // a resume starts from the checkpoint; before it, the remount rolls the copy back), the rest at a random instant.
   const drawn = rng.chance(0.3) ? (rng.chance(0.7) ? { inCopyAfterMs: 500 + rng.int(4000) } : { atMs: 1500 + rng.int(6000) }) : undefined;
-  const forced = plan.special === 'kill-copy';
-  const kill: { inCopyAfterMs: number } | { atMs: number } | undefined = forced ? { inCopyAfterMs: 2500 } : plan.special === 'plain' ? drawn : undefined;
+  const inCopy = plan.special === 'kill-copy' ? { inCopyAfterMs: 500 + rng.int(4000) } : undefined;
+  // npm test's run kills late enough in the copy for a checkpoint, and then resumes.
+  const forced = plan.scheduled && plan.special === 'kill-copy';
+  const kill: { inCopyAfterMs: number } | { atMs: number } | undefined = forced ? { inCopyAfterMs: 2500 } : (inCopy ?? (plan.special === 'plain' ? drawn : undefined));
   // A round that waits for an event of its own (a kill in a copy, an abort or a cleanup, a destination fault): no
   // rate change or cancel may end its migration first.
-  const quiet = forced || plan.special === 'kill-abort' || plan.special === 'kill-cleanup' || plan.special === 'dest';
+  const quiet = plan.special === 'kill-copy' || plan.special === 'kill-abort' || plan.special === 'kill-cleanup' || plan.special === 'dest';
   let copyingSince: number | undefined;
   let killed = false;
   let killedAt = 0;
@@ -304,7 +308,7 @@ async function runRound(c: Ctx, round: number, plan: Plan): Promise<string> {
     const mode = plan.special === 'reuse' ? 'mirror' : rng.pick(MODES);
     // A round that kills during a copy copies slowly enough for the kill to find one, a fault's victim for the
     // fault to find it, a round that kills in the cleanup fast enough to get there.
-    const slow = forced ? [2] : plan.special === 'kill-abort' || (kill && 'inCopyAfterMs' in kill) ? [2, 4] : victim ? [2, 4] : undefined;
+    const slow = forced ? [2] : plan.special === 'kill-abort' || (kill && 'inCopyAfterMs' in kill) || victim ? [2, 4] : undefined;
     const rate = `${rng.pick(slow ?? (plan.special === 'kill-cleanup' ? [16, 64] : [2, 4, 8, 16, 64]))}M`;
     log({ round, migrate: home, from, dest, mode, rate });
     stats.migrations++;
@@ -355,7 +359,11 @@ async function runRound(c: Ctx, round: number, plan: Plan): Promise<string> {
     }
     const intoCopy = first.copyingSince !== undefined && Date.now() - first.copyingSince >= plan.afterMs;
     if (plan.special === 'kill-abort' && intoCopy && !cancelling) {
-      cancelling = m.cli(['cancel', join(m.mountpoint, first.home)]).then((r) => log({ round, cancelToKill: first.home, code: r.code, stderr: r.stderr.trim() }));
+      cancelling = m.cli(['cancel', join(m.mountpoint, first.home)]).then((r) => {
+        log({ round, cancelToKill: first.home, code: r.code, stderr: r.stderr.trim() });
+        // Unanswered: the kill cut the abort short (answered: the abort had ended first).
+        if (killed && r.code !== 0) stats.abortsCut++;
+      });
     }
     if (plan.special === 'dest' && intoCopy && !faulted) {
       faulted = fx.apply(plan.destFault!, first.dest, plan.slack).then((held) => {
@@ -390,7 +398,7 @@ async function runRound(c: Ctx, round: number, plan: Plan): Promise<string> {
   // A cancel still connecting must not reach the daemon the recovery mounts.
   await cancelling;
   await stopWriters(c, writers, modelDir, killed);
-  fx.stop();
+  await fx.stop();
   const runs = await Promise.all(running.map((r) => r.run));
   for (const [i, run] of runs.entries()) {
     const { home, dest, from } = running[i];
