@@ -275,7 +275,9 @@ async function runRound(c: Ctx, round: number, plan: Plan): Promise<string> {
   // A third of the plain rounds kill the daemon: most while a migration copies (after its first checkpoint, 2 s in,
   // a resume starts from the checkpoint; before it, the remount rolls the copy back), the rest at a random instant.
   const drawn = rng.chance(0.3) ? (rng.chance(0.7) ? { inCopyAfterMs: 500 + rng.int(4000) } : { atMs: 1500 + rng.int(6000) }) : undefined;
-  const inCopy = plan.special === 'kill-copy' ? { inCopyAfterMs: 500 + rng.int(4000) } : undefined;
+  // After the first checkpoint (2 s in): the remount finds an interrupted migration (a plain round's kill may
+  // also come before it, and the remount rolls the copy back).
+  const inCopy = plan.special === 'kill-copy' ? { inCopyAfterMs: 2200 + rng.int(2500) } : undefined;
   // npm test's run kills late enough in the copy for a checkpoint, and then resumes.
   const forced = plan.scheduled && plan.special === 'kill-copy';
   const kill: { inCopyAfterMs: number } | { atMs: number } | undefined = forced ? { inCopyAfterMs: 2500 } : (inCopy ?? (plan.special === 'plain' ? drawn : undefined));
@@ -304,8 +306,10 @@ async function runRound(c: Ctx, round: number, plan: Plan): Promise<string> {
     // fault's victim onto the faulty destination.
     const choices = [...dests, m.datastore].filter((r) => !from.startsWith(r + '/'));
     const dest = victim ? join(fx.dir, home) : join(rng.pick(choices), home);
-    // Inode numbers reused while the migration mirrors.
-    const mode = plan.special === 'reuse' ? 'mirror' : rng.pick(MODES);
+    // Inode numbers reused while the migration mirrors; a read-only remount needs a moment with no file open for
+    // writing there, which only the iterative copy has (between two files).
+    const drawnMode = rng.pick(MODES);
+    const mode = plan.special === 'reuse' ? 'mirror' : victim && plan.destFault === 'erofs' ? 'iterative' : drawnMode;
     // A round that kills during a copy copies slowly enough for the kill to find one, a fault's victim for the
     // fault to find it, a round that kills in the cleanup fast enough to get there.
     const slow = forced ? [2] : plan.special === 'kill-abort' || (kill && 'inCopyAfterMs' in kill) || victim ? [2, 4] : undefined;
@@ -319,7 +323,11 @@ async function runRound(c: Ctx, round: number, plan: Plan): Promise<string> {
       if (e.phase === 'bulk') {
         copyingSince ??= Date.now();
         entry.copyingSince ??= Date.now();
-      } else if (e.phase !== 'iterate') [copyingSince, entry.copyingSince] = [undefined, undefined];
+      } else if (e.phase !== 'iterate') {
+        [copyingSince, entry.copyingSince] = [undefined, undefined];
+        // A fault lands in the copy, never on a destination that has become the home's (the guest would meet it).
+        if (victim) void fx.stop();
+      }
       // The kills during an abort (our cancel's) and a cleanup (held by FERRY_FAULTS cleanup=pause) follow the
       // event that starts it.
       if (e.phase === 'aborting' && plan.special === 'kill-abort' && cancelling) setTimeout(() => killNow(`aborting ${home}`, 'killsInAbort'), plan.killDelayMs);
@@ -495,7 +503,13 @@ async function recoverAfterKill(c: Ctx, round: number, pid: number, modelDir: st
   for (const mig of (await m.status()).migrations as { path: string; interrupted: boolean; running: boolean }[]) {
     if (mig.running) fail(`after a remount, ${mig.path} shows a running migration`);
     const path = join(m.mountpoint, mig.path);
-    if (forced || rng.chance(0.7)) resumes.push(path);
+    // A run must show both ends of a kill: a seed's first interrupted migration is resumed (even seeds) or
+    // cancelled (odd), its second gets the other, the rest are drawn.
+    const drawn = rng.chance(0.7);
+    const resumeFirst = c.o.seed % 2 === 0;
+    const [resumed, cancelled] = [stats.resumes + resumes.length > 0, stats.cancelledAfterKill > 0];
+    const resume = !resumed && !cancelled ? resumeFirst : !resumed || !cancelled ? !resumed : drawn;
+    if (forced || resume) resumes.push(path);
     else {
       const r = await m.cli(['cancel', path]);
       log({ round, cancelInterrupted: mig.path, code: r.code, stderr: r.stderr.trim() });
