@@ -1,6 +1,7 @@
 import { basename } from 'node:path';
 import type { Beneath } from '../util/beneath.js';
 import { listDir, removeTree, withObject } from '../util/beneath-tree.js';
+import { faultPoint } from '../util/faults.js';
 import { parentSite } from './site.js';
 
 /**
@@ -53,14 +54,17 @@ export interface UndoSteps {
  * undo ('leftover': the partial copy could not be removed now).
  */
 export async function undo(steps: UndoSteps): Promise<{ outcome: 'undone' } | { outcome: 'stuck' | 'leftover'; err: unknown }> {
+  await faultPoint('aborting');
   try {
     await steps.barCheckpoints();
   } catch (err) {
     return { outcome: 'stuck', err };
   }
+  await faultPoint('undo-barred');
   await steps.detach();
   try {
     await steps.removeCopy();
+    await faultPoint('undo-removed');
     await steps.removeJournal();
   } catch (err) {
     return { outcome: 'leftover', err };

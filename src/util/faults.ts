@@ -2,8 +2,9 @@
  * Fault injection for crash and race tests: FERRY_FAULTS="after-commit=crash,bulk=pause:3000,intent-trimmed=crash@2"
  * makes the daemon kill itself (as kill -9 would), stall, or fail (`fail`: the step at the point throws EIO) at a
  * named point of a migration, of its walk (walk-listed: a directory listed, its entries not yet opened;
- * walk-readlink: a symlink's target about to be read), of the commit (commit-save, commit-saved, commit-restore) or
- * of a FUSE op (create); `@N`: only the Nth time the point is reached (default: every time). Unset in normal use.
+ * walk-readlink: a symlink's target about to be read), of the commit (commit-save, commit-saved, commit-restore), of
+ * an abort's undo (aborting, undo-barred, undo-removed) or of a FUSE op (create); `@N`: only the Nth time the point
+ * is reached (default: every time). Unset in normal use.
  * The point names are an interface (tests outside the repo use them): keep them.
  */
 const configured = new Map<string, string>(

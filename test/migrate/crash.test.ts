@@ -49,9 +49,10 @@ const journals = (m: TestMount) => fsp.readdir(migrationsDir(m));
  * - bulk-done: the bulk copy is over and held at its last file (bulk=pause@2: disk.img and vm.cfg), so every write
  *   dirties copied blocks, and the next pass must copy them (with --rate-limit 8M they make an estimate over 50 ms:
  *   an iterate pass is certain);
- * - checkpointed: a timer checkpoint (every 2 s) of a bulk copy throttled to ~4 s exists.
+ * - checkpointed: a timer checkpoint (every 2 s) of a bulk copy throttled to ~4 s exists;
+ * - cancelled: as checkpointed, then `ferry cancel` (the crash points of the abort come after the writes).
  */
-type When = 'before' | 'preflight' | 'bulk-done' | 'checkpointed';
+type When = 'before' | 'preflight' | 'bulk-done' | 'checkpointed' | 'cancelled';
 /** What a remount must find: no migration at all, one undone (no checkpoint), one interrupted (checkpoint), one committed. */
 type Outcome = 'none' | 'undone' | 'interrupted' | 'committed';
 const HOLD_BULK = 'bulk=pause:2000@2';
@@ -66,7 +67,14 @@ const cases: [point: string, faults: string, args: string[], when: When, outcome
   ['commit', `${HOLD_BULK},commit=crash`, ['--rate-limit', '8M'], 'bulk-done', 'interrupted'],
   ['after-commit', `${HOLD_BULK},after-commit=crash`, ['--rate-limit', '8M'], 'bulk-done', 'committed'],
   ['cleanup', `${HOLD_BULK},cleanup=crash`, ['--rate-limit', '8M'], 'bulk-done', 'committed'],
+  // The abort's undo (src/migrate/undo.ts): before the checkpoint goes, the copy stays resumable; after, it is undone.
+  ['aborting', 'aborting=crash', ['--rate-limit', '2M'], 'cancelled', 'interrupted'],
+  ['undo-barred', 'undo-barred=crash', ['--rate-limit', '2M'], 'cancelled', 'undone'],
+  ['undo-removed', 'undo-removed=crash', ['--rate-limit', '2M'], 'cancelled', 'undone'],
 ];
+/** The migration's files in the state dir at the crash: none before the prepare, then its journal, checkpoint and
+ * intent log, of which the undo removes the checkpoint first. */
+const filesAt = (point: string) => ({ preflight: 0, prepare: 1, 'undo-barred': 2, 'undo-removed': 2 })[point] ?? 3;
 
 /**
  * Starts a migration on a daemon that kills itself at a fault point, makes the test's writes at `when`, and
@@ -85,7 +93,7 @@ async function crashDuringMigration(faults: string, args: string[], when: When, 
   const running = migrate(m, join(m.mountpoint, 'vm1'), h.dest, args, (e) => {
     if (when === 'preflight' && e.type === 'phase' && e.phase === 'preflight') trigger();
     if (when === 'bulk-done' && e.type === 'progress' && e.pass === 0 && e.copiedBytes >= DISK) trigger();
-    if (when === 'checkpointed' && e.type === 'phase' && e.phase === 'bulk') trigger();
+    if ((when === 'checkpointed' || when === 'cancelled') && e.type === 'phase' && e.phase === 'bulk') trigger();
     // A window missed fails at once instead of waiting for the test's timeout.
     if (e.type === 'pass' && e.pass === 0) missed(new Error(`the bulk pass ended before the test's writes (${when})`));
   });
@@ -95,12 +103,15 @@ async function crashDuringMigration(faults: string, args: string[], when: When, 
     when === 'before'
       ? Promise.resolve()
       : triggered.then(async () => {
-          if (when === 'checkpointed') await waitFor(() => fs.readdirSync(migrationsDir(m)).some((n) => n.endsWith('.checkpoint.json')), 10_000, 'a checkpoint');
+          if (when === 'checkpointed' || when === 'cancelled') await waitFor(() => fs.readdirSync(migrationsDir(m)).some((n) => n.endsWith('.checkpoint.json')), 10_000, 'a checkpoint');
           await burst(h.disk, h.model, seed + 1, 48);
         });
+  // The cancel's own connection is cut by the crash too.
+  const cancel = when === 'cancelled' ? writes.then(() => m.cli(['cancel', join(m.mountpoint, 'vm1')])) : undefined;
   // A burst cut off by the crash rejects here: the test then fails, it never guesses.
   await writes;
   const first = await running.done;
+  if (cancel) expect((await cancel).code).toBe(1);
   expect(first.code).toBe(1);
   expect(first.stderr).toMatch(/closed the connection|cannot reach the daemon/);
   await waitFor(() => hasExited(pid), 10_000, 'the daemon to die');
@@ -146,7 +157,7 @@ describe.each(cases)('daemon killed at %s', (point, faults, args, when, outcome)
     const h = await crashDuringMigration(faults, args, when, 10 + cases.findIndex((c) => c[0] === point));
     const { m } = h;
     // The journal (prepare) exists from the prepare step on; the preflight writes nothing.
-    expect((await journals(m)).length).toBe(point === 'preflight' ? 0 : point === 'prepare' ? 1 : 3);
+    expect((await journals(m)).length).toBe(filesAt(point));
     await remount(m);
 
     if (outcome === 'none' || outcome === 'undone') {

@@ -12,7 +12,8 @@ export type DestFault = (typeof DEST_FAULTS)[number];
 
 /**
  * What a round does. plain: migrations, cancels, rate changes, a random kill in a third of them; kill-copy: a kill
- * 2.2-4.7 s into a copy (2.5 s in npm test's run, which then resumes); kill-abort: a cancel, and kill -9 as the migration starts aborting;
+ * 2.2-4.7 s into a copy (2.5 s in npm test's run, which then resumes); kill-abort: a cancel, and kill -9 while its undo
+ * is held at one of its points;
  * kill-cleanup: kill -9 while a committed migration deletes its source (held by FERRY_FAULTS cleanup=pause); dest:
  * one migration onto the faulty destination, which fails under it at a random instant; reuse: writers unlink and
  * create at once (inode numbers come back) while migrations mirror; readlink: the walk's Nth readlink fails.
@@ -44,13 +45,15 @@ export function drawPlan(rng: { next(): number; int(n: number): number; pick<T>(
   const destFault = rng.pick(DEST_FAULTS);
   const eio = `${rng.pick(['bulk', 'iterate'])}=fail@${1 + rng.int(3)}`;
   const readlinkAt = 1 + rng.int(6);
+  const undoPoint = rng.pick(['aborting', 'undo-barred', 'undo-removed']);
   const plan: Plan = { special, scheduled: forced !== undefined, faults: '', afterMs: 300 + rng.int(1500), killDelayMs: rng.int(1500), slack: rng.int(1 << 20) };
   if (special === 'dest') Object.assign(plan, { destFault, faults: destFault === 'eio' ? eio : '' });
   // The pause holds the source deletion long enough for a kill drawn within it.
   if (special === 'kill-cleanup') plan.faults = 'cleanup=pause:2000';
   if (special === 'readlink') plan.faults = `walk-readlink=fail@${readlinkAt}`;
-  // An abort takes milliseconds: the kill follows its first event at once.
-  if (special === 'kill-abort') plan.killDelayMs = 0;
+  // An abort takes milliseconds: a point of its undo (src/migrate/undo.ts) is held, and the kill lands in the hold
+  // (before the checkpoint goes, after it, or after the partial copy went).
+  if (special === 'kill-abort') Object.assign(plan, { faults: `${undoPoint}=pause:1500`, killDelayMs: rng.int(1200) });
   return plan;
 }
 
