@@ -4,6 +4,9 @@
 # sources changed), then the build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# One set-up at a time (npm run torture for each data path at once would run two npm ci in one node_modules).
+exec 9>"/tmp/ferry-setup-$(pwd | sha256sum | cut -c1-16).lock"
+flock 9
 
 missing=()
 need_cmd() { command -v "$1" >/dev/null 2>&1 || missing+=("$2"); }
@@ -24,6 +27,11 @@ need_pkg libtsan2
 need_cmd setpriv util-linux
 need_cmd unshare util-linux
 need_cmd setfattr attr
+# Destination faults in the edge tests and the torture: immutable flags, small ext4 images on loop devices.
+need_cmd chattr e2fsprogs
+need_cmd mkfs.ext4 e2fsprogs
+need_cmd losetup mount
+need_cmd prlimit util-linux
 # libvirt for test/guest/libvirt.test.ts and `ferry migrate --domain`: the daemon (its package creates the
 # libvirt-qemu user QEMU runs as), its QEMU driver (only recommended, so named) and virsh.
 need_cmd libvirtd libvirt-daemon-system
