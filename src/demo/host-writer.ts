@@ -40,7 +40,7 @@ export async function startWriter(opts: WriterOptions): Promise<Writer> {
   let err = '';
   child.stdout.on('data', (d) => (out += d));
   child.stderr.on('data', (d) => (err += d));
-  const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+  const exited = new Promise<string | number>((resolve) => child.on('exit', (code, signal) => resolve(code ?? `on ${signal}`)));
   for (let i = 0; i < 200 && !out.includes('ready'); i++) await new Promise((r) => setTimeout(r, 25));
   if (!out.includes('ready')) throw new Error(`the writer did not start: ${err.trim()}`);
   return {
