@@ -61,10 +61,10 @@ export class CommitQueue {
         return true;
       } catch (restoreErr) {
         const onDisk = await this.state.loadMappings().then(asText, () => undefined);
-        const known = onDisk === asText(before) ? 'the old one' : onDisk === asText(next) ? 'the new one: the commit stands' : undefined;
-        if (known) {
-          this.log.error({ err: restoreErr, virtual }, `could not restore the path map after a failed commit; the map on disk is ${known}`);
-          return onDisk === asText(before);
+        if (onDisk === asText(before) || onDisk === asText(next)) {
+          const old = onDisk === asText(before);
+          this.log.error({ err: restoreErr, virtual }, `could not restore the path map after a failed commit; the map on disk is ${old ? 'the old one' : 'the new one: the commit stands'}`);
+          return old;
         }
         if (attempt === 1 || attempt % 60 === 0) this.log.fatal({ err: restoreErr, virtual, attempt }, 'the path map on disk is unknown after a failed commit: retrying every second with I/O on the subtree frozen; free or repair the state directory');
         await new Promise((resolve) => setTimeout(resolve, 1000));

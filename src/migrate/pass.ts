@@ -3,7 +3,7 @@ import { close, constants as C, ftruncate, type BigIntStats } from 'node:fs';
 import type { Tracker } from '../track/tracker.js';
 import type { TrackedFile, TrackingSession } from '../track/tracked-file.js';
 import type { IntentLog } from '../track/intent-log.js';
-import { DirtyMap, type Extent } from '../track/dirty-map.js';
+import type { DirtyMap, Extent } from '../track/dirty-map.js';
 import type { PathMap } from '../fs/path-map.js';
 import type { Beneath } from '../util/beneath.js';
 import { fstatBig, reopen, withObject } from '../util/beneath-tree.js';

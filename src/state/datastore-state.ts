@@ -27,16 +27,16 @@ export interface MigrationJournal {
   rateLimit: number;
 }
 
-/**
- * Durable state of one datastore, kept across mounts: which subtrees live elsewhere (the path map) and
- * the journals of migrations in flight. Writing the path map is the commit point of a migration.
- */
 /** How often a daemon beats (src/daemon/main.ts). */
 export const HEARTBEAT_MS = 1000;
 /** The heartbeat's period plus a margin for a slow tick: a file whose ctime is later than the last beat plus this
  * was changed while no daemon tracked it. */
 export const BEAT_SLACK_MS = 2000;
 
+/**
+ * Durable state of one datastore, kept across mounts: which subtrees live elsewhere (the path map) and
+ * the journals of migrations in flight. Writing the path map is the commit point of a migration.
+ */
 export class DatastoreState {
   readonly dir: string;
   /** The heartbeat being written, and whether beats have stopped for good (stopBeating). */
