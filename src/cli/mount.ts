@@ -70,8 +70,8 @@ export function mountCommand(): Command {
         if (flags.allowOther) args.push('--allow-other');
         if (flags.mmap) args.push('--mmap');
         if (!flags.track) args.push('--no-track');
-        const { warning } = await launchDaemon(fileURLToPath(new URL('./main.js', import.meta.url)), args, resolve(mountpoint), daemonLog);
-        if (warning) warn(warning);
+        const { warnings } = await launchDaemon(fileURLToPath(new URL('./main.js', import.meta.url)), args, resolve(mountpoint), daemonLog);
+        for (const warning of warnings) warn(warning);
       }),
     );
 }

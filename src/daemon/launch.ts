@@ -4,16 +4,16 @@ import { stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { UserError } from '../util/user-error.js';
 
-type StartMessage = { type: 'ready'; warning?: string } | { type: 'error'; message: string; exitCode: number };
+type StartMessage = { type: 'ready'; warnings: string[] } | { type: 'error'; message: string; exitCode: number };
 
 const START_TIMEOUT_MS = 30_000;
 
 /**
  * Starts the daemon in the background (the same CLI with --foreground) and returns once the mount answers,
- * like mount(8): errors before that come back over an IPC channel and are reported here, and so does a warning
+ * like mount(8): errors before that come back over an IPC channel and are reported here, and so do warnings
  * for the caller to print (the daemon's own stderr is its log).
  */
-export async function launchDaemon(cliScript: string, args: string[], mountpoint: string, logFile: string): Promise<{ pid: number; warning?: string }> {
+export async function launchDaemon(cliScript: string, args: string[], mountpoint: string, logFile: string): Promise<{ pid: number; warnings: string[] }> {
   const log = openSync(logFile, 'a', 0o600);
   const child = spawn(process.execPath, [cliScript, ...args, '--foreground'], {
     detached: true,
@@ -41,5 +41,5 @@ export async function launchDaemon(cliScript: string, args: string[], mountpoint
   if (inside.dev === parent.dev) throw new UserError(`the daemon reported ready but ${mountpoint} is not mounted (see ${logFile})`, 1);
   child.unref();
   if (child.connected) child.disconnect();
-  return { pid: child.pid!, ...(message.warning ? { warning: message.warning } : {}) };
+  return { pid: child.pid!, warnings: message.warnings };
 }

@@ -27,6 +27,8 @@ import { Claims } from '../migrate/claims.js';
 import { CommitQueue } from '../migrate/commits.js';
 import { SocketInodes } from '../fs/socket-inodes.js';
 import { Beneath } from '../util/beneath.js';
+import { DatastoreRecord } from '../state/datastore-record.js';
+import { reconcileRecord } from '../migrate/reconcile.js';
 
 export interface DaemonOptions {
   datastore: string;
@@ -63,7 +65,7 @@ function mountOptions(opts: DaemonOptions): string[] {
 }
 
 /** Tells the launching `ferry mount` (if any) how the start went; a warning is for it to print. */
-function notifyParent(message: { type: 'ready'; warning?: string } | { type: 'error'; message: string; exitCode: number }): void {
+function notifyParent(message: { type: 'ready'; warnings: string[] } | { type: 'error'; message: string; exitCode: number }): void {
   if (process.send) {
     process.send(message);
     if (message.type === 'ready') process.disconnect();
@@ -82,13 +84,13 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
     throw err;
   }
   const exposed = started.exposed;
-  if (exposed) {
-    log.warn({ reachable: exposed.reachable, through: exposed.through, mode: octal(exposed.mode), owner: exposed.uid }, exposed.message);
-    // Launched by `ferry mount`, whose stderr is the user's (ours is the log), it prints the line. In the foreground
-    // we do, unless the log is on stderr already.
-    if (!process.send && opts.logFile) process.stderr.write(`ferry: warning: ${exposed.message}\n`);
-  }
-  notifyParent(exposed ? { type: 'ready', warning: exposed.message } : { type: 'ready' });
+  if (exposed) log.warn({ reachable: exposed.reachable, through: exposed.through, mode: octal(exposed.mode), owner: exposed.uid }, exposed.message);
+  // The record's line was logged as it was decided.
+  const warnings = [...(started.recordNotice ? [started.recordNotice] : []), ...(exposed ? [exposed.message] : [])];
+  // Launched by `ferry mount`, whose stderr is the user's (ours is the log), it prints the lines. In the foreground
+  // we do, unless the log is on stderr already.
+  if (!process.send && opts.logFile) for (const warning of warnings) process.stderr.write(`ferry: warning: ${warning}\n`);
+  notifyParent({ type: 'ready', warnings });
   log.info({ mountpoint: started.record.mountpoint, datastore: started.record.datastore }, 'mounted');
   await started.stopped;
 }
@@ -98,6 +100,8 @@ interface Started {
   stopped: Promise<void>;
   /** Other users can reach a backing root outside the mount (only looked at with --allow-other). */
   exposed: Exposure | undefined;
+  /** The datastore's record overrode the state dir (src/migrate/reconcile.ts). */
+  recordNotice: string | undefined;
 }
 
 async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
@@ -112,13 +116,18 @@ async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
     }
   }
 
-  const state = new DatastoreState(opts.stateDir, datastore);
-  await state.init(datastore);
-  const paths = new PathMap(datastore, await state.loadMappings());
   // Every backing path is resolved beneath a root's fd (src/util/beneath.ts), relative paths shorter than the
   // mount's own: no path past PATH_MAX, and no working directory, is needed.
   const at = new Beneath(Fuse.io);
+  const state = new DatastoreState(opts.stateDir, datastore);
+  await state.init(datastore);
+  // Where the datastore's subtrees went, as the datastore itself records it: the state dir is made to agree first.
+  const datastoreRecord = new DatastoreRecord(at, datastore);
+  const recordNotice = await reconcileRecord(datastoreRecord, state, opts.stateDir, at, log);
+  const paths = new PathMap(datastore, await state.loadMappings());
   const interrupted = await recoverMigrations(state, paths, at, log);
+  // Recovery decided every commit the state dir journals: the record follows (pending entries confirmed or dropped).
+  await datastoreRecord.write(paths.list().filter((m) => m.virtual !== '/'));
   // From here this daemon's own heartbeat: recovery has read the crashed one's (src/migrate/recovery.ts).
   await state.beat();
   const heartbeat = setInterval(() => void state.beat().catch((err: unknown) => log.warn({ err }, 'cannot write the heartbeat')), HEARTBEAT_MS);
@@ -154,7 +163,7 @@ async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
     sockets: fsContext.sockets,
     log,
     claims: new Claims(paths),
-    commits: new CommitQueue(paths, state, log),
+    commits: new CommitQueue(paths, state, log, datastoreRecord),
     otherMounts: async () => (await listRecords(opts.stateDir)).filter((r) => r.pid !== process.pid && isAlive(r.pid)),
   };
   // Before the mount answers its first op: a write to an interrupted subtree is tracked and intent-logged from the
@@ -228,5 +237,5 @@ async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
     shutdown('crash');
     process.exitCode = 1;
   });
-  return { record, stopped, exposed };
+  return { record, stopped, exposed, recordNotice };
 }

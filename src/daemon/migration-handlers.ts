@@ -3,6 +3,7 @@ import { ControlError, booleanParam, stringParam } from '../control/protocol.js'
 import { Migration, type MigrationOptions, type Mode, type MountServices } from '../migrate/engine.js';
 import { RefusedError } from '../migrate/preflight.js';
 import type { Verb } from '../migrate/job.js';
+import { isReserved } from '../fs/reserved.js';
 
 function numberParam(params: Record<string, unknown>, name: string, fallback: number, min: number): number {
   const value = params[name] ?? fallback;
@@ -69,6 +70,8 @@ export function migrationHandlers(services: MountServices, migrations: Migration
   };
   return {
     async migrate(params, emit) {
+      // The preflight looks at the backing store, where the record is: it is not the mount's to move.
+      if (isReserved(virtualParam(params))) throw new ControlError('EREFUSED', `no such file or directory in the mount: ${virtualParam(params)}`);
       const migration = new Migration(
         {
           virtual: virtualParam(params),

@@ -16,6 +16,7 @@ import { mirrorResize, mirrorWrites } from '../track/mirror-write.js';
 import type { SocketInodes } from './socket-inodes.js';
 import { faultPoint } from '../util/faults.js';
 import { Beneath, procPath } from '../util/beneath.js';
+import { RESERVED_NAME, reservedErrno } from './reserved.js';
 
 /*
  * Every op reaches its backing object beneath the directory fd of the root that serves its path (the datastore, or
@@ -108,6 +109,8 @@ export function createOps(ctx: FsContext): FuseOps {
   /** Runs an op inside the gate: `answer(value)` when `work` succeeds, `fail(errno)` when it throws. */
   function answered<T>(op: string, path: string, work: () => Promise<T>, answer: (value: T) => void, fail: (errno: number) => void, path2?: string): void {
     counters.count(op);
+    const reserved = reservedErrno(op, path, path2);
+    if (reserved) return fail(reserved);
     gate.admit(path, path2, (ticket) => {
       work().then(
         (value) => {
@@ -186,6 +189,8 @@ export function createOps(ctx: FsContext): FuseOps {
    */
   function serveOpen(op: string, path: string, flags: number, uid: number, gid: number, pid: number, cb: (err: number, fh?: number, openFlags?: number) => void, openFd: () => Promise<number>): void {
     counters.count(op);
+    const reserved = reservedErrno(op, path);
+    if (reserved) return cb(reserved);
     gate.admit(path, undefined, (ticket) => {
       openFd().then(
         (fd) => addHandle(path, fd, flags, uid, gid, pid, (fh) => {
@@ -268,7 +273,7 @@ export function createOps(ctx: FsContext): FuseOps {
 
     readdir(path, cb) {
       answered('readdir', path, () => withObject(path, (fd) => fsp.readdir(procPath(fd))), (names) => {
-        const listed = new Set(names);
+        const listed = new Set(path === '/' ? names.filter((name) => name !== RESERVED_NAME) : names);
         for (const child of paths.mappedChildren(path)) listed.add(child);
         cb(0, ['.', '..', ...listed]);
       }, cb);

@@ -1,13 +1,15 @@
 import type { Logger } from 'pino';
 import type { Mapping, PathMap } from '../fs/path-map.js';
 import type { DatastoreState } from '../state/datastore-state.js';
+import type { DatastoreRecord } from '../state/datastore-record.js';
 import { isWithin } from '../util/paths.js';
 import { faultPoint } from '../util/faults.js';
 
 /**
  * The one writer of a datastore's path map. Switchovers of different migrations may run at the same time, but
  * their commits run one after another, each reading the map the previous one left: none can write a map that
- * lacks another's entry.
+ * lacks another's entry. The datastore's own record (src/state/datastore-record.ts) gets each commit as pending
+ * before the state dir's map is written, and the map as it then stands after (confirmed, or the entry dropped).
  */
 export class CommitQueue {
   private tail: Promise<unknown> = Promise.resolve();
@@ -16,22 +18,27 @@ export class CommitQueue {
     private readonly paths: PathMap,
     private readonly state: DatastoreState,
     private readonly log: Logger,
+    private readonly record?: DatastoreRecord,
   ) {}
 
   /** The commit point of a migration: the path map, written atomically, names `destRoot` for `virtual`. */
-  commit(virtual: string, destRoot: string): Promise<void> {
-    const next = this.tail.then(() => this.apply(virtual, destRoot));
-    this.tail = next.catch(() => undefined);
+  commit(virtual: string, destRoot: string, migration = 'unnamed'): Promise<void> {
+    const next = this.tail.then(() => this.apply(virtual, destRoot, migration));
+    // The record follows the outcome after the commit resolves (the freeze need not wait for it), before the next.
+    const settled = () => this.settleRecord(virtual);
+    this.tail = next.then(settled, settled);
     return next;
   }
 
-  private async apply(virtual: string, destRoot: string): Promise<void> {
+  private async apply(virtual: string, destRoot: string, migration: string): Promise<void> {
     const before = this.paths.list().filter((m) => m.virtual !== '/');
     const without = this.paths.list().filter((m) => m.virtual !== virtual);
     const natural = naturalBacking(without, virtual);
     const next: Mapping[] = natural === destRoot ? without : [...without, { virtual, backing: destRoot }];
     await faultPoint('commit');
     const saving = next.filter((m) => m.virtual !== '/');
+    // Durable before the state dir's map: a mount with another or a lost state dir learns of it (reconcile.ts).
+    await this.record?.write(before, [{ migration, virtual, backing: destRoot }]);
     try {
       await faultPoint('commit-save');
       await this.state.saveMappings(saving);
@@ -44,6 +51,15 @@ export class CommitQueue {
     }
     if (natural === destRoot) this.paths.remove(virtual);
     else this.paths.set({ virtual, backing: destRoot });
+  }
+
+  /** The record as the path map now stands: a pending entry confirmed or dropped. A failure waits for the next mount. */
+  private async settleRecord(virtual: string): Promise<void> {
+    try {
+      await this.record?.write(this.paths.list().filter((m) => m.virtual !== '/'));
+    } catch (err) {
+      this.log.error({ err, virtual }, "cannot settle the commit in the datastore's record: the next mount does");
+    }
   }
 
   /**

@@ -366,7 +366,7 @@ export class Migration implements TrackingSession {
 
   /** The commit point: the path map, written atomically, names the destination. */
   private async commit(plan: Plan): Promise<void> {
-    await this.mount.commits.commit(plan.virtual, plan.destRoot);
+    await this.mount.commits.commit(plan.virtual, plan.destRoot, this.id);
     this.enter('committed');
   }
 

@@ -57,10 +57,15 @@ export class DatastoreState {
   }
 
   async loadMappings(): Promise<StoredMapping[]> {
+    return (await this.storedMappings()) ?? [];
+  }
+
+  /** The path map as stored, or undefined when this state dir has none for the datastore (never committed here). */
+  async storedMappings(): Promise<StoredMapping[] | undefined> {
     try {
       return JSON.parse(await readStateFile(join(this.dir, 'mappings.json'))) as StoredMapping[];
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
       throw err;
     }
   }

@@ -192,11 +192,13 @@ describe('a crash around the commit leaves a record that agrees with recovery', 
     expect(await mountsUnder(h.m.mountpoint)).toEqual([]);
     return h;
   }
+  /** Mounted again without faults. */
+  const remount = (h: Moved) => h.m.cli(['mount', h.m.datastore, h.m.mountpoint]);
 
   it('killed after the pending entry, before the commit: the remount drops it; a resume then records the destination', async () => {
     const h = await crashAt('commit-save');
     expect((await readRecord(h.m)).pending).toEqual([expect.objectContaining({ virtual: '/vm1', backing: h.dest })]);
-    const again = await h.m.remount();
+    const again = await remount(h);
     expect(again.code, again.stderr).toBe(0);
     expect(again.stdout + again.stderr).toBe('');
     const status = await h.m.status();
@@ -211,7 +213,7 @@ describe('a crash around the commit leaves a record that agrees with recovery', 
 
   it('killed after the commit, before the confirmation: the remount confirms it', async () => {
     const h = await crashAt('commit-saved');
-    const again = await h.m.remount();
+    const again = await remount(h);
     expect(again.code, again.stderr).toBe(0);
     expect(again.stdout + again.stderr).toBe('');
     expect(await readRecord(h.m)).toEqual({ version: 1, moved: [{ virtual: '/vm1', backing: h.dest }], pending: [] });

@@ -1,0 +1,158 @@
+import fs, { constants as C } from 'node:fs';
+import { promisify } from 'node:util';
+import { z } from 'zod';
+import { Root, type Beneath } from '../util/beneath.js';
+import { RESERVED_NAME } from '../fs/reserved.js';
+import { UserError } from '../util/user-error.js';
+import type { StoredMapping } from './datastore-state.js';
+
+const FILE = 'moved.json';
+const PATH = `${RESERVED_NAME}/${FILE}`;
+
+const virtual = z.string().regex(/^\/./, 'a path in the mount other than /');
+const absolute = z.string().regex(/^\//, 'an absolute path');
+const entry = z.object({ virtual, backing: absolute }).strict();
+
+/**
+ * What a datastore knows of its own subtrees that live elsewhere, kept at its root (never served by the mount):
+ * a mount with another, a lost or a fresh state dir still serves them (src/migrate/reconcile.ts). Read back only
+ * through this schema: a record of another shape refuses the mount rather than guess.
+ */
+export const RecordSchema = z.object({
+  version: z.literal(1),
+  /** The datastore's path map without its root: where each moved subtree lives (absolute paths on this host). */
+  moved: z.array(entry),
+  /** A commit under way (written before the state dir's path map names it): confirmed into `moved`, or dropped. */
+  pending: z.array(entry.extend({ migration: z.string().min(1) }).strict()),
+}).strict();
+export type DatastoreRecordData = z.infer<typeof RecordSchema>;
+export type PendingMove = DatastoreRecordData['pending'][number];
+
+const write = promisify(fs.write);
+const fsync = promisify(fs.fsync);
+const readFile = promisify(fs.readFile);
+let temps = 0;
+
+/**
+ * The record's file, `.ferry/moved.json` at the datastore's root, read and written beneath the datastore's
+ * directory fd (never by a path from /, never through a symlink). Written like a state file: a temporary file
+ * fsynced, renamed over, the directory fsynced.
+ */
+export class DatastoreRecord {
+  private readonly root: Root;
+  /** What is on disk, as this daemon last read or wrote it (undefined: no record). */
+  private current: DatastoreRecordData | undefined;
+
+  constructor(
+    private readonly at: Beneath,
+    readonly datastore: string,
+  ) {
+    this.root = new Root(datastore);
+  }
+
+  get path(): string {
+    return `${this.datastore}/${PATH}`;
+  }
+
+  /** The record, or undefined when there is none; a record that cannot be read or trusted is a UserError. */
+  async read(): Promise<DatastoreRecordData | undefined> {
+    let text: string;
+    try {
+      text = await this.root.use(PATH, async (root, rel) => {
+        const fd = await this.at.open(root, rel, C.O_RDONLY);
+        try {
+          return await readFile(fd, 'utf8');
+        } finally {
+          fs.closeSync(fd);
+        }
+      });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return (this.current = undefined);
+      throw new UserError(`cannot read the datastore's record ${this.path} (${(err as Error).message}): ${RESERVED_NAME} must be ferry's own directory; move it aside and mount again (README, "If the state dir is lost")`, 1);
+    }
+    let parsed: DatastoreRecordData;
+    try {
+      parsed = RecordSchema.parse(JSON.parse(text));
+    } catch (err) {
+      const reason = err instanceof z.ZodError ? err.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ') : (err as Error).message;
+      throw new UserError(`the datastore's record ${this.path} is corrupt (${reason}): repair it or move it aside and mount again (README, "If the state dir is lost")`, 1);
+    }
+    return (this.current = parsed);
+  }
+
+  /** Whether `rel` (relative to the datastore) exists; a symlink on the way is an error, never followed. */
+  async holds(rel: string): Promise<boolean> {
+    try {
+      await this.root.use(rel, (root, path) => this.at.lstat(root, path));
+      return true;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      throw err;
+    }
+  }
+
+  /** The committed map `moved` with `pending` (if any) on top: durable when this resolves. An empty record is removed. */
+  async write(moved: StoredMapping[], pending: PendingMove[] = []): Promise<void> {
+    const next: DatastoreRecordData = { version: 1, moved: moved.map(({ virtual, backing }) => ({ virtual, backing })), pending };
+    if (JSON.stringify(next) === JSON.stringify(this.current ?? { version: 1, moved: [], pending: [] })) return;
+    if (next.moved.length === 0 && next.pending.length === 0) await this.remove();
+    else await this.replace(JSON.stringify(next, null, 2) + '\n');
+    this.current = next.moved.length === 0 && next.pending.length === 0 ? undefined : next;
+  }
+
+  private async replace(text: string): Promise<void> {
+    await this.root.use('', async (root) => {
+      try {
+        await this.at.mkdir(root, RESERVED_NAME, 0o700);
+        await syncAt(this.at, root, '');
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      }
+      const temp = `${RESERVED_NAME}/${FILE}.tmp-${process.pid}-${++temps}`;
+      const fd = await this.at.open(root, temp, C.O_WRONLY | C.O_CREAT | C.O_EXCL, 0o600);
+      try {
+        const data = Buffer.from(text);
+        for (let done = 0; done < data.length; ) done += (await write(fd, data, done, data.length - done)).bytesWritten;
+        await fsync(fd);
+      } catch (err) {
+        await this.at.unlink(root, temp).catch(() => undefined);
+        throw err;
+      } finally {
+        fs.closeSync(fd);
+      }
+      try {
+        await this.at.rename(root, temp, root, PATH);
+      } catch (err) {
+        await this.at.unlink(root, temp).catch(() => undefined);
+        throw err;
+      }
+      await syncAt(this.at, root, RESERVED_NAME);
+    });
+  }
+
+  /** No subtree lives elsewhere any more: the datastore is left as it was before ferry moved anything. */
+  private async remove(): Promise<void> {
+    await this.root.use('', async (root) => {
+      await this.at.unlink(root, PATH).catch((err: NodeJS.ErrnoException) => {
+        if (err.code !== 'ENOENT') throw err;
+      });
+      // Something else left in it (a temporary file of a killed daemon): the directory stays, still hidden.
+      const gone = await this.at.rmdir(root, RESERVED_NAME).then(() => true, (err: NodeJS.ErrnoException) => {
+        if (err.code === 'ENOENT') return true;
+        if (err.code === 'ENOTEMPTY') return false;
+        throw err;
+      });
+      await syncAt(this.at, root, gone ? '' : RESERVED_NAME);
+    });
+  }
+}
+
+/** fsync of the directory `rel` beneath `root` ('' is the root itself). */
+async function syncAt(at: Beneath, root: number, rel: string): Promise<void> {
+  const fd = await at.open(root, rel, C.O_RDONLY | C.O_DIRECTORY);
+  try {
+    await fsync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
