@@ -28,7 +28,7 @@ import { CommitQueue } from '../migrate/commits.js';
 import { SocketInodes } from '../fs/socket-inodes.js';
 import { Beneath } from '../util/beneath.js';
 import { DatastoreRecord } from '../state/datastore-record.js';
-import { reconcileRecord } from '../migrate/reconcile.js';
+import { missingBackings, reconcileRecord } from '../migrate/reconcile.js';
 
 export interface DaemonOptions {
   datastore: string;
@@ -85,8 +85,8 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
   }
   const exposed = started.exposed;
   if (exposed) log.warn({ reachable: exposed.reachable, through: exposed.through, mode: octal(exposed.mode), owner: exposed.uid }, exposed.message);
-  // The record's line was logged as it was decided.
-  const warnings = [...(started.recordNotice ? [started.recordNotice] : []), ...(exposed ? [exposed.message] : [])];
+  // The record's lines were logged as they were decided.
+  const warnings = [...started.notices, ...(exposed ? [exposed.message] : [])];
   // Launched by `ferry mount`, whose stderr is the user's (ours is the log), it prints the lines. In the foreground
   // we do, unless the log is on stderr already.
   if (!process.send && opts.logFile) for (const warning of warnings) process.stderr.write(`ferry: warning: ${warning}\n`);
@@ -100,8 +100,8 @@ interface Started {
   stopped: Promise<void>;
   /** Other users can reach a backing root outside the mount (only looked at with --allow-other). */
   exposed: Exposure | undefined;
-  /** The datastore's record overrode the state dir (src/migrate/reconcile.ts). */
-  recordNotice: string | undefined;
+  /** The datastore's record overrode the state dir, moved subtrees missing on this host (src/migrate/reconcile.ts). */
+  notices: string[];
 }
 
 async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
@@ -128,6 +128,8 @@ async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
   const interrupted = await recoverMigrations(state, paths, at, log);
   // Recovery decided every commit the state dir journals: the record follows (pending entries confirmed or dropped).
   await datastoreRecord.write(paths.list().filter((m) => m.virtual !== '/'));
+  const missing = await missingBackings(paths.list().filter((m) => m.virtual !== '/'), at);
+  if (missing) log.warn(missing);
   // From here this daemon's own heartbeat: recovery has read the crashed one's (src/migrate/recovery.ts).
   await state.beat();
   const heartbeat = setInterval(() => void state.beat().catch((err: unknown) => log.warn({ err }, 'cannot write the heartbeat')), HEARTBEAT_MS);
@@ -237,5 +239,5 @@ async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
     shutdown('crash');
     process.exitCode = 1;
   });
-  return { record, stopped, exposed, recordNotice };
+  return { record, stopped, exposed, notices: [recordNotice, missing].filter((line) => line !== undefined) };
 }

@@ -22,7 +22,7 @@ export class CommitQueue {
   ) {}
 
   /** The commit point of a migration: the path map, written atomically, names `destRoot` for `virtual`. */
-  commit(virtual: string, destRoot: string, migration = 'unnamed'): Promise<void> {
+  commit(virtual: string, destRoot: string, migration: string): Promise<void> {
     const next = this.tail.then(() => this.apply(virtual, destRoot, migration));
     // The record follows the outcome after the commit resolves (the freeze need not wait for it), before the next.
     const settled = () => this.settleRecord(virtual);

@@ -82,6 +82,17 @@ function sameMap(a: StoredMapping[], b: StoredMapping[]): boolean {
   return text(a) === text(b);
 }
 
+/**
+ * The line to print when moved subtrees' backings do not exist on this host (a datastore brought from another host
+ * whose destinations sit elsewhere here): they are served, and fail with ENOENT until their directory appears.
+ */
+export async function missingBackings(mappings: StoredMapping[], at: Beneath): Promise<string | undefined> {
+  const missing: StoredMapping[] = [];
+  for (const m of mappings) if (!(await exists(at, m.backing))) missing.push(m);
+  if (missing.length === 0) return undefined;
+  return `moved subtrees whose files are not at their recorded place on this host: ${missing.map((m) => `${m.virtual} (${m.backing})`).join(', ')}; they fail with ENOENT until that path holds them: mount or bind-mount their datastore there (README, "If the state dir is lost")`;
+}
+
 /** Whether `path` exists, looked at beneath its parent's fd without following its last component. */
 async function exists(at: Beneath, path: string): Promise<boolean> {
   const root: Root = rootOf(path);

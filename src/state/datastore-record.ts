@@ -40,8 +40,8 @@ let temps = 0;
  */
 export class DatastoreRecord {
   private readonly root: Root;
-  /** What is on disk, as this daemon last read or wrote it (undefined: no record). */
-  private current: DatastoreRecordData | undefined;
+  /** What is on disk, as this daemon last read or wrote it (undefined: no record; null: unknown after a failed write). */
+  private current: DatastoreRecordData | undefined | null = null;
 
   constructor(
     private readonly at: Beneath,
@@ -94,10 +94,12 @@ export class DatastoreRecord {
   /** The committed map `moved` with `pending` (if any) on top: durable when this resolves. An empty record is removed. */
   async write(moved: StoredMapping[], pending: PendingMove[] = []): Promise<void> {
     const next: DatastoreRecordData = { version: 1, moved: moved.map(({ virtual, backing }) => ({ virtual, backing })), pending };
-    if (JSON.stringify(next) === JSON.stringify(this.current ?? { version: 1, moved: [], pending: [] })) return;
-    if (next.moved.length === 0 && next.pending.length === 0) await this.remove();
+    const empty = next.moved.length === 0 && next.pending.length === 0;
+    if (this.current !== null && JSON.stringify(next) === JSON.stringify(this.current ?? { version: 1, moved: [], pending: [] })) return;
+    this.current = null;
+    if (empty) await this.remove();
     else await this.replace(JSON.stringify(next, null, 2) + '\n');
-    this.current = next.moved.length === 0 && next.pending.length === 0 ? undefined : next;
+    this.current = empty ? undefined : next;
   }
 
   private async replace(text: string): Promise<void> {

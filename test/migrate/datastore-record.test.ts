@@ -137,6 +137,23 @@ describe('the datastore records where its VMs went', () => {
     expect(await fsp.readFile(recordPath(h.m), 'utf8')).toBe(record);
   });
 
+  it('a recorded destination missing on this host (a datastore moved to another host): the mount warns with one line', async () => {
+    const h = await movedHome();
+    await moveOut(h);
+    await unmount(h.m);
+    const away = join(h.m.root, 'away');
+    await fsp.rename(join(h.m.root, 'dest'), away);
+    const again = await h.m.remount();
+    expect(again.code, again.stderr).toBe(0);
+    const lines = again.stderr.trim().split('\n');
+    expect(lines, again.stderr).toHaveLength(1);
+    expect(lines[0]).toMatch(/^ferry: warning: /);
+    expect(lines[0]).toContain(`/vm1 (${h.dest})`);
+    // Put back at its recorded path, it is served again.
+    await fsp.rename(away, join(h.m.root, 'dest'));
+    await expectBytes(join(h.m.mountpoint, 'vm1', 'disk.img'), h.model, 'served once back in place');
+  });
+
   it('a corrupt record refuses the mount with one line', async () => {
     const h = await movedHome();
     await moveOut(h);

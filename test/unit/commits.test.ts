@@ -32,21 +32,21 @@ async function queueWith(faults: string) {
 describe('CommitQueue after a failed save', () => {
   it('a save that failed before it wrote, and a failed restore: the old map is on disk, so the commit fails', async () => {
     const { queue, paths, state, dest } = await queueWith('commit-save=fail,commit-restore=fail');
-    await expect(queue.commit('/vm1', dest)).rejects.toThrow(/injected failure at commit-save/);
+    await expect(queue.commit('/vm1', dest, 'm1')).rejects.toThrow(/injected failure at commit-save/);
     expect(await state.loadMappings()).toEqual([]);
     expect(paths.resolve('/vm1')).toBe(join(dir!, 'ds', 'vm1'));
   });
 
   it('a save that landed but reported an error, and a failed restore: the new map is on disk, so the commit stands', async () => {
     const { queue, paths, state, dest } = await queueWith('commit-saved=fail,commit-restore=fail');
-    await queue.commit('/vm1', dest);
+    await queue.commit('/vm1', dest, 'm1');
     expect(await state.loadMappings()).toEqual([{ virtual: '/vm1', backing: dest }]);
     expect(paths.resolve('/vm1')).toBe(dest);
   });
 
   it('a save that landed but reported an error, and a restore that works: the old map is back and the commit fails', async () => {
     const { queue, paths, state, dest } = await queueWith('commit-saved=fail');
-    await expect(queue.commit('/vm1', dest)).rejects.toThrow(/injected failure at commit-saved/);
+    await expect(queue.commit('/vm1', dest, 'm1')).rejects.toThrow(/injected failure at commit-saved/);
     expect(await state.loadMappings()).toEqual([]);
     expect(paths.resolve('/vm1')).toBe(join(dir!, 'ds', 'vm1'));
   });
@@ -67,7 +67,7 @@ describe('CommitQueue after a failed save', () => {
         await writeFile(mappings, '{ torn');
       }
     };
-    await expect(queue.commit('/vm1', dest)).rejects.toThrow(/injected failure at commit-saved/);
+    await expect(queue.commit('/vm1', dest, 'm1')).rejects.toThrow(/injected failure at commit-saved/);
     // The new map, then (after the injected failure and a wait) the old one back.
     expect(saves).toBe(2);
     expect(await state.loadMappings()).toEqual([]);
