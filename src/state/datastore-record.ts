@@ -31,6 +31,7 @@ export type PendingMove = DatastoreRecordData['pending'][number];
 const write = promisify(fs.write);
 const fsync = promisify(fs.fsync);
 const readFile = promisify(fs.readFile);
+const fstat = promisify(fs.fstat);
 let temps = 0;
 
 /**
@@ -58,9 +59,12 @@ export class DatastoreRecord {
   async read(): Promise<DatastoreRecordData | undefined> {
     let text: string;
     try {
-      text = await this.root.use(PATH, async (root, rel) => {
-        const fd = await this.at.open(root, rel, C.O_RDONLY);
+      text = await this.root.use('', async (root) => {
+        const fd = await this.at.open(root, PATH, C.O_RDONLY);
         try {
+          // Whoever writes the record decides what the mount serves (as for the state dir: src/state/state-dir.ts).
+          this.checkPrivate(await this.at.lstat(root, RESERVED_NAME), `${this.datastore}/${RESERVED_NAME}`);
+          this.checkPrivate(await fstat(fd), this.path);
           return await readFile(fd, 'utf8');
         } finally {
           fs.closeSync(fd);
@@ -68,6 +72,7 @@ export class DatastoreRecord {
       });
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return (this.current = undefined);
+      if (err instanceof UserError) throw err;
       throw new UserError(`cannot read the datastore's record ${this.path} (${(err as Error).message}): ${RESERVED_NAME} must be ferry's own directory; move it aside and mount again (README, "If the state dir is lost")`, 1);
     }
     let parsed: DatastoreRecordData;
@@ -78,6 +83,12 @@ export class DatastoreRecord {
       throw new UserError(`the datastore's record ${this.path} is corrupt (${reason}): repair it or move it aside and mount again (README, "If the state dir is lost")`, 1);
     }
     return (this.current = parsed);
+  }
+
+  private checkPrivate(st: { uid: number | bigint; mode: number | bigint }, path: string): void {
+    const uid = process.getuid?.() ?? 0;
+    if (Number(st.uid) !== uid) throw new UserError(`the datastore's record ${path} is owned by uid ${st.uid}, not by uid ${uid} that runs ferry: another user could change what the mount serves; check its contents, then chown ${uid} it, or move it aside (README, "If the state dir is lost")`, 1);
+    if (Number(st.mode) & 0o022) throw new UserError(`the datastore's record ${path} is writable by other users (mode ${(Number(st.mode) & 0o7777).toString(8)}): another user could change what the mount serves; check its contents, then chmod go-w it, or move it aside (README, "If the state dir is lost")`, 1);
   }
 
   /** Whether `rel` (relative to the datastore) exists; a symlink on the way is an error, never followed. */

@@ -166,6 +166,24 @@ describe('the datastore records where its VMs went', () => {
     expect(await mountsUnder(h.m.mountpoint)).toEqual([]);
   });
 
+  it('a record another user could have written refuses the mount with one line: it decides what the mount serves', async () => {
+    const h = await movedHome();
+    await moveOut(h);
+    await unmount(h.m);
+    await fsp.chown(recordPath(h.m), 65534, 65534);
+    const owned = await h.m.remount();
+    expect(owned.code).not.toBe(0);
+    expect(owned.stderr.trim().split('\n')).toHaveLength(1);
+    expect(owned.stderr).toContain('uid 65534');
+    await fsp.chown(recordPath(h.m), 0, 0);
+    await fsp.chmod(join(h.m.datastore, '.ferry'), 0o777);
+    const writable = await h.m.remount();
+    expect(writable.code).not.toBe(0);
+    expect(writable.stderr.trim().split('\n')).toHaveLength(1);
+    expect(writable.stderr).toContain('writable by other users');
+    expect(await mountsUnder(h.m.mountpoint)).toEqual([]);
+  });
+
   it('the record is invisible and its name uncreatable through the mount', async () => {
     const h = await movedHome();
     await moveOut(h);
