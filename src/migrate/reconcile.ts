@@ -1,6 +1,5 @@
 import type { Logger } from 'pino';
-import type { Beneath } from '../util/beneath.js';
-import { rootOf, type Root } from '../util/beneath.js';
+import { rootOf, type Beneath } from '../util/beneath.js';
 import { UserError } from '../util/user-error.js';
 import type { DatastoreState, StoredMapping } from '../state/datastore-state.js';
 import type { DatastoreRecord, PendingMove } from '../state/datastore-record.js';
@@ -95,7 +94,7 @@ export async function missingBackings(mappings: StoredMapping[], at: Beneath): P
 
 /** Whether `path` exists, looked at beneath its parent's fd without following its last component. */
 async function exists(at: Beneath, path: string): Promise<boolean> {
-  const root: Root = rootOf(path);
+  const root = rootOf(path);
   try {
     await root.use('', (fd, rel) => at.lstat(fd, rel));
     return true;

@@ -256,6 +256,29 @@ describe('a crash around the commit leaves a record that agrees with recovery', 
     expect(fs.existsSync(join(h.m.datastore, 'vm1'))).toBe(false);
   });
 
+  it('killed after the commit of a move back: the remount removes the entry, and a fresh state dir serves the datastore itself', async () => {
+    const h = await movedHome({ FERRY_FAULTS: 'commit-saved=crash@2' }, 8);
+    await moveOut(h);
+    expect((await readRecord(h.m)).moved).toEqual([{ virtual: '/vm1', backing: h.dest }]);
+    const { pid } = await h.m.status();
+    const back = await migrate(h.m, join(h.m.mountpoint, 'vm1'), join(h.m.datastore, 'vm1')).done;
+    expect(back.code).toBe(1);
+    await waitFor(() => hasExited(pid), 10_000, 'the daemon to die');
+    expect((await h.m.cli(['unmount', h.m.mountpoint, '--force'])).code).toBe(0);
+    expect((await readRecord(h.m)).pending).toEqual([expect.objectContaining({ virtual: '/vm1', backing: join(h.m.datastore, 'vm1') })]);
+    const again = await remount(h);
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stdout + again.stderr).toBe('');
+    expect(fs.existsSync(recordPath(h.m))).toBe(false);
+    expect(fs.existsSync(h.dest)).toBe(false);
+    await expectBytes(join(h.m.mountpoint, 'vm1', 'disk.img'), h.model, 'served from the datastore');
+    await unmount(h.m);
+    const { result } = await mountWith(h.m, 'fresh-state');
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.stdout + result.stderr).toBe('');
+    await expectBytes(join(h.m.mountpoint, 'vm1', 'disk.img'), h.model, 'served with a fresh state dir');
+  });
+
   it('killed after the pending entry, and the state dir lost: both copies exist, so the mount is refused naming both', async () => {
     const h = await crashAt('commit-save');
     const { result } = await mountWith(h.m, 'fresh-state');
