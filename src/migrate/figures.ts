@@ -14,7 +14,7 @@ export interface ProgressFigures {
 }
 
 /** The rate is the bytes copied over this long a window, so a pause or a burst shows within seconds. */
-const RATE_WINDOW_MS = 3000;
+const RATE_WINDOW_MS = 2000;
 
 /**
  * The live figures of one migration. State, JS thread only: changed by its passes (`startPass`, `left`) and by
@@ -68,8 +68,9 @@ export class Figures {
   private sample(): { at: number; copied: number } {
     const now = { at: Date.now(), copied: this.copied() };
     this.samples.push(now);
-    // Keep one sample older than the window: the rate then spans the whole window.
-    while (this.samples.length > 2 && now.at - this.samples[1].at >= RATE_WINDOW_MS) this.samples.shift();
+    // Keep one sample older than the window: the rate then spans the whole window. An idle start (a pass walking
+    // and opening files) is left out, or the rate of the first seconds reads far below the copy's.
+    while (this.samples.length > 2 && (now.at - this.samples[1].at >= RATE_WINDOW_MS || this.samples[1].copied === this.samples[0].copied)) this.samples.shift();
     return now;
   }
 }

@@ -5,6 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { mountFerry, type TestMount } from '../helpers/mounts.js';
 import { migrate, waitFor } from '../helpers/migration.js';
 import { vmHome } from '../helpers/vm.js';
+import { CLI, run } from '../helpers/cli.js';
 
 const MiB = 1 << 20;
 let mounts: TestMount[] = [];
@@ -109,5 +110,22 @@ describe('migration progress (issue 28)', () => {
     expect(text.code, text.stderr).toBe(0);
     expect(text.stdout).toMatch(/running, bulk copy \(pass 1\): \d+% \(\d+(\.\d+)? MiB of 48(\.\d+)? MiB\), \d+(\.\d+)? MiB\/s, about \d+ s left/);
     expect((await m.cli(['cancel', join(m.mountpoint, 'vm1')])).code).toBe(0);
+  });
+});
+
+describe('the progress bar on a terminal (issue 28)', () => {
+  it('shows data bytes of the total, a rate during the bulk copy, the switchover estimate in seconds, and the passes at done', async () => {
+    const m = await setup(24);
+    // `script` gives the CLI a terminal, as a user at a shell has.
+    const cmd = [process.execPath, CLI, 'migrate', join(m.mountpoint, 'vm1'), '--to', m.dest, '--rate-limit', '8M', '--state-dir', m.stateDir].join(' ');
+    const r = await run('script', ['-qfec', cmd, '/dev/null']);
+    expect(r.code, r.stdout).toBe(0);
+    const frames = r.stdout.split(/\x1b\[1G/);
+    const bulk = frames.filter((f) => f.startsWith('bulk copy, pass 1 '));
+    expect(bulk.some((f) => /\| \d+% [\d.]+ MiB of 24\.0 MiB, [\d.]+ [KM]iB\/s, ~\d+ s left/.test(f))).toBe(true);
+    expect(r.stdout).not.toMatch(/-\/s|pass 0/);
+    for (const f of frames.filter((f) => f.includes('switchover ~'))) expect(f).toMatch(/switchover ~\d+(\.\d)? s/);
+    expect(frames.some((f) => f.startsWith('done, 2 passes |') && f.includes('100% 24.0 MiB of 24.0 MiB'))).toBe(true);
+    expect(r.stdout).toMatch(/migrated \/vm1 to .*: 2 passes, 24\.0 MiB copied/);
   });
 });
