@@ -150,7 +150,15 @@ export function statusCommand(): Command {
     .option('--state-dir <dir>', 'state dir (default $FERRY_STATE_DIR or /var/lib/ferry)')
     .addHelpText(
       'after',
-      `\nExit status: ${STATUS_EXIT.ok} all mounts answer and no migration needs attention; ${STATUS_EXIT.mountDown} a mount is dead or unresponsive (\`ferry unmount --force\` clears it); ${STATUS_EXIT.migrationNeedsAttention} a migration is interrupted (\`ferry migrate --resume\` or \`ferry cancel\`) or its abort is stuck (\`ferry cancel\`); 1 an error; 2 bad input (such as a --state-dir that is not ferry's).`,
+      [
+        '',
+        'Exit status:',
+        `  ${STATUS_EXIT.ok}  all mounts answer and no migration needs attention`,
+        `  ${STATUS_EXIT.mountDown}  a mount is dead or unresponsive (\`ferry unmount --force <mountpoint>\` clears it)`,
+        `  ${STATUS_EXIT.migrationNeedsAttention}  a migration is interrupted (\`ferry migrate --resume\` or \`ferry cancel\`) or its abort is stuck (\`ferry cancel\`)`,
+        '  1  an error (a daemon that fails to answer is reported as unresponsive, exit 3)',
+        "  2  bad input, such as a --state-dir that is not ferry's",
+      ].join('\n'),
     )
     .action(
       action(async (mountpoint: string | undefined, flags: { json?: boolean; all?: boolean; stateDir?: string }) => {
