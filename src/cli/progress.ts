@@ -6,10 +6,25 @@ interface Event {
   [key: string]: unknown;
 }
 
-/** Shows migration events: a progress bar on a TTY, one line per event otherwise. */
+/** Passes are counted from 1 here (the bulk copy is pass 1), as the final "N passes" counts them. */
+const passLabel = (pass: unknown) => `pass ${Number(pass) + 1}`;
+
+/** Ferry's own estimate of the freeze, in seconds; none while no rate is known (the JSON carries null). */
+function switchoverText(ms: unknown): string {
+  const value = Number(ms);
+  return ms === null || !Number.isFinite(value) ? '' : `, switchover ~${(value / 1000).toFixed(value < 10_000 ? 1 : 0)} s`;
+}
+
+/**
+ * Shows migration events: a progress bar on a TTY, one line per event otherwise. The bar counts data bytes (holes
+ * excluded) of the whole migration, with the rate measured as it copies and ferry's own estimates; its payload
+ * names avoid cli-progress's own ({eta}, {percentage}, {value}, {total}), which it fills in itself.
+ */
 export class MigrationProgress {
   private bar: cliProgress.SingleBar | undefined;
   private phase = 'preflight';
+  private pass = passLabel(0);
+  private switchover = '';
 
   /** The bar's library loads only for a TTY: scripts (--json, pipes) start faster without it. */
   static async start(tty: boolean): Promise<MigrationProgress> {
@@ -20,47 +35,49 @@ export class MigrationProgress {
     if (cliProgress) {
       this.bar = new cliProgress.SingleBar(
         {
-          format: '{phase} pass {pass} |{bar}| {copied} copied, {dirty} dirty, {rate}/s, switchover ~{eta}',
+          format: '{phase}, {pass} |{bar}| {pct}% {copied} of {all}{rate}{left}{switchover}',
           hideCursor: true,
           clearOnComplete: true,
         },
         cliProgress.Presets.shades_classic,
       );
-      this.bar.start(1, 0, { phase: this.phase, pass: 0, copied: '0 B', dirty: '-', rate: '-', eta: '-' });
+      this.bar.start(1, 0, { ...this.labels(), pct: 0, copied: '0 B', all: '-', rate: '', left: '' });
     }
   }
 
+  private labels() {
+    return { phase: this.phase, pass: this.pass, switchover: this.switchover };
+  }
+
   show(event: Event): void {
-    if (event.type === 'phase') this.phase = String(event.phase);
+    if (event.type === 'phase') this.phase = event.phase === 'bulk' ? 'bulk copy' : String(event.phase);
     if (event.type === 'mode') this.phase = `${this.phase} (${event.mode})`;
+    if (event.type === 'progress') this.pass = passLabel(event.pass);
+    if (event.type === 'pass') this.switchover = switchoverText(event.estimatedSwitchoverMs);
+    if (event.type === 'done') this.pass = `${event.passes} pass${event.passes === 1 ? '' : 'es'}`;
     if (!this.bar) {
-      if (event.type === 'progress') return;
       if (event.type === 'phase') console.log(`phase: ${event.phase}`);
       if (event.type === 'mode') console.log(`switching to ${event.mode} mode: ${event.reason}`);
       if (event.type === 'switchover') console.log(`switchover ${event.attempt} abandoned after ${event.frozenMs} ms frozen (over --max-downtime): I/O thawed, copying on`);
-      if (event.type === 'pass') console.log(`pass ${event.pass}: copied ${formatBytes(Number(event.copiedBytes))}, ${formatBytes(Number(event.throughputBytesPerSec))}/s, ~${event.estimatedSwitchoverMs} ms to switch over`);
+      if (event.type === 'pass') console.log(`${passLabel(event.pass)}: copied ${formatBytes(Number(event.copiedBytes))}, ${formatBytes(Number(event.throughputBytesPerSec))}/s${this.switchover}`);
       return;
     }
-    if (event.type === 'progress') {
-      const total = Math.max(1, Number(event.totalBytes), Number(event.copiedBytes));
-      this.bar.setTotal(total);
-      this.bar.update(Number(event.copiedBytes), { phase: this.phase, pass: event.pass, copied: formatBytes(Number(event.copiedBytes)), dirty: formatBytes(Number(event.totalBytes)) });
-      return;
-    }
-    if (event.type === 'pass') {
-      const dirty = Number(event.dirtyBytes);
+    if (event.type === 'progress' || event.type === 'done') {
       const copied = Number(event.copiedBytes);
-      this.bar.setTotal(Math.max(1, dirty, copied));
+      const total = Math.max(1, Number(event.totalBytes), copied);
+      const rate = Number(event.rateBytesPerSec);
+      const eta = event.etaSeconds;
+      this.bar.setTotal(total);
       this.bar.update(copied, {
-        phase: this.phase,
-        pass: event.pass,
+        ...this.labels(),
+        pct: event.percent,
         copied: formatBytes(copied),
-        dirty: formatBytes(dirty),
-        rate: formatBytes(Number(event.throughputBytesPerSec)),
-        eta: `${event.estimatedSwitchoverMs} ms`,
+        all: formatBytes(Number(event.totalBytes)),
+        rate: rate > 0 ? `, ${formatBytes(rate)}/s` : '',
+        left: typeof eta === 'number' && eta > 0 ? `, ~${eta} s left` : '',
       });
     } else {
-      this.bar.update({ phase: this.phase });
+      this.bar.update(this.labels());
     }
   }
 

@@ -36,7 +36,10 @@ export function summarize(m: Migration) {
     running: m.isRunning,
     interrupted: m.interrupted,
     startedAt: new Date(m.startedAt).toISOString(),
+    endedAt: m.endedAt === undefined ? undefined : new Date(m.endedAt).toISOString(),
+    /** Completed copy passes (the bulk copy is the first). */
     passes: m.passes.length,
+    progress: m.figures.snapshot(),
     lastPass: m.passes.at(-1),
     result: m.result,
     /** An abort that could not remove the checkpoint: still aborting and tracking; `ferry cancel` retries. */

@@ -6,6 +6,7 @@ import { faultPoint } from '../util/faults.js';
 import { Beneath } from '../util/beneath.js';
 import { removeTree } from '../util/beneath-tree.js';
 import { Mover, CancelledError } from './mover.js';
+import { Figures } from './figures.js';
 import { Shadow } from './shadow.js';
 import { Steering, type PassFigures } from './policy.js';
 import { planMigration, type Plan } from './preflight.js';
@@ -38,6 +39,10 @@ export type { DoneEvent, ErrorEvent, MigrationEvent, MirrorFigures, ModeEvent, P
 export class Migration implements TrackingSession {
   readonly id: string;
   readonly startedAt = Date.now();
+  /** When it ended (done or aborted). */
+  endedAt: number | undefined;
+  /** Live progress: bytes copied of the total, the rate, the time left. */
+  readonly figures: Figures;
   /** Changed only by `enter` (this driver) and by the factory of an interrupted migration. */
   readonly job: Job;
   result: DoneEvent | ErrorEvent | undefined;
@@ -79,6 +84,7 @@ export class Migration implements TrackingSession {
     this.mirrors = new Mirrors(mount.native);
     this.mover = new Mover(this.abortController.signal, mount.io);
     this.mover.rateLimit = options.rateLimit;
+    this.figures = new Figures(() => this.mover.bytesMoved);
     if (options.guestIoPriority) this.mover.guestBusy = () => this.attached.guestIsBusy();
     this.steering = new Steering(options.mode === 'mirror', () => this.options.mode === 'auto');
   }
@@ -223,7 +229,7 @@ export class Migration implements TrackingSession {
 
   private newCopier(plan: Plan, shadow: Shadow): Copier {
     const { tracker, paths } = this.mount;
-    return new Copier({ ...this.parts(plan, shadow), tracker, paths, session: this, mover: this.mover, progress: this.progress, intent: () => this.checkpointer?.intent, phase: () => this.phase });
+    return new Copier({ ...this.parts(plan, shadow), tracker, paths, session: this, mover: this.mover, progress: this.progress, figures: this.figures, intent: () => this.checkpointer?.intent, phase: () => this.phase });
   }
 
   private switchover(plan: Plan, shadow: Shadow, copier: Copier, attempt: number): Promise<number | undefined> {
@@ -310,6 +316,8 @@ export class Migration implements TrackingSession {
   }
 
   private finish(plan: Plan): DoneEvent {
+    this.figures.finish();
+    const { copiedBytes, totalBytes, percent } = this.figures.snapshot();
     const done: DoneEvent = {
       type: 'done',
       mode: this.steering.mirroring ? 'mirror' : 'iterative',
@@ -317,6 +325,9 @@ export class Migration implements TrackingSession {
       downtimeMs: this.downtimeMs ?? 0,
       passes: this.passes.length,
       bytesCopied: this.copier?.bytesCopied ?? 0,
+      copiedBytes,
+      totalBytes,
+      percent,
       durationMs: Date.now() - this.startedAt,
       source: plan.source,
       destination: plan.destRoot,
@@ -421,6 +432,7 @@ export class Migration implements TrackingSession {
   /** The end state: the migration no longer owns its subtree or destination. */
   private settle(result: DoneEvent | ErrorEvent): void {
     this.result = result;
+    this.endedAt = Date.now();
     this.mount.tracker.unfollow(this.options.virtual);
     this.mount.claims.release(this);
     this.plan?.site.root.retire();

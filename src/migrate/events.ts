@@ -1,4 +1,5 @@
 import type { JobState } from './job.js';
+import type { ProgressFigures } from './figures.js';
 
 /** A migration's state as events and status report it (src/migrate/job.ts). */
 export type Phase = JobState;
@@ -30,6 +31,10 @@ export interface DoneEvent extends MirrorFigures {
   downtimeMs: number;
   passes: number;
   bytesCopied: number;
+  /** The final progress figures: copiedBytes equals totalBytes, percent is 100. */
+  copiedBytes: number;
+  totalBytes: number;
+  percent: number;
   durationMs: number;
   source: string;
   destination: string;
@@ -42,12 +47,9 @@ export interface ErrorEvent {
   sourceIntact: true;
 }
 
-/** While a pass runs, every half second: how far it has got. */
-export interface ProgressEvent {
+/** While a pass runs, every 250 ms: how far the migration has got (src/migrate/figures.ts). */
+export interface ProgressEvent extends ProgressFigures {
   type: 'progress';
-  pass: number;
-  copiedBytes: number;
-  totalBytes: number;
 }
 
 /** A switchover given up with I/O frozen for longer than --max-downtime: I/O thawed, passes go on. */

@@ -18,12 +18,13 @@ import type { Progress } from './progress.js';
 import type { Attachments } from './attachments.js';
 import type { Mirrors } from './mirrors.js';
 import type { MigrationEvent, PassEvent } from './events.js';
+import type { Figures } from './figures.js';
 import { INTENT_REGION_BYTES } from './checkpointer.js';
 
 /** Files this large are logged whole when their first copy starts (a small file is copied before it matters). */
 const PREVOUCH_MIN_BYTES = BigInt(2 * INTENT_REGION_BYTES);
 /** How often a running pass reports its progress. */
-const PROGRESS_EVERY_MS = 500;
+const PROGRESS_EVERY_MS = 250;
 /** Minimum bytes a pass must move for its throughput to count (small passes are dominated by overhead). */
 const MEASURABLE_BYTES = 8 << 20;
 
@@ -42,6 +43,7 @@ export interface CopierDeps {
   progress: Progress;
   attached: Attachments;
   mirrors: Mirrors;
+  figures: Figures;
   /** The migration's write-intent log (none before the first pass starts). */
   intent(): IntentLog | undefined;
   mirroring(): boolean;
@@ -73,10 +75,11 @@ export class Copier {
     const dirtyBytes = pass === 0 ? 0 : await this.pendingDirtyBytes();
     const tree = await walkSteady(deps.at, deps.plan.site);
     deps.progress.forgetReused(tree, deps.shadow);
-    const totalBytes = pass === 0 ? tree.groups.reduce((sum, g) => sum + Number(g.stat.size), 0) : dirtyBytes;
-    const movedBefore = deps.mover.bytesMoved;
+    // What this pass will copy, in data bytes: a thin image's holes are never read (issue 28: a 100G image with
+    // 60 MiB of data sat at 0% and jumped to 100%).
+    deps.figures.startPass(pass, pass === 0 ? tree.groups.reduce((sum, g) => sum + Math.min(Number(g.stat.size), Number(g.stat.blocks) * 512), 0) : dirtyBytes);
     const yieldedBefore = deps.mover.yieldedMs;
-    const progress = setInterval(() => deps.emit({ type: 'progress', pass, copiedBytes: deps.mover.bytesMoved - movedBefore, totalBytes }), PROGRESS_EVERY_MS);
+    const progress = setInterval(() => deps.emit({ type: 'progress', ...deps.figures.snapshot() }), PROGRESS_EVERY_MS);
     let copied: number;
     try {
       copied = await this.copyTree(tree, await deps.shadow.sync(tree), { frozen: false });
@@ -88,6 +91,8 @@ export class Copier {
     await deps.shadow.flush();
     const durationMs = Math.max(1, Date.now() - started);
     if (copied >= MEASURABLE_BYTES || this.throughput === 0) this.throughput = (copied / durationMs) * 1000 || this.throughput;
+    const pending = await this.pendingDirtyBytes();
+    deps.figures.left(pending);
     const event: PassEvent = {
       type: 'pass',
       pass,
@@ -96,7 +101,7 @@ export class Copier {
       dirtyBytes: pass === 0 ? copied : dirtyBytes,
       copiedBytes: copied,
       throughputBytesPerSec: Math.round(this.throughput),
-      estimatedSwitchoverMs: Math.round(estimateSwitchoverMs(await this.pendingDirtyBytes(), this.throughput)),
+      estimatedSwitchoverMs: Math.round(estimateSwitchoverMs(pending, this.throughput)),
       durationMs,
       yieldedToGuestMs: deps.mover.yieldedMs - yieldedBefore,
     };
