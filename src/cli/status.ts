@@ -43,6 +43,7 @@ function printHuman(s: MountStatus): void {
   console.log(`${s.mountpoint} ← ${s.datastore}`);
   console.log(`  pid ${s.pid}, up ${Math.round((s.uptimeMs ?? 0) / 1000)} s, block size ${formatBytes(s.blockSize)}, read-around ${s.readAround ? formatBytes(s.readAround) : 'off'}, busy poll ${s.busyPollNs ? `${s.busyPollNs / 1000} µs` : 'off'}`);
   console.log(`  ${s.totalOps} ops, ${formatBytes(s.bytesRead ?? 0)} read, ${formatBytes(s.bytesWritten ?? 0)} written, ${s.openFiles?.length ?? 0} open file(s)`);
+  if (s.logFile) console.log(`  log: ${s.logFile}`);
   const d = s.dataPath;
   if (d?.mode === 'native') {
     console.log(`  data path: native (${d.readOps} reads, ${d.writeOps} writes answered in C, ${d.passedOps} handed to JS; ${d.pollCaught} requests caught by polling, ${d.pollVain} polls in vain; write latency p50 ≤${d.writeLatencyP50Us} µs, p99 ≤${d.writeLatencyP99Us} µs)`);

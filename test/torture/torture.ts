@@ -153,7 +153,7 @@ export async function runTorture(o: TortureOptions): Promise<TortureStats> {
   } finally {
     await fx?.close();
     // The daemon's log goes with the op log (the mount's root is removed).
-    const logs = join(m.stateDir, 'mounts');
+    const logs = join(m.stateDir, 'logs');
     for (const name of await fsp.readdir(logs).catch(() => [])) if (name.endsWith('.log')) await fsp.copyFile(join(logs, name), `${o.logFile}.daemon`).catch(() => undefined);
     await m.stop();
   }
