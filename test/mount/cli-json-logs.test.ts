@@ -67,6 +67,20 @@ describe('--json is JSON to the end', () => {
     expect(usage.code).toBe(2);
     expectJsonError(usage.stdout, /bogus/);
   });
+
+  it('a preflight that fails on a readlink (FERRY_FAULTS walk-readlink): an error event on stdout, exit 1', async () => {
+    const f = await mountFerry({ env: { FERRY_FAULTS: 'walk-readlink=fail' } });
+    try {
+      await fsp.mkdir(join(f.mountpoint, 'vm'));
+      await fsp.symlink('disk.img', join(f.mountpoint, 'vm/link'));
+      const r = await f.cli(['migrate', join(f.mountpoint, 'vm'), '--to', join(f.root, 'dest'), '--json']);
+      expect(r.code).toBe(1);
+      expectJsonError(r.stdout, /injected failure at walk-readlink/);
+      expect(r.stderr).toMatch(/^ferry: .*injected failure at walk-readlink/);
+    } finally {
+      await f.stop();
+    }
+  });
 });
 
 describe('small CLI items', () => {
