@@ -3,7 +3,7 @@ import { fileURLToPath } from 'node:url';
 import { resolve } from 'node:path';
 import { ensureStateDir, stateDirFrom } from '../state/state-dir.js';
 import { logFileFor } from '../daemon/log-target.js';
-import { DEFAULT_SYSLOG_ADDRESS, LOG_TARGETS, type LogTarget } from '../daemon/logger.js';
+import { DEFAULT_SYSLOG_ADDRESS, LOG_TARGETS, syslogAddress, syslogPipeline, type LogTarget } from '../daemon/logger.js';
 import { UserError } from '../util/user-error.js';
 import { parseBlockSize, parseReadAround } from '../util/size.js';
 import { parseBusyPoll } from '../util/duration.js';
@@ -36,10 +36,10 @@ export function mountCommand(): Command {
     .option('--state-dir <dir>', 'where daemons keep sockets and state (default $FERRY_STATE_DIR or /var/lib/ferry)')
     .option('--foreground', 'stay attached; unmount on SIGINT/SIGTERM')
     .addOption(new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'fatal']).default('info'))
-    .addOption(new Option('--log-target <target>', 'where logs go (default: file in the background, stderr in the foreground; for journald run --foreground under systemd)').choices(LOG_TARGETS))
+    .addOption(new Option('--log-target <target>', 'where logs go (default: file in the background, stderr in the foreground)').choices(LOG_TARGETS))
     .option('--log-file <file>', 'the log file, JSON lines appended across mounts (default <state-dir>/logs/<mountpoint as systemd-escape --path>.log)')
     .addOption(new Option('--log-format <format>', 'json for machines, pretty for people (on stderr only)').choices(['json', 'pretty']).default('json'))
-    .option('--syslog-address <address>', `with --log-target syslog: udp://host:port, tcp://host:port or a Unix stream socket path (RFC 5424; default ${DEFAULT_SYSLOG_ADDRESS})`)
+    .option('--syslog-address <address>', `with --log-target syslog: a Unix datagram socket (default ${DEFAULT_SYSLOG_ADDRESS}), or udp://host:port, tcp://host:port (RFC 5424)`)
     .option('--allow-other', 'let other users in, with kernel permission checks (default_permissions)')
     .option('--mmap', 'let files be mapped shared (MAP_SHARED): opens without O_DIRECT use the page cache')
     .option('--no-track', 'do not record dirty blocks (for benchmarks only: a migration needs tracking)')
@@ -51,6 +51,8 @@ export function mountCommand(): Command {
         const stateDir = stateDirFrom(flags.stateDir);
         const logTarget = flags.logTarget ?? (flags.foreground && !flags.logFile ? 'stderr' : 'file');
         checkLogFlags(flags, logTarget);
+        // A syslog that cannot be reached is refused here, before a daemon starts without a log.
+        if (logTarget === 'syslog' || logTarget === 'journald') syslogPipeline(syslogAddress(logTarget, flags.syslogAddress));
         const logFile = logTarget !== 'file' ? undefined : resolve(flags.logFile ?? logFileFor(stateDir, resolve(mountpoint)));
         if (flags.foreground) {
           const { runDaemon } = await import('../daemon/main.js');
@@ -98,5 +100,5 @@ function checkLogFlags(flags: MountFlags, target: LogTarget): void {
   }
   if (target === 'stderr' && !flags.foreground) throw new UserError('--log-target stderr needs --foreground: a background daemon has no terminal');
   if (flags.logFile !== undefined && target !== 'file') throw new UserError(`--log-file goes with --log-target file, not ${target}`);
-  if (flags.syslogAddress !== undefined && target !== 'syslog') throw new UserError('--syslog-address goes with --log-target syslog');
+  if (flags.syslogAddress !== undefined && target !== 'syslog') throw new UserError('--syslog-address goes with --log-target syslog (journald has its own socket)');
 }

@@ -1,13 +1,19 @@
 import { hostname } from 'node:os';
 import pino, { type Logger } from 'pino';
 import pretty from 'pino-pretty';
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import { dirname, join } from 'node:path';
 import { UserError } from '../util/user-error.js';
 
 export type LogFormat = 'json' | 'pretty';
-/** Where the daemon's log goes. journald: run the daemon in the foreground under systemd with `stderr`. */
-export type LogTarget = 'file' | 'stderr' | 'syslog';
-export const LOG_TARGETS: readonly LogTarget[] = ['file', 'stderr', 'syslog'];
-export const DEFAULT_SYSLOG_ADDRESS = 'udp://127.0.0.1:514';
+/** Where the daemon's log goes; journald is syslog through journald's own socket. */
+export type LogTarget = 'file' | 'stderr' | 'syslog' | 'journald';
+export const LOG_TARGETS: readonly LogTarget[] = ['file', 'stderr', 'syslog', 'journald'];
+export const DEFAULT_SYSLOG_ADDRESS = '/dev/log';
+/** Where journald takes syslog datagrams (what /dev/log links to under systemd). */
+const JOURNALD_SOCKET = '/run/systemd/journal/dev-log';
 
 export interface LogOptions {
   level: string;
@@ -15,7 +21,7 @@ export interface LogOptions {
   target: LogTarget;
   /** With the file target. */
   file?: string;
-  /** With the syslog target: udp://host:port, tcp://host:port, or the path of a Unix stream socket. */
+  /** With the syslog target: udp://host:port, tcp://host:port, or the path of a Unix datagram socket. */
   syslogAddress?: string;
 }
 
@@ -25,27 +31,55 @@ export interface DaemonLog {
   reopen(): void;
 }
 
-/** pino-socket's options for a syslog address; a stream needs its records framed by newlines. */
-export function socketOptions(address: string): Record<string, unknown> {
+/** The socket or URL a syslog or journald target sends to. */
+export function syslogAddress(target: 'syslog' | 'journald', given: string | undefined): string {
+  return given ?? (target === 'journald' ? JOURNALD_SOCKET : DEFAULT_SYSLOG_ADDRESS);
+}
+
+function unixDgramAddon(): string | undefined {
+  try {
+    const binary = join(dirname(createRequire(import.meta.url).resolve('unix-dgram/package.json')), 'build/Release/unix_dgram.node');
+    return existsSync(binary) ? binary : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+type Stage = { target: string; options: Record<string, unknown> };
+
+/**
+ * The transport pipeline for a syslog address: pino-syslog formats, then pino-socket sends over the network
+ * (RFC 5424; a TCP stream frames records by newlines), or, for a local socket, one datagram per record in the
+ * RFC 3164 form syslog(3) uses, which journald and rsyslog parse alike.
+ */
+export function syslogPipeline(address: string): Stage[] {
   const url = /^(udp|tcp):\/\/(\[[^\]]+\]|[^:/]+):(\d+)$/.exec(address);
-  if (url) return { mode: url[1], address: url[2].replace(/^\[|\]$/g, ''), port: Number(url[3]), reconnect: url[1] === 'tcp' };
-  if (address.startsWith('/')) return { mode: 'tcp', unixsocket: address, reconnect: true };
-  throw new UserError(`--syslog-address: '${address}' is neither udp://host:port, tcp://host:port nor the absolute path of a Unix stream socket`);
+  if (url) {
+    return [
+      { target: 'pino-syslog', options: { enablePipelining: true, modern: true, appname: 'ferry', newline: url[1] === 'tcp' } },
+      { target: 'pino-socket', options: { mode: url[1], address: url[2].replace(/^\[|\]$/g, ''), port: Number(url[3]), reconnect: url[1] === 'tcp', echo: false } },
+    ];
+  }
+  if (!address.startsWith('/')) {
+    throw new UserError(`--syslog-address: '${address}' is neither udp://host:port, tcp://host:port nor the absolute path of a Unix datagram socket`);
+  }
+  if (!existsSync(address)) throw new UserError(`no syslog socket at ${address}: is a syslog daemon (or journald) running? Or give --syslog-address`);
+  // Only the transport's worker may load the addon (nan: once per process), so it is looked for, not loaded.
+  const addon = unixDgramAddon();
+  if (!addon) throw new UserError(`logging to the socket ${address} needs the optional unix-dgram addon, which is not built: run npm rebuild unix-dgram, or give --syslog-address udp://host:port`, 1);
+  return [
+    { target: 'pino-syslog', options: { enablePipelining: true, modern: false, appname: 'ferry', newline: true } },
+    { target: fileURLToPath(new URL('./dgram-transport.js', import.meta.url)), options: { path: address } },
+  ];
 }
 
 export function createLogger(opts: LogOptions): DaemonLog {
   const base = { level: opts.level, base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime };
   // Level names, not numbers, for whoever reads the JSON (syslog carries the severity in its own header).
   const named = { ...base, formatters: { level: (label: string) => ({ level: label }) } };
-  if (opts.target === 'syslog') {
-    const address = opts.syslogAddress ?? DEFAULT_SYSLOG_ADDRESS;
-    const stream: Record<string, unknown> = address.startsWith('udp:') ? {} : { newline: true };
-    const transport = pino.transport({
-      pipeline: [
-        { target: 'pino-syslog', options: { enablePipelining: true, modern: true, appname: 'ferry', ...stream } },
-        { target: 'pino-socket', options: { ...socketOptions(address), echo: false } as Record<string, unknown> },
-      ],
-    });
+  if (opts.target === 'syslog' || opts.target === 'journald') {
+    const address = syslogAddress(opts.target, opts.syslogAddress);
+    const transport = pino.transport({ pipeline: syslogPipeline(address) });
     // A syslog that goes away must not take the mount down with it: say so on stderr and serve on.
     transport.on('error', (err: Error) => process.stderr.write(`ferry: warning: syslog at ${address}: ${err.message}\n`));
     // pino-syslog reads epoch milliseconds and the host name; its header carries the time and the level.

@@ -1,10 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
-import net from 'node:net';
+import dgram from 'node:dgram';
 import { join } from 'node:path';
 import { hostname } from 'node:os';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { ferry, run, CLI } from '../helpers/cli.js';
 import { makeRoot, mountFerry, type TestMount } from '../helpers/mounts.js';
@@ -211,25 +211,43 @@ describe('logs an admin can use', () => {
     expect((await fsp.readFile(`${log}.1`, 'utf8')).length).toBeGreaterThan(0);
   });
 
-  it('--log-target syslog sends RFC 5424 lines to the syslog socket given', async () => {
+  it('--log-target syslog: one datagram per record to a Unix datagram socket (like /dev/log), RFC 5424 over UDP', async () => {
     const root = await makeRoot();
-    const socket = join(root, 'syslog.sock');
-    let received = '';
-    const server = net.createServer((c) => c.on('data', (d) => (received += d.toString())));
-    await new Promise<void>((resolve) => server.listen(socket, resolve));
+    const socket = join(root, 'dev-log');
+    // A syslog daemon's /dev/log: a Unix datagram socket (Node has none: python's), printing each datagram.
+    const server = spawn('python3', ['-u', '-c', `import socket,sys\ns=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM)\ns.bind(sys.argv[1])\nprint('ready')\nwhile True: print(repr(s.recv(65536).decode()))`, socket]);
+    let datagrams = '';
+    server.stdout.on('data', (d: Buffer) => (datagrams += d.toString()));
+    let udp = '';
+    const udpServer = dgram.createSocket('udp4').on('message', (msg) => (udp += msg.toString() + '\n'));
+    await new Promise<void>((resolve) => udpServer.bind(0, '127.0.0.1', resolve));
     const state = join(root, 'state');
-    const mnt = join(root, 'mnt');
     try {
+      await waitFor(() => datagrams.startsWith('ready'), 10_000, 'the datagram server');
       await fsp.mkdir(join(root, 'ds'));
-      await fsp.mkdir(mnt);
-      const r = await ferry(['mount', join(root, 'ds'), mnt, '--state-dir', state, '--log-target', 'syslog', '--syslog-address', socket]);
+      for (const mnt of ['mnt', 'mnt-udp']) await fsp.mkdir(join(root, mnt));
+      const r = await ferry(['mount', join(root, 'ds'), join(root, 'mnt'), '--state-dir', state, '--log-target', 'syslog', '--syslog-address', socket]);
       expect(r.code, r.stderr).toBe(0);
-      await waitFor(() => /"msg":"mounted"/.test(received), 10_000, 'the mounted line at the syslog socket');
-      expect(received).toMatch(new RegExp(`^<134>1 \\S+ ${hostname()} ferry \\d+ `, "m"));
+      await waitFor(() => /"msg":"mounted"/.test(datagrams), 10_000, 'the mounted record at the datagram socket');
+      // RFC 3164 as syslog(3) sends it, one whole record per datagram (the server prints each as one repr line).
+      expect(datagrams).toMatch(new RegExp(`^'<134>\\w{3} [ \\d]\\d \\d\\d:\\d\\d:\\d\\d ${hostname()} ferry\\[\\d+\\]: \\{[^\\n]*"msg":"mounted"[^\\n]*\\}'$`, 'm'));
       expect(fs.existsSync(join(state, 'logs'))).toBe(false);
+      const port = udpServer.address().port;
+      await fsp.mkdir(join(root, 'ds2'));
+      const u = await ferry(['mount', join(root, 'ds2'), join(root, 'mnt-udp'), '--state-dir', join(root, 'state2'), '--log-target', 'syslog', '--syslog-address', `udp://127.0.0.1:${port}`]);
+      expect(u.code, u.stderr).toBe(0);
+      await waitFor(() => /"msg":"mounted"/.test(udp), 10_000, 'the mounted record at the UDP syslog');
+      expect(udp).toMatch(new RegExp(`^<134>1 \\S+ ${hostname()} ferry \\d+ - - \\{.*"msg":"mounted"`, 'm'));
+      expect((await ferry(['unmount', join(root, 'mnt-udp'), '--state-dir', join(root, 'state2')])).code).toBe(0);
+      // No syslog socket there: refused before any daemon starts.
+      const none = await ferry(['mount', join(root, 'ds2'), join(root, 'mnt-udp'), '--state-dir', state, '--log-target', 'syslog', '--syslog-address', join(root, 'nosock')]);
+      expect(none.code).toBe(2);
+      expect(none.stderr).toMatch(/no syslog socket at .*nosock/);
     } finally {
-      await ferry(['unmount', mnt, '--force', '--state-dir', state]);
-      server.close();
+      await ferry(['unmount', join(root, 'mnt'), '--force', '--state-dir', state]);
+      await ferry(['unmount', join(root, 'mnt-udp'), '--force', '--state-dir', join(root, 'state2')]);
+      server.kill();
+      udpServer.close();
       await fsp.rm(root, { recursive: true, force: true });
     }
   });
