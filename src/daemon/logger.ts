@@ -1,10 +1,10 @@
-import { hostname } from 'node:os';
-import pino, { type Logger } from 'pino';
-import pretty from 'pino-pretty';
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { fileURLToPath } from 'node:url';
+import { hostname } from 'node:os';
 import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import pino, { type Logger } from 'pino';
+import pretty from 'pino-pretty';
 import { UserError } from '../util/user-error.js';
 
 export type LogFormat = 'json' | 'pretty';
@@ -36,12 +36,12 @@ export function syslogAddress(target: 'syslog' | 'journald', given: string | und
   return given ?? (target === 'journald' ? JOURNALD_SOCKET : DEFAULT_SYSLOG_ADDRESS);
 }
 
-function unixDgramAddon(): string | undefined {
+/** Whether the optional unix-dgram addon was built (npm ci builds it; a failed build does not fail the install). */
+function unixDgramBuilt(): boolean {
   try {
-    const binary = join(dirname(createRequire(import.meta.url).resolve('unix-dgram/package.json')), 'build/Release/unix_dgram.node');
-    return existsSync(binary) ? binary : undefined;
+    return existsSync(join(dirname(createRequire(import.meta.url).resolve('unix-dgram/package.json')), 'build/Release/unix_dgram.node'));
   } catch {
-    return undefined;
+    return false;
   }
 }
 
@@ -65,8 +65,7 @@ export function syslogPipeline(address: string): Stage[] {
   }
   if (!existsSync(address)) throw new UserError(`no syslog socket at ${address}: is a syslog daemon (or journald) running? Or give --syslog-address`);
   // Only the transport's worker may load the addon (nan: once per process), so it is looked for, not loaded.
-  const addon = unixDgramAddon();
-  if (!addon) throw new UserError(`logging to the socket ${address} needs the optional unix-dgram addon, which is not built: run npm rebuild unix-dgram, or give --syslog-address udp://host:port`, 1);
+  if (!unixDgramBuilt()) throw new UserError(`logging to the socket ${address} needs the optional unix-dgram addon, which is not built: run npm rebuild unix-dgram, or give --syslog-address udp://host:port`, 1);
   return [
     { target: 'pino-syslog', options: { enablePipelining: true, modern: false, appname: 'ferry', newline: true } },
     { target: fileURLToPath(new URL('./dgram-transport.js', import.meta.url)), options: { path: address } },
