@@ -17,12 +17,14 @@ function commandSection(command) {
   lines.push(roff(command.description()));
   for (const arg of help.visibleArguments(command)) lines.push('.TP', `.I ${roff(help.argumentTerm(arg))}`, roff(help.argumentDescription(arg)));
   for (const option of help.visibleOptions(command)) lines.push('.TP', `.B ${roff(help.optionTerm(option))}`, roff(help.optionDescription(option)));
+  const examples = afterHelp(command, '\nExamples:');
+  if (examples) lines.push('.PP', 'Examples:', '.nf', ...examples.split('\n').slice(1).map((l) => roff(l.replace(/^ {2}/, ''))), '.fi');
   return lines;
 }
 
 
 function render(program) {
-  const tail = captureAfterHelp(program);
+  const tail = afterHelp(program, '\nExit status:');
   const sections = tail.split(/\n(?=\S[^\n]*:\n)/).filter((s) => s.trim());
   const out = [
     '.\\" Made by scripts/gen-man.mjs from the ferry command definitions: edit those, then run npm run build.',
@@ -43,13 +45,13 @@ function render(program) {
   return out.join('\n') + '\n';
 }
 
-/** The text the root command prints after its options (addHelpText('after')). */
-function captureAfterHelp(program) {
+/** What a command prints after its options (addHelpText('after')), from the line that starts with `from`. */
+function afterHelp(command, from) {
   let text = '';
-  program.configureOutput({ writeOut: (s) => (text += s) });
-  program.outputHelp();
-  const start = text.indexOf('\nExit status:');
-  return start < 0 ? '' : text.slice(start + 1);
+  command.configureOutput({ writeOut: (s) => (text += s) });
+  command.outputHelp();
+  const start = text.indexOf(from);
+  return start < 0 ? '' : text.slice(start + 1).trimEnd();
 }
 
 const text = render(buildProgram());

@@ -29,6 +29,27 @@ Examples:
 Logs: <state-dir>/logs/<mount point as systemd-escape --path>.log, JSON lines (see \`ferry mount --help\`).
 Manual: man ferry (man/ferry.1). Shell completion: ferry completion bash|zsh.`;
 
+/** Examples under a command's own --help (exit codes: ferry --help): the command, and what it does. */
+const EXAMPLES: Record<string, [string, string][]> = {
+  mount: [
+    ['ferry mount /vmstore /mnt/ferry', 'a background daemon; ferry status names its log'],
+    ['ferry mount /vmstore /mnt/ferry --log-target journald', 'log to journald (journalctl -t ferry)'],
+    ['ferry mount /vmstore /mnt/ferry --foreground --log-format pretty', 'attached, logs for people on stderr'],
+  ],
+  migrate: [
+    ['ferry migrate /mnt/ferry/vm1 --to /fast/vm1 --max-downtime 500ms', 'freeze I/O at most 0.5 s'],
+    ['ferry migrate --domain vm1 --to /fast/vm1 --json', 'one JSON object per line, errors too'],
+    ['ferry migrate /mnt/ferry/vm1 --set-rate 50M', 'throttle the running migration'],
+    ['ferry migrate /mnt/ferry/vm1 --resume', 'after a crash of the daemon'],
+  ],
+};
+
+function examplesText(examples: [string, string][]): string {
+  const width = Math.max(...examples.map(([cmd]) => cmd.length)) + 2;
+  const lines = examples.map(([cmd, what]) => `  ${cmd.padEnd(width)}${what}`);
+  return `\nExamples:\n${lines.join('\n')}\n\nExit status: 0 done, 1 failed, 2 refused (see ferry --help).`;
+}
+
 /** Commander's own messages, ferry's way: one line, and where to read more. */
 function styled(command: Command, path: string): Command {
   return command
@@ -44,6 +65,8 @@ export function buildProgram(): Command {
     .version('0.1.0')
     .addHelpText('after', AFTER_HELP);
   for (const command of [mountCommand(), unmountCommand(), migrateCommand(), cancelCommand(), statusCommand(), dirtyCommand(), demoCommand()]) {
+    const examples = EXAMPLES[command.name()];
+    if (examples) command.addHelpText('after', examplesText(examples));
     program.addCommand(styled(command, `ferry ${command.name()}`));
   }
   program.addCommand(styled(completionCommand(program), 'ferry completion'));

@@ -131,6 +131,8 @@ describe('small CLI items', () => {
     expect(help.stdout).toMatch(/Exit status:[\s\S]*0 +[\s\S]*1 +[\s\S]*2 +/);
     expect(help.stdout).toMatch(/Examples:[\s\S]*ferry mount /);
     expect(help.stdout).toMatch(/SIGHUP/);
+    const migrateHelp = await ferry(['migrate', '--help']);
+    expect(migrateHelp.stdout).toMatch(/Examples:\n {2}ferry migrate [\s\S]*Exit status: 0 done, 1 failed, 2 refused/);
   });
 
   it('the man page is generated from the commands and up to date', async () => {
