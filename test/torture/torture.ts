@@ -425,8 +425,8 @@ async function runRound(c: Ctx, round: number, plan: Plan): Promise<string> {
     } else {
       stats.failed++;
       // A failure in preflight (the walk that sizes the subtree: a failed readlink) ends before the job emits an
-      // event: then nothing may have been written.
-      const inPreflight = run.final === undefined && run.stderr.trim() !== '' && !(await exists(dest));
+      // event (its error comes alone, issue 28): then nothing may have been written.
+      const inPreflight = !run.events.some((e) => e.type === 'phase') && run.stderr.trim() !== '' && !(await exists(dest));
       if (!killed && !inPreflight && run.final?.sourceIntact !== true) fail(`migration of /${home} failed without sourceIntact: ${JSON.stringify(run.final)} ${run.stderr}`);
     }
   }
