@@ -8,7 +8,7 @@ import { UserError } from '../util/user-error.js';
 import { domainHome } from './libvirt.js';
 import { locate } from './locate.js';
 import { MigrationProgress } from './progress.js';
-import { action, fail, printJson } from './run.js';
+import { action, fail, printJson, useJsonErrors } from './run.js';
 
 interface MigrateFlags {
   to?: string;
@@ -46,7 +46,7 @@ export function migrateCommand(): Command {
     .option('--guest-io-priority', 'pause the copy while the guest writes heavily to the subtree')
     .option('--set-rate <bytes/s>', 'change the rate limit of the running migration of <path> (0 = unlimited)')
     .option('--resume', 'continue a migration interrupted by a crash of the daemon (see ferry status)')
-    .option('--max-downtime <duration>', 'longest allowed I/O freeze at the switchover', '5s')
+    .option('--max-downtime <duration>', 'longest allowed I/O freeze at the switchover, e.g. 500ms or 2s (a bare number is seconds, where virsh migrate-setmaxdowntime takes milliseconds)', '5s')
     .option('--max-iterations <n>', 'give up after this many copy passes without converging', '30')
     .option('--rate-limit <bytes/s>', 'cap the copy rate, e.g. 100M (the switchover itself is not capped)')
     .option('--keep-source', 'leave the source files in place after the switch')
@@ -109,7 +109,8 @@ export function migrateCommand(): Command {
         })) as Final;
         progress?.stop();
         if (final.type === 'error') {
-          if (flags.json) process.exit(1);
+          // With --json the error event is on stdout already: the stderr line only.
+          useJsonErrors(false);
           fail(`migration aborted: ${final.message}`, 1);
         }
         if (!flags.json) {
@@ -125,7 +126,12 @@ export function migrateCommand(): Command {
 /** The <path> argument, or the home of the libvirt domain that --domain names: exactly one of them. */
 async function pathToMigrate(given: string | undefined, flags: MigrateFlags): Promise<string> {
   if (flags.domain !== undefined && given !== undefined) throw new UserError(`give either <path> or --domain, not both (${given}, --domain ${flags.domain})`);
-  if (flags.domain !== undefined) return domainHome(stateDirFrom(flags.stateDir), flags.domain);
+  if (flags.domain !== undefined) {
+    const home = await domainHome(stateDirFrom(flags.stateDir), flags.domain);
+    if (flags.json) printJson({ type: 'domain', domain: flags.domain, home });
+    else console.log(`domain ${flags.domain}: its home is ${home}`);
+    return home;
+  }
   if (given === undefined) throw new UserError('missing <path>: which directory or file inside a ferry mount (or --domain <name>)?');
   return given;
 }

@@ -1,8 +1,10 @@
 import { Command, Option } from 'commander';
 import { fileURLToPath } from 'node:url';
 import { resolve } from 'node:path';
-import { ensureStateDir, mountsDir, stateDirFrom } from '../state/state-dir.js';
-import { mountId } from '../state/registry.js';
+import { ensureStateDir, stateDirFrom } from '../state/state-dir.js';
+import { logFileFor } from '../daemon/log-target.js';
+import { DEFAULT_SYSLOG_ADDRESS, LOG_TARGETS, syslogAddress, syslogPipeline, type LogTarget } from '../daemon/logger.js';
+import { UserError } from '../util/user-error.js';
 import { parseBlockSize, parseReadAround } from '../util/size.js';
 import { parseBusyPoll } from '../util/duration.js';
 import { action, warn } from './run.js';
@@ -16,6 +18,8 @@ interface MountFlags {
   logLevel: string;
   logFile?: string;
   logFormat: 'json' | 'pretty';
+  logTarget?: LogTarget;
+  syslogAddress?: string;
   allowOther?: boolean;
   mmap?: boolean;
   track: boolean;
@@ -32,8 +36,10 @@ export function mountCommand(): Command {
     .option('--state-dir <dir>', 'where daemons keep sockets and state (default $FERRY_STATE_DIR or /var/lib/ferry)')
     .option('--foreground', 'stay attached; unmount on SIGINT/SIGTERM')
     .addOption(new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'fatal']).default('info'))
-    .option('--log-file <file>', 'write logs here (default: stderr in the foreground, <state-dir>/mounts/<id>.log in the background)')
-    .addOption(new Option('--log-format <format>', 'json for machines, pretty for people').choices(['json', 'pretty']).default('json'))
+    .addOption(new Option('--log-target <target>', 'where logs go (default: file in the background, stderr in the foreground)').choices(LOG_TARGETS))
+    .option('--log-file <file>', 'the log file, JSON lines appended across mounts (default <state-dir>/logs/<mountpoint as systemd-escape --path>.log)')
+    .addOption(new Option('--log-format <format>', 'json for machines, pretty for people (on stderr only)').choices(['json', 'pretty']).default('json'))
+    .option('--syslog-address <address>', `with --log-target syslog: a Unix datagram socket (default ${DEFAULT_SYSLOG_ADDRESS}), or udp://host:port, tcp://host:port (RFC 5424)`)
     .option('--allow-other', 'let other users in, with kernel permission checks (default_permissions)')
     .option('--mmap', 'let files be mapped shared (MAP_SHARED): opens without O_DIRECT use the page cache')
     .option('--no-track', 'do not record dirty blocks (for benchmarks only: a migration needs tracking)')
@@ -43,10 +49,16 @@ export function mountCommand(): Command {
         const readAround = parseReadAround(flags.readAround);
         const busyPollNs = parseBusyPoll(flags.busyPoll);
         const stateDir = stateDirFrom(flags.stateDir);
-        const logFile = flags.logFile ? resolve(flags.logFile) : undefined;
+        const logTarget = flags.logTarget ?? (flags.foreground && !flags.logFile ? 'stderr' : 'file');
+        checkLogFlags(flags, logTarget);
+        // A syslog that cannot be reached is refused here, before a daemon starts without a log.
+        if (logTarget === 'syslog' || logTarget === 'journald') syslogPipeline(syslogAddress(logTarget, flags.syslogAddress));
+        const logFile = logTarget !== 'file' ? undefined : resolve(flags.logFile ?? logFileFor(stateDir, resolve(mountpoint)));
         if (flags.foreground) {
           const { runDaemon } = await import('../daemon/main.js');
           await runDaemon({
+            logTarget,
+            ...(flags.syslogAddress !== undefined && { syslogAddress: flags.syslogAddress }),
             datastore,
             mountpoint,
             blockSize,
@@ -59,19 +71,34 @@ export function mountCommand(): Command {
             logLevel: flags.logLevel,
             logFormat: flags.logFormat,
             logFile,
+          }).catch((err: unknown) => {
+            // Launched by `ferry mount`: it has the error and prints it; our stderr is the log, JSON only.
+            if (process.send) process.exit(err instanceof UserError ? err.exitCode : 1);
+            throw err;
           });
           process.exit(0);
         }
         await ensureStateDir(stateDir);
         const { launchDaemon } = await import('../daemon/launch.js');
-        const daemonLog = logFile ?? `${mountsDir(stateDir)}/${mountId(resolve(mountpoint))}.log`;
         const args = ['mount', resolve(datastore), resolve(mountpoint), '--block-size', String(blockSize), '--read-around', String(readAround), '--busy-poll', busyPollNs === 0 ? '0' : `${busyPollNs}ns`, '--state-dir', stateDir];
-        args.push('--log-level', flags.logLevel, '--log-format', flags.logFormat, '--log-file', daemonLog);
+        args.push('--log-level', flags.logLevel, '--log-format', flags.logFormat, '--log-target', logTarget);
+        if (logFile) args.push('--log-file', logFile);
+        if (flags.syslogAddress !== undefined) args.push('--syslog-address', flags.syslogAddress);
         if (flags.allowOther) args.push('--allow-other');
         if (flags.mmap) args.push('--mmap');
         if (!flags.track) args.push('--no-track');
-        const { warnings } = await launchDaemon(fileURLToPath(new URL('./main.js', import.meta.url)), args, resolve(mountpoint), daemonLog);
+        const { warnings } = await launchDaemon(fileURLToPath(new URL('./main.js', import.meta.url)), args, resolve(mountpoint), logFile);
         for (const warning of warnings) warn(warning);
       }),
     );
+}
+
+/** One format per log file: pretty lines only on a terminal's stderr; each target with its own option. */
+function checkLogFlags(flags: MountFlags, target: LogTarget): void {
+  if (flags.logFormat === 'pretty' && target !== 'stderr') {
+    throw new UserError('--log-format pretty is for people at a terminal: use it with --foreground (logs on stderr); files and syslog get JSON');
+  }
+  if (target === 'stderr' && !flags.foreground) throw new UserError('--log-target stderr needs --foreground: a background daemon has no terminal');
+  if (flags.logFile !== undefined && target !== 'file') throw new UserError(`--log-file goes with --log-target file, not ${target}`);
+  if (flags.syslogAddress !== undefined && target !== 'syslog') throw new UserError('--syslog-address goes with --log-target syslog (journald has its own socket)');
 }

@@ -128,6 +128,7 @@ function printHuman(s: MountStatus, all: boolean): void {
   console.log(`${s.mountpoint} ← ${s.datastore}`);
   console.log(`  pid ${s.pid}, up ${Math.round((s.uptimeMs ?? 0) / 1000)} s, block size ${formatBytes(s.blockSize)}, read-around ${s.readAround ? formatBytes(s.readAround) : 'off'}, busy poll ${s.busyPollNs ? `${s.busyPollNs / 1000} µs` : 'off'}`);
   console.log(`  ${s.totalOps} ops, ${formatBytes(s.bytesRead ?? 0)} read, ${formatBytes(s.bytesWritten ?? 0)} written, ${s.openFiles?.length ?? 0} open file(s)`);
+  if (s.logFile) console.log(`  log: ${s.logFile}`);
   if (s.dataPath) console.log(`  data path: ${dataPathText(s.dataPath)}`);
   console.log(`  ${s.trackedFiles?.length ?? 0} file(s) with dirty blocks, ${formatBytes(s.dirtyBytes ?? 0)} dirty`);
   for (const f of s.trackedFiles ?? []) console.log(`    ${f.path}\t${formatBytes(f.dirtyBytes)} of ${formatBytes(f.size)}`);

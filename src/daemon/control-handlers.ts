@@ -17,6 +17,15 @@ export interface DaemonView {
   shutdown(reason: string): void;
 }
 
+const NAMED_OPEN_FILES = 5;
+
+/** The paths of the open files, inside the mount, a few by name (a file opened twice counts once). */
+function openPaths(handles: FsContext['handles']): string {
+  const paths = [...new Set([...handles.entries()].map(([, h]) => h.file.path))];
+  const named = paths.slice(0, NAMED_OPEN_FILES).join(', ');
+  return paths.length > NAMED_OPEN_FILES ? `${named} and ${paths.length - NAMED_OPEN_FILES} more` : named;
+}
+
 export function controlHandlers(view: DaemonView): Record<string, Handler> {
   const { fs } = view;
   const at = new Beneath(fs.io);
@@ -94,7 +103,7 @@ export function controlHandlers(view: DaemonView): Record<string, Handler> {
         throw new ControlError('EBUSY', `a migration of ${migrating.join(', ')} is running: cancel it first (ferry cancel), or use --force to cancel and unmount`);
       }
       if (fs.handles.size > 0 && !force) {
-        throw new ControlError('EBUSY', `${view.record.mountpoint} is busy: ${fs.handles.size} file(s) open through it (close them, or use --force)`);
+        throw new ControlError('EBUSY', `${view.record.mountpoint} is busy: ${fs.handles.size} file(s) open through it: ${openPaths(fs.handles)} (close them, or use --force)`);
       }
       setImmediate(() => view.shutdown('unmount requested'));
       return { pid: process.pid };

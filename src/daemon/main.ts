@@ -16,7 +16,7 @@ import { watchMount } from './mount-watch.js';
 import { UserError, errorMessage } from '../util/user-error.js';
 import { checkMountPaths } from './preflight.js';
 import { controlHandlers } from './control-handlers.js';
-import { createLogger, type LogFormat } from './logger.js';
+import { createLogger, type LogFormat, type LogTarget } from './logger.js';
 import { exposure, octal, type Exposure } from './exposure.js';
 import { startWatchdog } from './watchdog.js';
 import { migrationHandlers } from './migration-handlers.js';
@@ -44,7 +44,9 @@ export interface DaemonOptions {
   track: boolean;
   logLevel: string;
   logFormat: LogFormat;
+  logTarget: LogTarget;
   logFile?: string;
+  syslogAddress?: string;
 }
 
 /**
@@ -73,13 +75,16 @@ function notifyParent(message: { type: 'ready'; warnings: string[] } | { type: '
 }
 
 export async function runDaemon(opts: DaemonOptions): Promise<void> {
-  const log = createLogger(opts.logLevel, opts.logFormat, opts.logFile);
+  const { log, reopen } = createLogger({ level: opts.logLevel, format: opts.logFormat, target: opts.logTarget, file: opts.logFile, syslogAddress: opts.syslogAddress });
+  // logrotate moves the file away and sends SIGHUP: the next line goes to a new file.
+  if (opts.logTarget === 'file') process.on('SIGHUP', reopen);
   let started: Started;
   try {
     started = await start(opts, log);
   } catch (err) {
     const exitCode = err instanceof UserError ? err.exitCode : 1;
-    if (!(err instanceof UserError)) log.error({ err }, 'daemon failed to start');
+    if (err instanceof UserError) log.error({ reason: err.message }, 'mount refused');
+    else log.error({ err }, 'daemon failed to start');
     notifyParent({ type: 'error', message: errorMessage(err), exitCode });
     throw err;
   }
@@ -89,7 +94,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
   const warnings = [...started.notices, ...(exposed ? [exposed.message] : [])];
   // Launched by `ferry mount`, whose stderr is the user's (ours is the log), it prints the lines. In the foreground
   // we do, unless the log is on stderr already.
-  if (!process.send && opts.logFile) for (const warning of warnings) process.stderr.write(`ferry: warning: ${warning}\n`);
+  if (!process.send && opts.logTarget !== 'stderr') for (const warning of warnings) process.stderr.write(`ferry: warning: ${warning}\n`);
   notifyParent({ type: 'ready', warnings });
   log.info({ mountpoint: started.record.mountpoint, datastore: started.record.datastore }, 'mounted');
   await started.stopped;

@@ -89,13 +89,17 @@ export function migrationHandlers(services: MountServices, migrations: Migration
         services,
       );
       const detach = booleanParam(params, 'detach');
-      if (!detach) migration.onEvent(emit);
+      // Events wait for the preflight's verdict: a refused migration answers with its error alone.
+      let held: unknown[] | undefined = [];
+      if (!detach) migration.onEvent((event) => (held ? held.push(event) : emit(event)));
       try {
         await migration.preflight();
       } catch (err) {
         if (err instanceof RefusedError) throw new ControlError('EREFUSED', err.message);
         throw err;
       }
+      for (const event of held) emit(event);
+      held = undefined;
       migrations.push(migration);
       const finished = migration.start();
       if (detach) return { id: migration.id, detached: true };

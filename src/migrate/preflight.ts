@@ -6,6 +6,7 @@ import type { Beneath } from '../util/beneath.js';
 import { CHANGED, allocatedBytes, isSymlinkOnTheWay, symlinkRefusal, walkSteady, type Tree } from './walk.js';
 import { siteOf, type Site } from './site.js';
 import { isWithin } from '../util/paths.js';
+import { refusePseudoFilesystem } from './dest-fs.js';
 
 export class RefusedError extends Error {
   readonly code = 'EREFUSED';
@@ -104,6 +105,7 @@ async function planSubtree(input: PreflightInput, source: string, site: Site): P
   const lexical = resolve(input.dest);
   if (isWithin(lexical, mountpoint)) throw new RefusedError(`destination ${lexical} is inside the ferry mount ${mountpoint}: give a directory outside it`);
   const { existing, missing } = await resolveOutsideMount(lexical, mountpoint);
+  await refusePseudoFilesystem(existing, lexical);
   if (missing.length > 1) throw new RefusedError(`the parent directory of ${lexical} does not exist: create it first`);
   const destDir = missing.length === 1 ? join(existing, missing[0]) : existing;
   const destDirExisted = missing.length === 0;

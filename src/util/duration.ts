@@ -5,9 +5,10 @@ import { UserError } from './user-error.js';
 export function parseDuration(input: string, what: string): number {
   const trimmed = input.trim();
   const value = /^\d+(\.\d+)?$/.test(trimmed) ? Number(trimmed) * 1000 : parse(trimmed);
-  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) {
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) {
     throw new UserError(`${what}: cannot read duration '${input}' (e.g. 5s, 500ms, 2m)`);
   }
+  if (value === 0) throw new UserError(`${what} must be > 0 (e.g. 5s, 500ms, 2m)`);
   return value;
 }
 

@@ -2,6 +2,7 @@ import { mkdtemp, mkdir, rm, writeFile, readdir, readFile } from 'node:fs/promis
 import { fuseWaiting, threadStates } from '../../src/demo/evidence.js';
 import { mountId } from '../../src/state/registry.js';
 import { mountsDir } from '../../src/state/state-dir.js';
+import { logFileFor } from '../../src/daemon/log-target.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { abortFuseConnection, lazyUnmount, listMounts } from '../../src/util/mounts.js';
@@ -78,7 +79,7 @@ export async function mountFerry(options: { args?: string[]; root?: string; data
     async evidence() {
       const id = mountId(mountpoint);
       const record = JSON.parse(await readFile(join(mountsDir(stateDir), `${id}.json`), 'utf8').catch(() => '{}'));
-      const log = await readFile(join(mountsDir(stateDir), `${id}.log`), 'utf8').catch((e) => `(${e.code})`);
+      const log = await readFile(logFileFor(stateDir, mountpoint), 'utf8').catch((e) => `(${e.code})`);
       return [
         `--- FUSE requests waiting on ${mountpoint}: ${await fuseWaiting(mountpoint)}`,
         `--- daemon (pid ${record.pid}) threads ---\n${await threadStates(record.pid)}`,

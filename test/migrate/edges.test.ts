@@ -116,7 +116,7 @@ function differingBlocks(a: Buffer, b: Buffer): number[] {
 }
 
 async function daemonLog(m: TestMount): Promise<string> {
-  const dir = join(m.stateDir, 'mounts');
+  const dir = join(m.stateDir, 'logs');
   const logs = fs.readdirSync(dir).filter((n) => n.endsWith('.log'));
   return (await Promise.all(logs.map((n) => fsp.readFile(join(dir, n), 'utf8')))).join('\n');
 }

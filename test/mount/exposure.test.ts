@@ -24,7 +24,7 @@ async function mountIn(rootMode: number, args: string[]): Promise<TestMount> {
 }
 
 const daemonLog = async (m: TestMount) => {
-  const dir = join(m.stateDir, 'mounts');
+  const dir = join(m.stateDir, 'logs');
   return fsp.readFile(join(dir, (await fsp.readdir(dir)).find((n) => n.endsWith('.log'))!), 'utf8');
 };
 
@@ -44,7 +44,7 @@ describe('ferry mount --allow-other warns when users other than root can reach t
     await fsp.chmod(join(m.datastore, 'f'), 0o644);
     expect((await run('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', 'cat', join(m.mountpoint, 'f')])).stdout).toBe('data');
     // And the daemon's log has it too, as a warning.
-    const entry = (await daemonLog(m)).split('\n').filter(Boolean).map((l) => JSON.parse(l)).find((e) => e.level === 40);
+    const entry = (await daemonLog(m)).split('\n').filter(Boolean).map((l) => JSON.parse(l)).find((e) => e.level === 'warn');
     expect(entry).toMatchObject({ reachable: [m.datastore], through: m.root, mode: '0755', owner: 0 });
     expect(entry.msg).toMatch(/^users other than root can reach .* outside the mount: /);
   });
@@ -53,7 +53,7 @@ describe('ferry mount --allow-other warns when users other than root can reach t
     const m = await mountIn(0o700, ['--allow-other']);
     expect(m.mounted.code).toBe(0);
     expect(m.mounted.stderr).toBe('');
-    expect((await daemonLog(m)).split('\n').filter(Boolean).map((l) => JSON.parse(l).level)).not.toContain(40);
+    expect((await daemonLog(m)).split('\n').filter(Boolean).map((l) => JSON.parse(l).level)).not.toContain('warn');
   });
 
   it('without --allow-other only root uses the mount: no warning under a 0755 directory either', async () => {

@@ -232,7 +232,7 @@ describe('fuse-native changes', () => {
   });
 
   it('008 identity: the daemon logs which addon it loaded, the hash of the sources it was built from, and its data path (010)', async () => {
-    const log = await fsp.readFile(join(m.stateDir, 'mounts', (await fsp.readdir(join(m.stateDir, 'mounts'))).find((n) => n.endsWith('.log'))!), 'utf8');
+    const log = await fsp.readFile(join(m.stateDir, 'logs', (await fsp.readdir(join(m.stateDir, 'logs'))).find((n) => n.endsWith('.log'))!), 'utf8');
     const line = log.split('\n').find((l) => l.includes('loaded fuse-native'))!;
     expect(JSON.parse(line)).toMatchObject({ binding: expect.stringMatching(/native\/fuse-native\/build\/Release\/fuse\.node$/),
       sourceHash: await nativeSourceHash(),

@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { spawn } from 'node:child_process';
 import { makeRoot, mountFerry, type TestMount } from '../helpers/mounts.js';
-import { migrate, type MigrationRun } from '../helpers/migration.js';
+import { migrate, waitFor, type MigrationRun } from '../helpers/migration.js';
 import { run } from '../helpers/cli.js';
 
 const NOBODY = 65534;
@@ -205,12 +205,12 @@ describe('a migration raced by a directory/symlink swap in the backing store (is
         await expectUsersHome(dest);
         outcomes.push('committed');
       } else {
-        // Refused by the preflight (one line, nothing written), or failed later (an error event).
-        if (result.final === undefined) expect(result.stderr).toMatch(/^ferry: .*(symbolic link|changed while the migration walked it)/);
+        // Refused by the preflight (one line and its error event, nothing written), or failed later (an error event).
+        if (result.final?.code === 'EREFUSED') expect(result.stderr).toMatch(/^ferry: .*(symbolic link|changed while the migration walked it)/);
         else expect(result.final, result.stderr).toMatchObject({ type: 'error', sourceIntact: true });
         expect(fs.existsSync(dest), `a partial copy left at ${dest}`).toBe(false);
         await expectUsersHome(home);
-        outcomes.push(result.final === undefined ? 'refused' : `failed (${result.final.code})`);
+        outcomes.push(result.final?.code === 'EREFUSED' ? 'refused' : `failed (${result.final?.code})`);
       }
     }
     expect(flipsInAll, 'the swapper swapped').toBeGreaterThan(0);
@@ -218,6 +218,21 @@ describe('a migration raced by a directory/symlink swap in the backing store (is
     console.log(`migrations raced by ${flipsInAll} swaps: ${outcomes.join(', ')}`);
   });
 });
+
+/** Whether process `pid` has `dir` open (by /proc/<pid>/fd). */
+function holdsOpen(pid: number, dir: string): boolean {
+  try {
+    return fs.readdirSync(`/proc/${pid}/fd`).some((fd) => {
+      try {
+        return fs.readlinkSync(`/proc/${pid}/fd/${fd}`) === dir;
+      } catch {
+        return false; // closed since the listing
+      }
+    });
+  } catch {
+    return false;
+  }
+}
 
 describe('a migration refuses a directory that turned into a symlink, with a clear message (issue 26)', () => {
   // walk-listed pauses the walk once a directory is listed, before its entries are opened: the test swaps `sub`
@@ -237,16 +252,24 @@ describe('a migration refuses a directory that turned into a symlink, with a cle
       await fsp.rename(join(home, 'sub'), join(home, 'real'));
       await fsp.symlink(secretDir, join(home, 'sub'));
     };
-    const result = await migrate(m, join(m.mountpoint, 'home'), dest, [], (e) => {
+    const daemon = (await m.status()).pid as number;
+    const running = migrate(m, join(m.mountpoint, 'home'), dest, [], (e) => {
       if (e.type === 'phase' && e.phase === phase) planted ??= plant();
-    }).done;
+    });
+    // A refused migration shows no phase event (issue 28): the preflight's walk is seen holding the home open.
+    if (phase === 'preflight') {
+      await waitFor(() => holdsOpen(daemon, home), 10_000, 'the preflight walk paused in the home');
+      planted = plant();
+    }
+    const result = await running.done;
     await planted;
     expect(planted, `phase ${phase} seen`).toBeDefined();
     const message = `${home}/sub is a symbolic link where a directory was listed`;
     expect(result.code).not.toBe(0);
     if (phase === 'preflight') {
-      // Refused before anything was written: one line, no event stream beyond the phase.
+      // Refused before anything was written: one line, and with --json one error event, no phase before it.
       expect(result.stderr).toContain(message);
+      expect(result.events).toEqual([expect.objectContaining({ type: 'error', code: 'EREFUSED', message: expect.stringContaining(message) })]);
     } else {
       expect(result.final).toMatchObject({ type: 'error', code: 'ELOOP', sourceIntact: true });
       expect(result.final!.message).toContain(message);

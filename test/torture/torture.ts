@@ -153,7 +153,7 @@ export async function runTorture(o: TortureOptions): Promise<TortureStats> {
   } finally {
     await fx?.close();
     // The daemon's log goes with the op log (the mount's root is removed).
-    const logs = join(m.stateDir, 'mounts');
+    const logs = join(m.stateDir, 'logs');
     for (const name of await fsp.readdir(logs).catch(() => [])) if (name.endsWith('.log')) await fsp.copyFile(join(logs, name), `${o.logFile}.daemon`).catch(() => undefined);
     await m.stop();
   }
@@ -425,8 +425,8 @@ async function runRound(c: Ctx, round: number, plan: Plan): Promise<string> {
     } else {
       stats.failed++;
       // A failure in preflight (the walk that sizes the subtree: a failed readlink) ends before the job emits an
-      // event: then nothing may have been written.
-      const inPreflight = run.final === undefined && run.stderr.trim() !== '' && !(await exists(dest));
+      // event (its error comes alone, issue 28): then nothing may have been written.
+      const inPreflight = !run.events.some((e) => e.type === 'phase') && run.stderr.trim() !== '' && !(await exists(dest));
       if (!killed && !inPreflight && run.final?.sourceIntact !== true) fail(`migration of /${home} failed without sourceIntact: ${JSON.stringify(run.final)} ${run.stderr}`);
     }
   }
