@@ -30,7 +30,14 @@ export class MigrationProgress {
     }
   }
 
-  show(event: Event): void {
+  show(event: Event, path: string): void {
+    if (event.type === 'plan') {
+      // Above the bar: the bar is redrawn below the line.
+      this.bar?.stop();
+      console.log(`moving ${path} to ${event.destination}`);
+      this.bar?.start(1, 0, { phase: this.phase, pass: 0, copied: '0 B', dirty: '-', rate: '-', eta: '-' });
+      return;
+    }
     if (event.type === 'phase') this.phase = String(event.phase);
     if (event.type === 'mode') this.phase = `${this.phase} (${event.mode})`;
     if (!this.bar) {

@@ -57,6 +57,8 @@ export class Migration implements TrackingSession {
   private copier: Copier | undefined;
   /** The destination directory beneath its parent (prepare, or an interrupted migration's journal). */
   private destDir: Site | undefined;
+  /** The source's root when the cleanup found it a mount point: emptied, left in place. */
+  private keptMountPoint: string | undefined;
   /** The freeze of the switchover that committed, once it has. */
   private downtimeMs: number | undefined;
   private finished: Promise<void> = Promise.resolve();
@@ -140,6 +142,7 @@ export class Migration implements TrackingSession {
       const plan = await planMigration({ virtual, dest, mountpoint, paths, at: this.at, tracking: tracker.enabled, otherMounts: await this.mount.otherMounts() });
       this.mount.claims.claimDestination(this, plan.destRoot);
       this.plan = plan;
+      this.emit({ type: 'plan', source: plan.source, destination: plan.destRoot });
     } catch (err) {
       this.mount.claims.release(this);
       this.enter('aborted');
@@ -320,6 +323,7 @@ export class Migration implements TrackingSession {
       durationMs: Date.now() - this.startedAt,
       source: plan.source,
       destination: plan.destRoot,
+      ...(this.keptMountPoint && { keptMountPoint: this.keptMountPoint }),
     };
     this.settle(done);
     this.enter('done');
@@ -345,11 +349,8 @@ export class Migration implements TrackingSession {
       rateLimit: this.options.rateLimit,
     });
     this.destDir = parentSite(plan.destDir);
-    try {
-      await this.destDir.use('', (root, rel) => this.at.mkdir(root, rel, 0o700));
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || !plan.destDirExisted) throw err;
-    }
+    // A directory's copy is made here (and only it removed by an undo); a file's goes into its existing parent.
+    if (!plan.destDirExisted) await this.destDir.use('', (root, rel) => this.at.mkdir(root, rel, 0o700));
     this.shadow = new Shadow(this.at, this.destDir, plan.isFile ? basename(plan.destRoot) : undefined, this.id, plan.site);
     await faultPoint('prepare');
   }
@@ -373,7 +374,10 @@ export class Migration implements TrackingSession {
   private async cleanup(plan: Plan): Promise<void> {
     await this.detachAll();
     await faultPoint('cleanup');
-    if (!this.options.keepSource) await removeTree(this.at, plan.site.root, plan.site.path(''));
+    if (!this.options.keepSource) {
+      this.keptMountPoint = await removeTree(this.at, plan.site.root, plan.site.path(''));
+      if (this.keptMountPoint) this.mount.log.warn({ migration: this.id, path: this.keptMountPoint }, 'the source is a mount point: its contents removed, the directory left in place');
+    }
     await this.mount.state.removeJournal(this.id);
   }
 

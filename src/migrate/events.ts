@@ -24,6 +24,13 @@ export interface PassEvent extends MirrorFigures {
   yieldedToGuestMs: number;
 }
 
+/** Once the preflight has passed: where the subtree is read from and the path it will have. */
+export interface PlanEvent {
+  type: 'plan';
+  source: string;
+  destination: string;
+}
+
 export interface DoneEvent extends MirrorFigures {
   type: 'done';
   mode: 'iterative' | 'mirror';
@@ -33,6 +40,8 @@ export interface DoneEvent extends MirrorFigures {
   durationMs: number;
   source: string;
   destination: string;
+  /** The source's root, a mount point: emptied, never removed (a subtree an older ferry mapped onto one). */
+  keptMountPoint?: string;
 }
 
 export interface ErrorEvent {
@@ -65,4 +74,4 @@ export interface ModeEvent {
   reason: string;
 }
 
-export type MigrationEvent = { type: 'phase'; phase: Phase } | ModeEvent | ProgressEvent | PassEvent | SwitchoverEvent | DoneEvent | ErrorEvent;
+export type MigrationEvent = { type: 'phase'; phase: Phase } | PlanEvent | ModeEvent | ProgressEvent | PassEvent | SwitchoverEvent | DoneEvent | ErrorEvent;
