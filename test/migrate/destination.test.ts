@@ -233,4 +233,31 @@ describe('cleanup removes only what the migration made', () => {
     const log = await m.evidence();
     expect(log).toMatch(/mount point/);
   });
+
+  it("journals of an older ferry (--to an existing directory; a file's directory it made) are undone as they meant", async () => {
+    const { m, files } = await vm1();
+    await fsp.mkdir(join(m.datastore, 'vm2'));
+    await fsp.writeFile(join(m.datastore, 'vm2/disk.img'), files['disk.img']);
+    expect((await m.cli(['unmount', m.mountpoint])).code).toBe(0);
+    // The partial copies a crash before the commit (and before any checkpoint) left, as the old layout had them.
+    const ds2 = join(m.root, 'ds2');
+    await fsp.mkdir(join(ds2, '.ferry-staging-olddir'), { recursive: true });
+    await fsp.writeFile(join(ds2, 'disk.img'), 'partial');
+    const ds3 = join(m.root, 'ds3');
+    await fsp.mkdir(join(ds3, 'disk-only/.ferry-staging-oldfile'), { recursive: true });
+    await fsp.writeFile(join(ds3, 'disk-only/disk.img'), 'partial');
+    const common = { keepSource: false, startedAt: new Date().toISOString(), mode: 'auto', maxDowntimeMs: 5000, maxIterations: 30, rateLimit: 0 };
+    const journals = join(m.stateDir, 'datastores', fs.readdirSync(join(m.stateDir, 'datastores'))[0], 'migrations');
+    await fsp.writeFile(join(journals, 'olddir.json'), JSON.stringify({ id: 'olddir', virtual: '/vm1', source: join(m.datastore, 'vm1'), dest: ds2, destDir: ds2, destDirExisted: true, isFile: false, ...common }));
+    await fsp.writeFile(
+      join(journals, 'oldfile.json'),
+      JSON.stringify({ id: 'oldfile', virtual: '/vm2/disk.img', source: join(m.datastore, 'vm2/disk.img'), dest: join(ds3, 'disk-only/disk.img'), destDir: join(ds3, 'disk-only'), destDirExisted: false, isFile: true, ...common }),
+    );
+    expect((await m.remount()).code).toBe(0);
+    expect(await fsp.readdir(journals)).toEqual([]);
+    expect(await fsp.readdir(ds2), 'the existing directory emptied and kept').toEqual([]);
+    expect(await fsp.readdir(ds3), 'the directory the old ferry made for the file removed').toEqual([]);
+    await expectFiles(join(m.mountpoint, 'vm1'), files, 'vm1');
+    expect((await fsp.readFile(join(m.mountpoint, 'vm2/disk.img'))).equals(files['disk.img'])).toBe(true);
+  });
 });
