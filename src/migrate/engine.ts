@@ -1,3 +1,4 @@
+import fs, { constants as C } from 'node:fs';
 import { basename } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import type { TrackedFile, TrackingSession } from '../track/tracked-file.js';
@@ -57,6 +58,8 @@ export class Migration implements TrackingSession {
   private copier: Copier | undefined;
   /** The destination directory beneath its parent (prepare, or an interrupted migration's journal). */
   private destDir: Site | undefined;
+  /** The destination's root is this migration's (prepare made it, or a crashed daemon did): the undo removes it. */
+  private rootMade = false;
   /** The source's root when the cleanup found it a mount point: emptied, left in place. */
   private keptMountPoint: string | undefined;
   /** The freeze of the switchover that committed, once it has. */
@@ -182,6 +185,7 @@ export class Migration implements TrackingSession {
     m.shadow.restore(checkpoint.placed.map(([ino, rel]) => [BigInt(ino), rel]));
     m.progress.restore(checkpoint, intent, changed);
     m.checkpointer = m.newCheckpointer(m.shadow, intent);
+    m.rootMade = true;
     mount.claims.take(m, journal.virtual, journal.dest);
     // Until its first pass after --resume is over, every file of the subtree is attached on its first open.
     mount.tracker.follow(journal.virtual, (file) => m.follow(file));
@@ -349,8 +353,16 @@ export class Migration implements TrackingSession {
       rateLimit: this.options.rateLimit,
     });
     this.destDir = parentSite(plan.destDir);
-    // A directory's copy is made here (and only it removed by an undo); a file's goes into its existing parent.
-    if (!plan.destDirExisted) await this.destDir.use('', (root, rel) => this.at.mkdir(root, rel, 0o700));
+    await faultPoint('journaled');
+    // The destination's root (a directory, or the one file in its existing parent), made exclusively: a name that
+    // appeared since the preflight is someone else's, fails the migration, and is not the undo's to remove.
+    if (plan.isFile) {
+      const name = basename(plan.destRoot);
+      fs.closeSync(await this.destDir.use(name, (root, rel) => this.at.open(root, rel, C.O_CREAT | C.O_EXCL | C.O_WRONLY, 0o600)));
+    } else {
+      await this.destDir.use('', (root, rel) => this.at.mkdir(root, rel, 0o700));
+    }
+    this.rootMade = true;
     this.shadow = new Shadow(this.at, this.destDir, plan.isFile ? basename(plan.destRoot) : undefined, this.id, plan.site);
     await faultPoint('prepare');
   }
@@ -399,7 +411,9 @@ export class Migration implements TrackingSession {
     const undone = await undo({
       barCheckpoints: () => (this.checkpointer ? this.checkpointer.bar() : this.mount.state.removeSide(this.id, 'checkpoint')),
       detach: () => this.detachAll(),
-      removeCopy: () => removePartialCopy(this.at, plan.destDir, plan.destRoot, plan.isFile, plan.destDirExisted, this.id),
+      removeCopy: async () => {
+        if (this.rootMade) await removePartialCopy(this.at, plan.destDir, plan.destRoot, plan.isFile, plan.destDirExisted, this.id);
+      },
       removeJournal: () => this.mount.state.removeJournal(this.id),
     });
     if (undone.outcome === 'stuck') {

@@ -209,6 +209,33 @@ describe('cleanup removes only what the migration made', () => {
     await expectFiles(join(m.mountpoint, 'vm1'), files, 'mount');
   });
 
+  it.each([
+    ['directory', 'vm1', 'vm1'],
+    ['file', 'vm1/disk.img', 'disk.img'],
+  ])('a %s destination that appears after the preflight is not ours: the migration fails and leaves it', async (_kind, path, name) => {
+    const { m, files } = await vm1({ FERRY_FAULTS: 'journaled=pause:1500' });
+    const ds2 = join(m.root, 'ds2');
+    await fsp.mkdir(ds2);
+    let journaled = false;
+    const running = migrate(m, join(m.mountpoint, path), ds2, [], (e) => {
+      if (e.type === 'phase' && e.phase === 'prepare') journaled = true;
+    });
+    await waitFor(() => journaled, 20_000, 'the prepare');
+    const theirs = join(ds2, name);
+    if (name === 'vm1') {
+      await fsp.mkdir(theirs);
+      await fsp.writeFile(join(theirs, 'theirs'), 'not ours');
+    } else {
+      await fsp.writeFile(theirs, 'not ours');
+    }
+    const r = await running.done;
+    expect(r.code).toBe(1);
+    expect(r.final).toMatchObject({ type: 'error', code: 'EEXIST', sourceIntact: true });
+    expect(await fsp.readdir(ds2)).toEqual([name]);
+    expect(await fsp.readFile(name === 'vm1' ? join(theirs, 'theirs') : theirs, 'utf8')).toBe('not ours');
+    await expectFiles(join(m.mountpoint, 'vm1'), files, 'mount');
+  });
+
   it('a subtree mapped onto a mount point (an old-style migration) moved away: its files go, the mount point stays', async () => {
     const { m, files } = await vm1();
     // The path map an old ferry wrote for `--to <mount point>`: /vm1 served from the root of a filesystem.
