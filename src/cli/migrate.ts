@@ -40,7 +40,7 @@ export function migrateCommand(): Command {
   return new Command('migrate')
     .description("move a running VM's directory (or one file) to another datastore, live")
     .argument('[path]', 'a directory or file inside a ferry mount (or --domain)')
-    .option('--to <dest>', 'destination directory (absent or empty), outside the mount')
+    .option('--to <dest>', 'where to move it, outside the mount, as mv reads it: into an existing directory, or to a new name')
     .option('--domain <name>', "a libvirt domain instead of <path>: its home, the directory of its disks and NVRAM, inside a ferry mount")
     .addOption(new Option('--mode <mode>', 'iterative: pre-copy passes; mirror: one pass, then guest writes go to both sides; auto: iterative, mirroring when that stops converging').choices(['iterative', 'mirror', 'auto']).default('auto'))
     .option('--guest-io-priority', 'pause the copy while the guest writes heavily to the subtree')
@@ -79,7 +79,8 @@ export function migrateCommand(): Command {
             }
           : {
               path: inside,
-              to: resolve(flags.to!),
+              // A trailing slash names a directory to move into (mv's reading): kept for the daemon's preflight.
+              to: resolve(flags.to!) + (flags.to!.endsWith('/') && resolve(flags.to!) !== '/' ? '/' : ''),
               mode: flags.mode,
               maxDowntimeMs,
               maxIterations,
@@ -91,9 +92,9 @@ export function migrateCommand(): Command {
 
         const verb = flags.resume ? 'resume' : 'migrate';
         if (flags.detach) {
-          const started = (await request(record.socket, verb, params)) as { id: string };
+          const started = (await request(record.socket, verb, params)) as { id: string; destination: string };
           if (flags.json) return printJson({ type: 'started', ...started });
-          console.log(`migration ${started.id} of ${inside} ${flags.resume ? 'resumed' : 'started'}; follow it with \`ferry status ${record.mountpoint}\``);
+          console.log(`migration ${started.id} of ${inside} ${flags.resume ? 'resumed' : `started, to ${started.destination}`}; follow it with \`ferry status ${record.mountpoint}\``);
           return;
         }
         const progress = flags.json ? undefined : await MigrationProgress.start(process.stdout.isTTY);
@@ -105,7 +106,7 @@ export function migrateCommand(): Command {
           void request(record.socket, 'cancel', { path: inside }).catch(() => undefined);
         });
         const final = (await request(record.socket, verb, params, {
-          onEvent: (event) => (flags.json ? printJson(event) : progress!.show(event as { type: string })),
+          onEvent: (event) => (flags.json ? printJson(event) : progress!.show(event as { type: string }, inside)),
         })) as Final;
         progress?.stop();
         if (final.type === 'error') {
@@ -116,7 +117,8 @@ export function migrateCommand(): Command {
         if (!flags.json) {
           console.log(
             `migrated ${inside} to ${final.destination} (${final.mode}): ${final.passes} passes, ${formatBytes(Number(final.bytesCopied))} copied in ${(Number(final.durationMs) / 1000).toFixed(1)} s, downtime ${final.downtimeMs} ms` +
-            (Number(final.mirroredWrites) > 0 ? `, ${final.mirroredWrites} writes mirrored (+${final.mirrorLatencyP50Ms} ms p50, +${final.mirrorLatencyP99Ms} ms p99)` : ''),
+            (Number(final.mirroredWrites) > 0 ? `, ${final.mirroredWrites} writes mirrored (+${final.mirrorLatencyP50Ms} ms p50, +${final.mirrorLatencyP99Ms} ms p99)` : '') +
+            (final.keptMountPoint ? `; the source ${final.keptMountPoint} is a mount point: emptied, left in place` : ''),
           );
         }
       }),

@@ -49,7 +49,14 @@ export class MigrationProgress {
     return { phase: this.phase, pass: this.pass, switchover: this.switchover };
   }
 
-  show(event: Event): void {
+  show(event: Event, path: string): void {
+    if (event.type === 'plan') {
+      // Above the bar: the bar is redrawn below the line.
+      this.bar?.stop();
+      console.log(`moving ${path} to ${event.destination}`);
+      this.bar?.start(1, 0, { ...this.labels(), pct: 0, copied: '0 B', all: '-', rate: '', left: '' });
+      return;
+    }
     if (event.type === 'phase') this.phase = event.phase === 'bulk' ? 'bulk copy' : String(event.phase);
     if (event.type === 'mode') this.phase = `${this.phase} (${event.mode})`;
     if (event.type === 'progress') this.pass = passLabel(event.pass);

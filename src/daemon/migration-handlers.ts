@@ -102,7 +102,7 @@ export function migrationHandlers(services: MountServices, migrations: Migration
       held = undefined;
       migrations.push(migration);
       const finished = migration.start();
-      if (detach) return { id: migration.id, detached: true };
+      if (detach) return { id: migration.id, detached: true, destination: migration.plan?.destRoot };
       return finished;
     },
 

@@ -1,3 +1,4 @@
+import fs, { constants as C } from 'node:fs';
 import { basename } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import type { TrackedFile, TrackingSession } from '../track/tracked-file.js';
@@ -62,6 +63,10 @@ export class Migration implements TrackingSession {
   private copier: Copier | undefined;
   /** The destination directory beneath its parent (prepare, or an interrupted migration's journal). */
   private destDir: Site | undefined;
+  /** The destination's root is this migration's (prepare made it, or a crashed daemon did): the undo removes it. */
+  private rootMade = false;
+  /** The source's root when the cleanup found it a mount point: emptied, left in place. */
+  private keptMountPoint: string | undefined;
   /** The freeze of the switchover that committed, once it has. */
   private downtimeMs: number | undefined;
   private finished: Promise<void> = Promise.resolve();
@@ -146,6 +151,7 @@ export class Migration implements TrackingSession {
       const plan = await planMigration({ virtual, dest, mountpoint, paths, at: this.at, tracking: tracker.enabled, otherMounts: await this.mount.otherMounts() });
       this.mount.claims.claimDestination(this, plan.destRoot);
       this.plan = plan;
+      this.emit({ type: 'plan', source: plan.source, destination: plan.destRoot });
     } catch (err) {
       this.mount.claims.release(this);
       this.enter('aborted');
@@ -185,6 +191,7 @@ export class Migration implements TrackingSession {
     m.shadow.restore(checkpoint.placed.map(([ino, rel]) => [BigInt(ino), rel]));
     m.progress.restore(checkpoint, intent, changed);
     m.checkpointer = m.newCheckpointer(m.shadow, intent);
+    m.rootMade = true;
     mount.claims.take(m, journal.virtual, journal.dest);
     // Until its first pass after --resume is over, every file of the subtree is attached on its first open.
     mount.tracker.follow(journal.virtual, (file) => m.follow(file));
@@ -331,6 +338,7 @@ export class Migration implements TrackingSession {
       durationMs: Date.now() - this.startedAt,
       source: plan.source,
       destination: plan.destRoot,
+      ...(this.keptMountPoint && { keptMountPoint: this.keptMountPoint }),
     };
     this.settle(done);
     this.enter('done');
@@ -356,11 +364,16 @@ export class Migration implements TrackingSession {
       rateLimit: this.options.rateLimit,
     });
     this.destDir = parentSite(plan.destDir);
-    try {
+    await faultPoint('journaled');
+    // The destination's root (a directory, or the one file in its existing parent), made exclusively: a name that
+    // appeared since the preflight is someone else's, fails the migration, and is not the undo's to remove.
+    if (plan.isFile) {
+      const name = basename(plan.destRoot);
+      fs.closeSync(await this.destDir.use(name, (root, rel) => this.at.open(root, rel, C.O_CREAT | C.O_EXCL | C.O_WRONLY, 0o600)));
+    } else {
       await this.destDir.use('', (root, rel) => this.at.mkdir(root, rel, 0o700));
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || !plan.destDirExisted) throw err;
     }
+    this.rootMade = true;
     this.shadow = new Shadow(this.at, this.destDir, plan.isFile ? basename(plan.destRoot) : undefined, this.id, plan.site);
     await faultPoint('prepare');
   }
@@ -384,7 +397,10 @@ export class Migration implements TrackingSession {
   private async cleanup(plan: Plan): Promise<void> {
     await this.detachAll();
     await faultPoint('cleanup');
-    if (!this.options.keepSource) await removeTree(this.at, plan.site.root, plan.site.path(''));
+    if (!this.options.keepSource) {
+      this.keptMountPoint = await removeTree(this.at, plan.site.root, plan.site.path(''));
+      if (this.keptMountPoint) this.mount.log.warn({ migration: this.id, path: this.keptMountPoint }, 'the source is a mount point: its contents removed, the directory left in place');
+    }
     await this.mount.state.removeJournal(this.id);
   }
 
@@ -406,7 +422,9 @@ export class Migration implements TrackingSession {
     const undone = await undo({
       barCheckpoints: () => (this.checkpointer ? this.checkpointer.bar() : this.mount.state.removeSide(this.id, 'checkpoint')),
       detach: () => this.detachAll(),
-      removeCopy: () => removePartialCopy(this.at, plan.destDir, plan.destRoot, plan.isFile, plan.destDirExisted, this.id),
+      removeCopy: async () => {
+        if (this.rootMade) await removePartialCopy(this.at, plan.destDir, plan.destRoot, plan.isFile, plan.destDirExisted, this.id);
+      },
       removeJournal: () => this.mount.state.removeJournal(this.id),
     });
     if (undone.outcome === 'stuck') {

@@ -25,6 +25,13 @@ export interface PassEvent extends MirrorFigures {
   yieldedToGuestMs: number;
 }
 
+/** Once the preflight has passed: where the subtree is read from and the path it will have. */
+export interface PlanEvent {
+  type: 'plan';
+  source: string;
+  destination: string;
+}
+
 export interface DoneEvent extends MirrorFigures {
   type: 'done';
   mode: 'iterative' | 'mirror';
@@ -38,6 +45,8 @@ export interface DoneEvent extends MirrorFigures {
   durationMs: number;
   source: string;
   destination: string;
+  /** The source's root, a mount point: emptied, never removed (a subtree an older ferry mapped onto one). */
+  keptMountPoint?: string;
 }
 
 export interface ErrorEvent {
@@ -67,4 +76,4 @@ export interface ModeEvent {
   reason: string;
 }
 
-export type MigrationEvent = { type: 'phase'; phase: Phase } | ModeEvent | ProgressEvent | PassEvent | SwitchoverEvent | DoneEvent | ErrorEvent;
+export type MigrationEvent = { type: 'phase'; phase: Phase } | PlanEvent | ModeEvent | ProgressEvent | PassEvent | SwitchoverEvent | DoneEvent | ErrorEvent;

@@ -70,6 +70,33 @@ function marginFor(bytes: number): number {
   return Math.max(16 << 20, Math.ceil(bytes * 0.02));
 }
 
+/**
+ * The destination as `mv` reads its target: an existing directory holds the subtree under its own name (the name
+ * it has in the mount), a missing path is its new name (its parent must exist). A trailing slash names a directory
+ * to move into. The final destination never exists yet: the migration creates it, and the undo removes only it.
+ */
+async function placeDestination(input: PreflightInput, isFile: boolean): Promise<{ destRoot: string; destDir: string; destDirExisted: boolean }> {
+  const { mountpoint } = input;
+  const lexical = resolve(input.dest);
+  const into = input.dest.endsWith('/') && lexical !== '/';
+  if (isWithin(lexical, mountpoint)) throw new RefusedError(`destination ${lexical} is inside the ferry mount ${mountpoint}: give a directory outside it`);
+  const { existing, missing } = await resolveOutsideMount(lexical, mountpoint);
+  await refusePseudoFilesystem(existing, lexical);
+  if (missing.length > 1) throw new RefusedError(`the parent directory of ${lexical} does not exist: create it first`);
+  let destRoot: string;
+  if (missing.length === 1) {
+    if (into) throw new RefusedError(`destination ${lexical}/ does not exist: a trailing slash names a directory to move into (create it, or leave out the slash to give the new name)`);
+    if (!(await fsp.stat(existing)).isDirectory()) throw new RefusedError(`the parent of ${lexical} is not a directory`);
+    destRoot = join(existing, missing[0]);
+  } else {
+    if (!(await fsp.stat(existing)).isDirectory()) throw new RefusedError(`destination ${lexical} exists and is not a directory: give a new name, or a directory to move into`);
+    destRoot = join(existing, basename(input.virtual));
+    if (isWithin(destRoot, mountpoint)) throw new RefusedError(`destination ${destRoot} is inside the ferry mount ${mountpoint}: give a directory outside it`);
+  }
+  if (await fsp.lstat(destRoot).catch(() => undefined)) throw new RefusedError(`destination ${destRoot} already exists: give a new name, or a directory to move into`);
+  return isFile ? { destRoot, destDir: dirname(destRoot), destDirExisted: true } : { destRoot, destDir: destRoot, destDirExisted: false };
+}
+
 /** Every refusal of `ferry migrate`, checked before anything is written anywhere. */
 export async function planMigration(input: PreflightInput): Promise<Plan> {
   const { virtual, paths } = input;
@@ -89,7 +116,7 @@ export async function planMigration(input: PreflightInput): Promise<Plan> {
 }
 
 async function planSubtree(input: PreflightInput, source: string, site: Site): Promise<Plan> {
-  const { virtual, mountpoint, paths } = input;
+  const { virtual, paths } = input;
   let sourceStat;
   try {
     sourceStat = await site.use('', (root, rel) => input.at.lstat(root, rel));
@@ -102,21 +129,7 @@ async function planSubtree(input: PreflightInput, source: string, site: Site): P
   const isFile = sourceStat.isFile();
 
   if (!isAbsolute(input.dest)) throw new RefusedError(`destination ${input.dest} must be an absolute path`);
-  const lexical = resolve(input.dest);
-  if (isWithin(lexical, mountpoint)) throw new RefusedError(`destination ${lexical} is inside the ferry mount ${mountpoint}: give a directory outside it`);
-  const { existing, missing } = await resolveOutsideMount(lexical, mountpoint);
-  await refusePseudoFilesystem(existing, lexical);
-  if (missing.length > 1) throw new RefusedError(`the parent directory of ${lexical} does not exist: create it first`);
-  const destDir = missing.length === 1 ? join(existing, missing[0]) : existing;
-  const destDirExisted = missing.length === 0;
-  const destRoot = isFile ? join(destDir, basename(source)) : destDir;
-
-  if (destDirExisted) {
-    const st = await fsp.stat(destDir);
-    if (!st.isDirectory()) throw new RefusedError(`destination ${destDir} is not a directory`);
-    if (!isFile && (await fsp.readdir(destDir)).length > 0) throw new RefusedError(`destination ${destDir} is not empty: give an empty or absent directory`);
-    if (isFile && (await fsp.lstat(destRoot).catch(() => undefined))) throw new RefusedError(`destination ${destRoot} already exists`);
-  }
+  const { destRoot, destDir, destDirExisted } = await placeDestination(input, isFile);
   if (destRoot === source) throw new RefusedError(`destination ${destRoot} is the source itself`);
   if (isWithin(destRoot, source)) throw new RefusedError(`destination ${destRoot} is inside the source tree ${source}`);
   if (isWithin(source, destRoot)) throw new RefusedError(`the source ${source} is inside the destination ${destRoot}`);
@@ -147,10 +160,10 @@ async function planSubtree(input: PreflightInput, source: string, site: Site): P
     throw new RefusedError(`${where} has ${split.stat.nlink} hard links, ${Number(split.stat.nlink) - split.paths.length} of them outside ${virtual}: moving it would split them (remove those links, or migrate a directory that holds them all)`);
   }
   const neededBytes = allocatedBytes(tree) + marginFor(allocatedBytes(tree));
-  const fs = await fsp.statfs(existing);
+  const fs = await fsp.statfs(dirname(destRoot));
   const freeBytes = fs.bavail * fs.bsize;
   if (freeBytes < neededBytes) {
-    throw new RefusedError(`not enough space at ${existing}: ${formatBytes(freeBytes)} free, the migration needs ${formatBytes(neededBytes)} (data plus margin)`);
+    throw new RefusedError(`not enough space at ${dirname(destRoot)}: ${formatBytes(freeBytes)} free, the migration needs ${formatBytes(neededBytes)} (data plus margin)`);
   }
   return { virtual, source, site, isFile, destRoot, destDir, destDirExisted, tree, neededBytes };
 }

@@ -54,7 +54,8 @@ export async function recoverMigrations(state: DatastoreState, paths: PathMap, a
         // Committed: the source is no longer served, and is reached beneath the directory of the map that held it.
         const site = siteOf(paths, journal.source);
         try {
-          await removeTree(at, site.root, site.path(''));
+          const kept = await removeTree(at, site.root, site.path(''));
+          if (kept) log.warn({ migration: journal.id, path: kept }, 'the source is a mount point: its contents removed, the directory left in place');
         } finally {
           site.root.retire();
         }

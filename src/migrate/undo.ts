@@ -7,7 +7,9 @@ import { parentSite } from './site.js';
 /**
  * Undo of everything a migration wrote at its destination, beneath the destination's parent, never followed: the
  * engine's abort and recovery (a crash before the commit, with no checkpoint to resume from) both end here. Only
- * what the migration made goes: a destination directory that existed before keeps itself and nothing else.
+ * what the migration made goes: the directory it created for a directory's copy, or the file (and its staging)
+ * in the existing parent of a one-file copy. A journal of an older ferry may name a destination directory that
+ * existed before (`destDirExisted`): it is emptied and kept; one it created for a file goes too.
  */
 export async function removePartialCopy(at: Beneath, destDir: string, destRoot: string, isFile: boolean, destDirExisted: boolean, id: string): Promise<void> {
   const dir = parentSite(destDir);

@@ -14,7 +14,9 @@ export interface MigrationJournal {
   virtual: string;
   source: string;
   dest: string;
-  /** The destination directory existed (empty) before: undo empties it instead of removing it. */
+  /** The destination directory existed before: undo removes only what the migration made in it. Since issue 28
+   * true for a file's parent (the file goes into it), false for a directory's copy (created); an older journal may
+   * have it true for a directory (an existing empty one the copy filled, emptied by the undo). */
   destDirExisted: boolean;
   destDir: string;
   isFile: boolean;

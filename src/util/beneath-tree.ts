@@ -13,6 +13,7 @@ import { O_PATH, procPath, type Beneath, type Root } from './beneath.js';
 const fstatAsync = promisify(fs.fstat);
 const openAsync = promisify(fs.open);
 const readdirAsync = promisify(fs.readdir);
+const readFileAsync = promisify(fs.readFile);
 
 export function fstatBig(fd: number): Promise<BigIntStats> {
   return fstatAsync(fd, { bigint: true });
@@ -66,47 +67,73 @@ function isMissing(err: unknown): boolean {
   return (err as NodeJS.ErrnoException).code === 'ENOENT';
 }
 
+/** The mount an fd's object is on (/proc's fdinfo): a bind mount of the same filesystem shares its st_dev. */
+async function mountIdOf(fd: number): Promise<string | undefined> {
+  const info = await readFileAsync(`/proc/self/fdinfo/${fd}`, 'utf8');
+  return /^mnt_id:\s*(\d+)/m.exec(info)?.[1];
+}
+
+/** Where an object sits: its filesystem, inode and mount, to tell whether a directory below is a mount point. */
+interface Place {
+  dev: bigint;
+  ino: bigint;
+  mnt: string | undefined;
+}
+
+async function placeOf(fd: number, st: BigIntStats): Promise<Place> {
+  return { dev: st.dev, ino: st.ino, mnt: await mountIdOf(fd) };
+}
+
 /**
  * Removes `rel` beneath `root` and everything under it, as `rm -rf` would, but never through a symlink (one is
  * removed as itself) and never into another filesystem: a mount point below fails the removal (EXDEV), its
- * contents untouched. A name already gone is fine.
+ * contents untouched. `rel` itself a mount point (or a filesystem's root) is emptied and left in place, its path
+ * returned: ferry never removes a mount point. A name already gone is fine.
  */
-export function removeTree(at: Beneath, root: Root, rel: string): Promise<void> {
+export function removeTree(at: Beneath, root: Root, rel: string): Promise<string | undefined> {
   return root.use(rel, async (fd, path) => {
     const parent = posix.dirname(path) === '.' ? '' : posix.dirname(path);
     let dir: number;
     try {
       dir = await at.open(fd, parent, O_PATH | fs.constants.O_DIRECTORY);
     } catch (err) {
-      if (isMissing(err)) return;
+      if (isMissing(err)) return undefined;
       throw err;
     }
     try {
-      await removeIn(at, dir, posix.basename(path), undefined, `${root.dir}/${path}`);
+      const above = await placeOf(dir, await fstatBig(dir));
+      return await removeIn(at, dir, posix.basename(path), above, true, `${root.dir}/${path}`);
     } finally {
       fs.closeSync(dir);
     }
   });
 }
 
-/** Removes `name` in the directory `dir`; `dev` is the filesystem the removal started on (undefined: this one). */
-async function removeIn(at: Beneath, dir: number, name: string, dev: bigint | undefined, shown: string): Promise<void> {
+/**
+ * Removes `name` in the directory `dir` (at `above`); at the top of a removal, a mount point is emptied and kept
+ * (its path returned), below it one fails the removal.
+ */
+async function removeIn(at: Beneath, dir: number, name: string, above: Place, top: boolean, shown: string): Promise<string | undefined> {
   let object: number;
   try {
     object = await at.object(dir, name);
   } catch (err) {
-    if (isMissing(err)) return;
+    if (isMissing(err)) return undefined;
     throw err;
   }
   let isDirectory: boolean;
+  let mountPoint: boolean;
   try {
     const st = await fstatBig(object);
-    if (dev !== undefined && st.dev !== dev) throw Object.assign(new Error(`${shown} is a mount point: not removed`), { code: 'EXDEV', errno: -E.EXDEV });
     isDirectory = st.isDirectory();
-    if (isDirectory) for (const entry of await listDir(object)) await removeIn(at, object, entry.name, st.dev, `${shown}/${entry.name}`);
+    const here = isDirectory ? await placeOf(object, st) : undefined;
+    mountPoint = st.dev !== above.dev || (here !== undefined && (here.mnt !== above.mnt || here.ino === above.ino));
+    if (mountPoint && !top) throw Object.assign(new Error(`${shown} is a mount point: not removed`), { code: 'EXDEV', errno: -E.EXDEV });
+    if (here) for (const entry of await listDir(object)) await removeIn(at, object, entry.name, here, false, `${shown}/${entry.name}`);
   } finally {
     fs.closeSync(object);
   }
+  if (mountPoint) return shown;
   // By name in the pinned parent, never followed: if the name was swapped since, the call fails on what is there
   // (or removes a symlink as itself).
   try {
@@ -115,4 +142,5 @@ async function removeIn(at: Beneath, dir: number, name: string, dev: bigint | un
   } catch (err) {
     if (!isMissing(err)) throw err;
   }
+  return undefined;
 }

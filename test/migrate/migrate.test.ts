@@ -205,9 +205,9 @@ describe('ferry migrate: live', () => {
   it('moves a single file, keeping the rest of the directory where it is', async () => {
     const m = await setup(8);
     const before = await fileSha(join(m.home, 'disk.img'));
-    const run = await migrate(m, join(m.mountpoint, 'vm1/disk.img'), join(m.root, 'dest', 'disks')).done;
+    const run = await migrate(m, join(m.mountpoint, 'vm1/disk.img'), join(m.root, 'dest')).done;
     expect(run.code).toBe(0);
-    expect(await fileSha(join(m.root, 'dest/disks/disk.img'))).toBe(before);
+    expect(await fileSha(join(m.root, 'dest/disk.img'))).toBe(before);
     expect(await fileSha(join(m.mountpoint, 'vm1/disk.img'))).toBe(before);
     expect((await fsp.readdir(m.home)).sort()).toEqual(['vm.cfg', 'vm.log']);
     expect((await fsp.readdir(join(m.mountpoint, 'vm1'))).sort()).toEqual(['disk.img', 'vm.cfg', 'vm.log']);
@@ -418,13 +418,13 @@ describe('ferry migrate: preflight refusals change nothing', () => {
   it('refuses each bad request with exit 2 and one line', async () => {
     const m = await setup(1);
     await fsp.mkdir(join(m.root, 'full'));
-    await fsp.writeFile(join(m.root, 'full/x'), 'x');
+    await fsp.writeFile(join(m.root, 'full/vm1'), 'x');
     await fsp.mkdir(join(m.root, 'tiny'));
     execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', join(m.root, 'tiny')]);
     try {
       const cases: [string, string, RegExp][] = [
         ['vm1', join(m.mountpoint, 'elsewhere'), /inside the ferry mount/],
-        ['vm1', join(m.root, 'full'), /is not empty/],
+        ['vm1', join(m.root, 'full'), /full\/vm1 already exists/],
         ['vm1', join(m.root, 'no/such/parent'), /parent directory .* does not exist/],
         ['vm1', join(m.home, 'inner'), /inside the source tree/],
         ['vm1', join(m.datastore, 'other'), /inside .*which this mount serves/],
