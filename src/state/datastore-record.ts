@@ -108,8 +108,14 @@ export class DatastoreRecord {
     const empty = next.moved.length === 0 && next.pending.length === 0;
     if (this.current !== null && JSON.stringify(next) === JSON.stringify(this.current ?? { version: 1, moved: [], pending: [] })) return;
     this.current = null;
-    if (empty) await this.remove();
-    else await this.replace(JSON.stringify(next, null, 2) + '\n');
+    try {
+      if (empty) await this.remove();
+      else await this.replace(JSON.stringify(next, null, 2) + '\n');
+    } catch (err) {
+      // A full or failing datastore: the commit this precedes fails, and the message must say where and why.
+      const { code, message } = err as NodeJS.ErrnoException;
+      throw Object.assign(new Error(`cannot write the datastore's record ${this.path} (${code ?? message}): free a few KiB on the datastore, or make it writable, and migrate again`), { code });
+    }
     this.current = empty ? undefined : next;
   }
 

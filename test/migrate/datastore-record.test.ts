@@ -5,6 +5,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import { join } from 'node:path';
+import { spawn } from 'node:child_process';
 import { mountFerry, mountsUnder, forceUnmount, type TestMount } from '../helpers/mounts.js';
 import { migrate, waitFor } from '../helpers/migration.js';
 import { ferry, hasExited, type Result } from '../helpers/cli.js';
@@ -288,5 +289,25 @@ describe('a crash around the commit leaves a record that agrees with recovery', 
     expect(lines[0]).toContain(join(h.m.datastore, 'vm1'));
     expect(lines[0]).toContain(h.dest);
     expect(await mountsUnder(h.m.mountpoint)).toEqual([]);
+  });
+});
+
+describe('a datastore that cannot take the record', () => {
+  it('fails the commit with a line naming the record and the errno; the VM stays on the source, whole', async () => {
+    const h = await movedHome();
+    // An immutable datastore root: the record's directory cannot be made, as on a full or failing datastore.
+    const chattr = (flag: string) => new Promise<number | null>((done) => spawn('chattr', [flag, h.m.datastore]).on('exit', done));
+    expect(await chattr('+i')).toBe(0);
+    try {
+      const run = await migrate(h.m, join(h.m.mountpoint, 'vm1'), h.dest).done;
+      expect(run.code, run.stderr).toBe(1);
+      expect(run.stderr).toContain(`cannot write the datastore's record ${recordPath(h.m)} (EPERM)`);
+    } finally {
+      await chattr('-i');
+    }
+    expect(fs.existsSync(h.dest)).toBe(false);
+    expect(fs.existsSync(recordPath(h.m))).toBe(false);
+    await expectBytes(join(h.m.mountpoint, 'vm1', 'disk.img'), h.model, 'served from the source');
+    await expectBytes(join(h.m.datastore, 'vm1', 'disk.img'), h.model, 'the source');
   });
 });
