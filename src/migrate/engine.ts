@@ -23,6 +23,7 @@ import { Mirrors } from './mirrors.js';
 import { Copier } from './pass.js';
 import { switchover } from './switchover.js';
 import { removePartialCopy, undo } from './undo.js';
+import type { MigrationJournal, RootMark } from '../state/datastore-state.js';
 
 export type { MigrationOptions, Mode, MountServices } from './context.js';
 export type { DoneEvent, ErrorEvent, MigrationEvent, MirrorFigures, ModeEvent, PassEvent, Phase, ProgressEvent, SwitchoverEvent } from './events.js';
@@ -64,7 +65,10 @@ export class Migration implements TrackingSession {
   /** The destination directory beneath its parent (prepare, or an interrupted migration's journal). */
   private destDir: Site | undefined;
   /** The destination's root is this migration's (prepare made it, or a crashed daemon did): the undo removes it. */
+  /** The destination's root exists because this migration made it; `rootMark` is its identity once known ('pending'
+   * until then, undefined for a journal of an older ferry): the undo removes only a root that still has it. */
   private rootMade = false;
+  private rootMark: RootMark | undefined = 'pending';
   /** The source's root when the cleanup found it a mount point: emptied, left in place. */
   private keptMountPoint: string | undefined;
   /** The freeze of the switchover that committed, once it has. */
@@ -192,6 +196,7 @@ export class Migration implements TrackingSession {
     m.progress.restore(checkpoint, intent, changed);
     m.checkpointer = m.newCheckpointer(m.shadow, intent);
     m.rootMade = true;
+    m.rootMark = journal.root;
     mount.claims.take(m, journal.virtual, journal.dest);
     // Until its first pass after --resume is over, every file of the subtree is attached on its first open.
     mount.tracker.follow(journal.virtual, (file) => m.follow(file));
@@ -348,13 +353,14 @@ export class Migration implements TrackingSession {
 
   private async prepare(plan: Plan): Promise<void> {
     this.enter('prepare');
-    await this.mount.state.writeJournal({
+    const journal: MigrationJournal = {
       id: this.id,
       virtual: plan.virtual,
       source: plan.source,
       dest: plan.destRoot,
       destDir: plan.destDir,
       destDirExisted: plan.destDirExisted,
+      root: 'pending',
       isFile: plan.isFile,
       keepSource: this.options.keepSource,
       startedAt: new Date(this.startedAt).toISOString(),
@@ -362,18 +368,30 @@ export class Migration implements TrackingSession {
       maxDowntimeMs: this.options.maxDowntimeMs,
       maxIterations: this.options.maxIterations,
       rateLimit: this.options.rateLimit,
-    });
+    };
+    await this.mount.state.writeJournal(journal);
     this.destDir = parentSite(plan.destDir);
     await faultPoint('journaled');
     // The destination's root (a directory, or the one file in its existing parent), made exclusively: a name that
     // appeared since the preflight is someone else's, fails the migration, and is not the undo's to remove.
+    let fd: number;
     if (plan.isFile) {
-      const name = basename(plan.destRoot);
-      fs.closeSync(await this.destDir.use(name, (root, rel) => this.at.open(root, rel, C.O_CREAT | C.O_EXCL | C.O_WRONLY, 0o600)));
+      fd = await this.destDir.use(basename(plan.destRoot), (root, rel) => this.at.open(root, rel, C.O_CREAT | C.O_EXCL | C.O_WRONLY, 0o600));
+      this.rootMade = true;
     } else {
       await this.destDir.use('', (root, rel) => this.at.mkdir(root, rel, 0o700));
+      this.rootMade = true;
+      fd = await this.destDir.use('', (root, rel) => this.at.open(root, rel, C.O_RDONLY | C.O_DIRECTORY | C.O_NOFOLLOW));
     }
-    this.rootMade = true;
+    try {
+      const st = fs.fstatSync(fd, { bigint: true });
+      this.rootMark = { dev: String(st.dev), ino: String(st.ino) };
+    } finally {
+      fs.closeSync(fd);
+    }
+    // Until the journal names the root by identity, a recovery leaves it: it cannot tell it from someone else's.
+    await faultPoint('root-made');
+    await this.mount.state.writeJournal({ ...journal, root: this.rootMark });
     this.shadow = new Shadow(this.at, this.destDir, plan.isFile ? basename(plan.destRoot) : undefined, this.id, plan.site);
     await faultPoint('prepare');
   }
@@ -423,7 +441,9 @@ export class Migration implements TrackingSession {
       barCheckpoints: () => (this.checkpointer ? this.checkpointer.bar() : this.mount.state.removeSide(this.id, 'checkpoint')),
       detach: () => this.detachAll(),
       removeCopy: async () => {
-        if (this.rootMade) await removePartialCopy(this.at, plan.destDir, plan.destRoot, plan.isFile, plan.destDirExisted, this.id);
+        if (!this.rootMade) return;
+        const { left } = await removePartialCopy(this.at, { destDir: plan.destDir, dest: plan.destRoot, isFile: plan.isFile, destDirExisted: plan.destDirExisted, id: this.id, root: this.rootMark });
+        if (left) this.mount.log.warn({ migration: this.id, left }, `left ${left}: it is not the root this migration made`);
       },
       removeJournal: () => this.mount.state.removeJournal(this.id),
     });

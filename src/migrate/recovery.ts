@@ -62,8 +62,10 @@ export async function recoverMigrations(state: DatastoreState, paths: PathMap, a
       }
       log.warn({ migration: journal.id, virtual: journal.virtual, destination: journal.dest }, 'completed a migration interrupted after its commit');
     } else {
-      await removePartialCopy(at, journal.destDir, journal.dest, journal.isFile, journal.destDirExisted, journal.id);
+      const { left } = await removePartialCopy(at, journal);
       log.warn({ migration: journal.id, virtual: journal.virtual, source: journal.source }, 'rolled back a migration interrupted before its commit');
+      // A crash between making the root and naming it in the journal, or a name someone else made: not ours to remove.
+      if (left) log.warn({ migration: journal.id, left }, `left ${left}: the crashed migration cannot prove it made it; remove it if it is empty and not yours`);
     }
     await state.removeJournal(journal.id);
   }

@@ -8,6 +8,9 @@ export interface StoredMapping {
   backing: string;
 }
 
+/** The identity of a destination root ferry made (decimal strings: JSON has no 64-bit integers), or 'pending'. */
+export type RootMark = 'pending' | { dev: string; ino: string };
+
 /** A migration's durable record: enough to finish or undo it after a crash. */
 export interface MigrationJournal {
   id: string;
@@ -19,6 +22,10 @@ export interface MigrationJournal {
    * have it true for a directory (an existing empty one the copy filled, emptied by the undo). */
   destDirExisted: boolean;
   destDir: string;
+  /** The destination's root as this migration made it: 'pending' from the journal's first write until the root
+   * exists and is named here by identity. Undo removes only a root that has that identity; absent in journals of
+   * a ferry before issue 28 (which removed the root by name). */
+  root?: RootMark;
   isFile: boolean;
   keepSource: boolean;
   startedAt: string;

@@ -1,7 +1,7 @@
 /**
  * Fault injection for crash and race tests: FERRY_FAULTS="after-commit=crash,bulk=pause:3000,intent-trimmed=crash@2"
  * makes the daemon kill itself (as kill -9 would), stall, or fail (`fail`: the step at the point throws EIO) at a
- * named point of a migration (journaled: the journal written, the destination's root not made yet), of its walk (walk-listed: a directory listed, its entries not yet opened;
+ * named point of a migration (journaled: the journal written, the destination's root not made yet; root-made: the root made, the journal not yet naming it), of its walk (walk-listed: a directory listed, its entries not yet opened;
  * walk-readlink: a symlink's target about to be read), of the commit (commit-save, commit-saved, commit-restore), of
  * an abort's undo (aborting, undo-barred, undo-removed) or of a FUSE op (create); `@N`: only the Nth time the point
  * is reached (default: every time). Unset in normal use.

@@ -5,7 +5,7 @@ import { dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { forceUnmount, listTree, mountFerry, mountsUnder, type TestMount } from '../helpers/mounts.js';
 import { migrate, waitFor } from '../helpers/migration.js';
-import { run } from '../helpers/cli.js';
+import { hasExited, run } from '../helpers/cli.js';
 
 // Issue 28, item 1: `--to` reads as mv's target (an existing directory holds the subtree under its own name; a missing
 // path is the new name), and cleanup removes only what the migration made, never a mount point.
@@ -286,5 +286,59 @@ describe('cleanup removes only what the migration made', () => {
     expect(await fsp.readdir(ds3), 'the directory the old ferry made for the file removed').toEqual([]);
     await expectFiles(join(m.mountpoint, 'vm1'), files, 'vm1');
     expect((await fsp.readFile(join(m.mountpoint, 'vm2/disk.img'))).equals(files['disk.img'])).toBe(true);
+  });
+});
+
+describe('a crash while the destination root is made: the remount removes it only if the journal proves it ferry\'s', () => {
+  /** A migration of `path` into the existing ds2 killed at `point`; the dead mount is cleared before the return. */
+  async function crashAt(point: string, path: string) {
+    const { m, files } = await vm1({ FERRY_FAULTS: `${point}=crash` });
+    const ds2 = join(m.root, 'ds2');
+    await fsp.mkdir(ds2);
+    const { pid } = await m.status();
+    const r = await migrate(m, join(m.mountpoint, path), ds2).done;
+    expect(r.code).toBe(1);
+    await waitFor(() => hasExited(pid), 10_000, 'the daemon to die');
+    return { m, files, ds2 };
+  }
+  async function remount(m: TestMount): Promise<void> {
+    expect((await m.cli(['unmount', m.mountpoint, '--force'])).code).toBe(0);
+    const again = await m.cli(['mount', m.datastore, m.mountpoint]);
+    expect(again.code, again.stderr).toBe(0);
+  }
+
+  it.each([
+    ['directory', 'vm1', 'vm1'],
+    ['file', 'vm1/disk.img', 'disk.img'],
+  ])('killed after the journal, before the %s root is made: a name made there while the daemon was down is theirs and stays', async (_kind, path, name) => {
+    const { m, files, ds2 } = await crashAt('journaled', path);
+    const theirs = join(ds2, name);
+    if (name === 'vm1') {
+      await fsp.mkdir(theirs);
+      await fsp.writeFile(join(theirs, 'theirs'), 'not ours');
+    } else {
+      await fsp.writeFile(theirs, 'not ours');
+    }
+    await remount(m);
+    expect(await fsp.readFile(name === 'vm1' ? join(theirs, 'theirs') : theirs, 'utf8')).toBe('not ours');
+    expect((await m.status()).migrations).toEqual([]);
+    await expectFiles(join(m.mountpoint, 'vm1'), files, 'served from the source');
+  });
+
+  it('killed after the root is made, before the journal names it: the remount leaves it, says so, and serves the source', async () => {
+    const { m, files, ds2 } = await crashAt('root-made', 'vm1');
+    await remount(m);
+    expect(await fsp.readdir(join(ds2, 'vm1'))).toEqual([]);
+    const status = await m.status();
+    expect(status.migrations).toEqual([]);
+    expect(await fsp.readFile(status.logFile as string, 'utf8')).toContain(`left ${join(ds2, 'vm1')}`);
+    await expectFiles(join(m.mountpoint, 'vm1'), files, 'served from the source');
+  });
+
+  it('killed once the journal names the root: the remount removes it', async () => {
+    const { m, files, ds2 } = await crashAt('prepare', 'vm1');
+    await remount(m);
+    expect(await fsp.readdir(ds2)).toEqual([]);
+    await expectFiles(join(m.mountpoint, 'vm1'), files, 'served from the source');
   });
 });
