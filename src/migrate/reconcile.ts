@@ -56,9 +56,11 @@ async function committed(record: DatastoreRecord, pending: PendingMove, moved: S
   if (map && sameMap(map, applied(record.datastore, moved, pending))) return true;
   if (map && sameMap(map, moved)) return false;
   const rest = without(moved, pending.virtual);
-  const source = naturalBacking([{ virtual: '/', backing: record.datastore }, ...rest], pending.virtual);
-  // In the datastore itself: beneath its fd. Elsewhere (a subtree of a moved one): beneath that backing's parent.
-  const inDatastore = !rest.some((m) => isWithin(pending.virtual, m.virtual));
+  // Where the subtree lived before this commit: its own entry (a move back, or on), else where the map puts it.
+  const own = moved.find((m) => m.virtual === pending.virtual)?.backing;
+  const source = own ?? naturalBacking([{ virtual: '/', backing: record.datastore }, ...rest], pending.virtual);
+  // In the datastore itself: beneath its fd. Elsewhere (moved, or a subtree of a moved one): beneath its parent.
+  const inDatastore = own === undefined && !rest.some((m) => isWithin(pending.virtual, m.virtual));
   const sourceThere = inDatastore ? await record.holds(pending.virtual.slice(1)) : await exists(at, source);
   const destThere = await exists(at, pending.backing);
   if (destThere !== sourceThere) return destThere;

@@ -292,6 +292,25 @@ describe('a crash around the commit leaves a record that agrees with recovery', 
   });
 });
 
+describe('a move back under way when the state dir was lost', () => {
+  it('both copies exist: the mount is refused naming where the VM ran (the other datastore) and the datastore itself', async () => {
+    const h = await movedHome({ FERRY_FAULTS: 'commit-save=crash@2' }, 9);
+    await moveOut(h);
+    const { pid } = await h.m.status();
+    const back = await migrate(h.m, join(h.m.mountpoint, 'vm1'), join(h.m.datastore, 'vm1')).done;
+    expect(back.code).toBe(1);
+    await waitFor(() => hasExited(pid), 10_000, 'the daemon to die');
+    expect((await h.m.cli(['unmount', h.m.mountpoint, '--force'])).code).toBe(0);
+    const { result } = await mountWith(h.m, 'fresh-state');
+    expect(result.code).not.toBe(0);
+    const lines = result.stderr.trim().split('\n');
+    expect(lines, result.stderr).toHaveLength(1);
+    expect(lines[0]).toContain(`from ${h.dest} to ${join(h.m.datastore, 'vm1')}`);
+    expect(lines[0]).toContain('both copies exist');
+    expect(await mountsUnder(h.m.mountpoint)).toEqual([]);
+  });
+});
+
 describe('a datastore that cannot take the record', () => {
   it('fails the commit with a line naming the record and the errno; the VM stays on the source, whole', async () => {
     const h = await movedHome();
