@@ -128,6 +128,7 @@ async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
   await state.init(datastore);
   // Where the datastore's subtrees went, as the datastore itself records it: the state dir is made to agree first.
   const datastoreRecord = new DatastoreRecord(at, datastore);
+  for (const name of await datastoreRecord.sweepTemps()) log.info({ name }, "removed a temporary file of the datastore's record that a killed daemon left");
   const recordNotice = await reconcileRecord(datastoreRecord, state, opts.stateDir, at, log);
   const paths = new PathMap(datastore, await state.loadMappings());
   const interrupted = await recoverMigrations(state, paths, at, log);

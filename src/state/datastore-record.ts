@@ -4,6 +4,8 @@ import { z } from 'zod';
 import { Root, type Beneath } from '../util/beneath.js';
 import { RESERVED_NAME } from '../fs/reserved.js';
 import { UserError } from '../util/user-error.js';
+import { listDir, withObject } from '../util/beneath-tree.js';
+import { isAlive } from './registry.js';
 import type { StoredMapping } from './datastore-state.js';
 
 const FILE = 'moved.json';
@@ -33,6 +35,8 @@ const fsync = promisify(fs.fsync);
 const readFile = promisify(fs.readFile);
 const fstat = promisify(fs.fstat);
 let temps = 0;
+/** A temporary file of the record: `moved.json.tmp-<writer's pid>-<n>`. */
+const TEMP = /^moved\.json\.tmp-(\d+)-\d+$/;
 
 /**
  * The record's file, `.ferry/moved.json` at the datastore's root, read and written beneath the datastore's
@@ -100,6 +104,29 @@ export class DatastoreRecord {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
       throw err;
     }
+  }
+
+  /**
+   * Removes the temporary files of daemons killed while writing the record (no other process writes one: a temporary
+   * file names its writer's pid, and a live writer's is left alone). Returns the names removed.
+   */
+  async sweepTemps(): Promise<string[]> {
+    return this.root.use('', async (root) => {
+      const entries = await withObject(this.at, root, RESERVED_NAME, (fd) => listDir(fd)).catch((err: NodeJS.ErrnoException) => {
+        if (err.code === 'ENOENT' || err.code === 'ENOTDIR') return [];
+        throw err;
+      });
+      const removed: string[] = [];
+      for (const { name } of entries) {
+        const writer = TEMP.exec(name)?.[1];
+        if (writer === undefined || isAlive(Number(writer))) continue;
+        await this.at.unlink(root, `${RESERVED_NAME}/${name}`).catch((err: NodeJS.ErrnoException) => {
+          if (err.code !== 'ENOENT') throw err;
+        });
+        removed.push(name);
+      }
+      return removed;
+    });
   }
 
   /** The committed map `moved` with `pending` (if any) on top: durable when this resolves. An empty record is removed. */

@@ -292,6 +292,24 @@ describe('a crash around the commit leaves a record that agrees with recovery', 
   });
 });
 
+describe("the record's temporary files", () => {
+  it('a killed daemon\'s temporary file is removed at the next mount; a live writer\'s is left', async () => {
+    const h = await movedHome();
+    await moveOut(h);
+    await unmount(h.m);
+    const dead = join(h.m.datastore, '.ferry', 'moved.json.tmp-2147483646-3');
+    const live = join(h.m.datastore, '.ferry', `moved.json.tmp-${process.pid}-1`);
+    await fsp.writeFile(dead, '{"version":1,');
+    await fsp.writeFile(live, '{"version":1,');
+    const again = await h.m.cli(['mount', h.m.datastore, h.m.mountpoint]);
+    expect(again.code, again.stderr).toBe(0);
+    expect(fs.existsSync(dead)).toBe(false);
+    expect(fs.existsSync(live)).toBe(true);
+    await fsp.rm(live);
+    expect((await readRecord(h.m)).moved).toEqual([{ virtual: '/vm1', backing: h.dest }]);
+  });
+});
+
 describe('a move back under way when the state dir was lost', () => {
   it('both copies exist: the mount is refused naming where the VM ran (the other datastore) and the datastore itself', async () => {
     const h = await movedHome({ FERRY_FAULTS: 'commit-save=crash@2' }, 9);

@@ -613,16 +613,38 @@ async function lookalikes(root: string, actual: Buffer): Promise<string> {
   return found.length > 0 ? `; its first 4 KiB are those of ${found.join(', ')}` : '';
 }
 
-/** verifyTree, and every home lives in exactly one place: no copy, staging dir or source is left anywhere else. */
+/**
+ * verifyTree, and every home lives in exactly one place: no copy, staging dir or source is left anywhere else. The
+ * datastore's record (.ferry/moved.json) exists exactly while a home lives elsewhere, and names exactly those.
+ */
 async function verify(c: Ctx, modelDir: string, stats: TortureStats): Promise<void> {
   await verifyTree(c, modelDir, stats);
-  const expected = new Set([...(await backings(c.m)).values()]);
+  const where = await backings(c.m);
+  const expected = new Set(where.values());
+  const elsewhere = [...where].filter(([home, backing]) => backing !== join(c.m.datastore, home));
   for (const root of c.roots) {
     for (const entry of await fsp.readdir(root)) {
       const path = join(root, entry);
+      if (root === c.m.datastore && entry === '.ferry' && elsewhere.length > 0) continue;
       if (!expected.has(path)) c.fail(`${path} is left behind (homes live at ${[...expected].join(', ')})`);
     }
   }
+  if (elsewhere.length > 0) await verifyRecord(c, elsewhere.map(([home, backing]) => ({ virtual: `/${home}`, backing })));
+}
+
+/** The datastore's record names `moved` and nothing pending (settled right after each commit: given a moment). */
+async function verifyRecord(c: Ctx, moved: { virtual: string; backing: string }[]): Promise<void> {
+  const sorted = (list: { virtual: string; backing: string }[]) => JSON.stringify(list.map(({ virtual, backing }) => [virtual, backing]).sort());
+  const dir = join(c.m.datastore, '.ferry');
+  let found = '';
+  for (let tries = 0; tries < 20; tries++) {
+    const entries = await fsp.readdir(dir).catch(() => [] as string[]);
+    const record = JSON.parse(await fsp.readFile(join(dir, 'moved.json'), 'utf8').catch(() => 'null')) as { moved: typeof moved; pending: unknown[] } | null;
+    found = `${JSON.stringify(entries)} ${JSON.stringify(record)}`;
+    if (entries.length === 1 && record && record.pending.length === 0 && sorted(record.moved) === sorted(moved)) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  c.fail(`the datastore's record disagrees with the path map ${sorted(moved)}: ${found}`);
 }
 
 /** Unmount and mount again (the daemon with the next round's FERRY_FAULTS): the path map and the tree are the same. */
