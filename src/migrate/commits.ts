@@ -30,6 +30,24 @@ export class CommitQueue {
     return next;
   }
 
+  /**
+   * Room for the record's next versions, held by a migration from its start to its end (datastore-record.ts,
+   * hold): in the queue, so that no commit's write of the record runs while the spare is made or removed.
+   */
+  holdRecord(): Promise<void> {
+    return this.enqueue(() => this.record?.hold());
+  }
+
+  releaseRecord(): Promise<void> {
+    return this.enqueue(() => this.record?.release());
+  }
+
+  private enqueue(step: () => Promise<void> | undefined): Promise<void> {
+    const next = this.tail.then(step);
+    this.tail = next.catch(() => undefined);
+    return next;
+  }
+
   private async apply(virtual: string, destRoot: string, migration: string): Promise<void> {
     const before = this.paths.list().filter((m) => m.virtual !== '/');
     const without = this.paths.list().filter((m) => m.virtual !== virtual);

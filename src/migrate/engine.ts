@@ -24,6 +24,7 @@ import { Copier } from './pass.js';
 import { switchover } from './switchover.js';
 import { removePartialCopy, undo } from './undo.js';
 import type { MigrationJournal, RootMark } from '../state/datastore-state.js';
+import { RecordError } from '../state/datastore-record.js';
 
 export type { MigrationOptions, Mode, MountServices } from './context.js';
 export type { DoneEvent, ErrorEvent, MigrationEvent, MirrorFigures, ModeEvent, PassEvent, Phase, ProgressEvent, SwitchoverEvent } from './events.js';
@@ -68,6 +69,8 @@ export class Migration implements TrackingSession {
   /** The destination's root exists because this migration made it; `rootMark` is its identity once known ('pending'
    * until then, undefined for a journal of an older ferry): the undo removes only a root that still has it. */
   private rootMade = false;
+  /** Holds room for the datastore's record (commits.ts holdRecord): set by run, cleared by releaseRecord. */
+  private holdsRecord = false;
   private rootMark: RootMark | undefined = 'pending';
   /** The source's root when the cleanup found it a mount point: emptied, left in place. */
   private keptMountPoint: string | undefined;
@@ -280,6 +283,7 @@ export class Migration implements TrackingSession {
     const plan = this.plan!;
     try {
       if (!this.shadow) await this.prepare(plan);
+      else await this.holdRecord();
       const shadow = this.shadow!;
       this.checkpointer ??= this.newCheckpointer(shadow);
       const copier = (this.copier = this.newCopier(plan, shadow));
@@ -312,9 +316,11 @@ export class Migration implements TrackingSession {
       }
       this.enter('cleanup');
       await this.cleanup(plan);
+      await this.releaseRecord();
       return this.finish(plan);
     } catch (err) {
       await this.checkpointer?.stopTimer();
+      await this.releaseRecord();
       if (err instanceof IllegalTransition) this.mount.log.fatal({ err, migration: this.id }, err.message);
       if (this.job.committed) {
         // Past the commit the destination is authoritative: only the source deletion can be left over (the
@@ -325,6 +331,19 @@ export class Migration implements TrackingSession {
       }
       return this.abort(this.failure ?? err);
     }
+  }
+
+  /** Before the first byte is copied: a datastore that fills up meanwhile still takes the commit's record. */
+  private async holdRecord(): Promise<void> {
+    await this.mount.commits.holdRecord();
+    this.holdsRecord = true;
+  }
+
+  /** The record's room, given back once this migration can no longer commit (or has, and its record is settled). */
+  private async releaseRecord(): Promise<void> {
+    if (!this.holdsRecord) return;
+    this.holdsRecord = false;
+    await this.mount.commits.releaseRecord().catch((err: unknown) => this.mount.log.warn({ err, migration: this.id }, "cannot remove the spare of the datastore's record: the next mount does"));
   }
 
   private finish(plan: Plan): DoneEvent {
@@ -353,6 +372,7 @@ export class Migration implements TrackingSession {
 
   private async prepare(plan: Plan): Promise<void> {
     this.enter('prepare');
+    await this.holdRecord();
     const journal: MigrationJournal = {
       id: this.id,
       virtual: plan.virtual,
@@ -436,7 +456,7 @@ export class Migration implements TrackingSession {
     let message = errorMessage(err);
     // The stack is for whoever debugs a failed migration; the event carries the message only.
     if (!(err instanceof CancelledError)) this.mount.log.warn({ err, migration: this.id }, 'migration aborting');
-    if (code === 'ENOSPC') message = `the destination ran out of space (${message})`;
+    if (code === 'ENOSPC' && !(err instanceof RecordError)) message = `the destination ran out of space (${message})`;
     const undone = await undo({
       barCheckpoints: () => (this.checkpointer ? this.checkpointer.bar() : this.mount.state.removeSide(this.id, 'checkpoint')),
       detach: () => this.detachAll(),

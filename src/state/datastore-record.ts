@@ -32,11 +32,27 @@ export type PendingMove = DatastoreRecordData['pending'][number];
 
 const write = promisify(fs.write);
 const fsync = promisify(fs.fsync);
+const ftruncate = promisify(fs.ftruncate);
 const readFile = promisify(fs.readFile);
 const fstat = promisify(fs.fstat);
 let temps = 0;
 /** A temporary file of the record: `moved.json.tmp-<writer's pid>-<n>`. */
 const TEMP = /^moved\.json\.tmp-(\d+)-\d+$/;
+/**
+ * The room a running migration holds for the record's next version (a record of a few hundred moved subtrees): a
+ * datastore that fills up while its VM moves away must still take the commit, or the VM stays on the full disk.
+ */
+const SPARE_BYTES = 64 * 1024;
+
+/** The record could not be written or its room reserved: the datastore's own space or permissions, not the destination's. */
+export class RecordError extends Error {
+  constructor(
+    message: string,
+    readonly code: string | undefined,
+  ) {
+    super(message);
+  }
+}
 
 /**
  * The record's file, `.ferry/moved.json` at the datastore's root, read and written beneath the datastore's
@@ -47,6 +63,13 @@ export class DatastoreRecord {
   private readonly root: Root;
   /** What is on disk, as this daemon last read or wrote it (undefined: no record; null: unknown after a failed write). */
   private current: DatastoreRecordData | undefined | null = null;
+  /**
+   * The spare (a temporary file of SPARE_BYTES, named like any temporary file so that a crash leaves nothing the
+   * next mount does not sweep) and the migrations holding it. Changed only by hold, release and replace, which the
+   * commit queue runs one at a time (src/migrate/commits.ts).
+   */
+  private spare: string | undefined;
+  private holders = 0;
 
   constructor(
     private readonly at: Beneath,
@@ -125,7 +148,57 @@ export class DatastoreRecord {
         });
         removed.push(name);
       }
+      // A killed daemon's spare may have been all there was: the datastore is left as ferry found it.
+      if (removed.length > 0) await this.removeDirIfEmpty(root);
       return removed;
+    });
+  }
+
+  /**
+   * Reserves room for the record's next versions until release: a spare file written in full, which the next write
+   * fills in place (no new blocks) and which is made again from the blocks that write frees. Fails as the commit
+   * would, but before anything is copied.
+   */
+  async hold(): Promise<void> {
+    if (this.spare === undefined) {
+      try {
+        await this.makeSpare();
+      } catch (err) {
+        const { code, message } = err as NodeJS.ErrnoException;
+        throw new RecordError(`cannot reserve room for the datastore's record ${this.path} (${code ?? message}): free ${SPARE_BYTES / 1024} KiB on the datastore, or make it writable, and migrate again`, code);
+      }
+    }
+    this.holders++;
+  }
+
+  /** The last holder gone: the spare is removed, and ferry's directory with it when no record is left. */
+  async release(): Promise<void> {
+    if (--this.holders > 0 || this.spare === undefined) return;
+    const spare = this.spare;
+    this.spare = undefined;
+    await this.root.use('', async (root) => {
+      await this.at.unlink(root, spare);
+      if (this.current === undefined) await this.removeDirIfEmpty(root);
+    });
+  }
+
+  private async makeSpare(): Promise<void> {
+    await this.root.use('', async (root) => {
+      await this.makeDir(root);
+      const temp = `${RESERVED_NAME}/${FILE}.tmp-${process.pid}-${++temps}`;
+      const fd = await this.at.open(root, temp, C.O_WRONLY | C.O_CREAT | C.O_EXCL, 0o600);
+      try {
+        // Written, not fallocated: every filesystem counts written blocks as taken (delayed allocation included).
+        const zeros = Buffer.alloc(SPARE_BYTES);
+        for (let done = 0; done < zeros.length; ) done += (await write(fd, zeros, done, zeros.length - done)).bytesWritten;
+      } catch (err) {
+        await this.at.unlink(root, temp).catch(() => undefined);
+        if (this.current === undefined) await this.removeDirIfEmpty(root).catch(() => undefined);
+        throw err;
+      } finally {
+        fs.closeSync(fd);
+      }
+      this.spare = temp;
     });
   }
 
@@ -141,24 +214,23 @@ export class DatastoreRecord {
     } catch (err) {
       // A full or failing datastore: the commit this precedes fails, and the message must say where and why.
       const { code, message } = err as NodeJS.ErrnoException;
-      throw Object.assign(new Error(`cannot write the datastore's record ${this.path} (${code ?? message}): free a few KiB on the datastore, or make it writable, and migrate again`), { code });
+      throw new RecordError(`cannot write the datastore's record ${this.path} (${code ?? message}): free a few KiB on the datastore, or make it writable, and migrate again`, code);
     }
     this.current = empty ? undefined : next;
   }
 
   private async replace(text: string): Promise<void> {
+    const data = Buffer.from(text);
     await this.root.use('', async (root) => {
+      await this.makeDir(root);
+      // The spare, when held and big enough, becomes this version: its blocks are already the datastore's.
+      const spare = data.length <= SPARE_BYTES ? this.spare : undefined;
+      this.spare = undefined;
+      const temp = spare ?? `${RESERVED_NAME}/${FILE}.tmp-${process.pid}-${++temps}`;
+      const fd = spare ? await this.at.open(root, temp, C.O_WRONLY) : await this.at.open(root, temp, C.O_WRONLY | C.O_CREAT | C.O_EXCL, 0o600);
       try {
-        await this.at.mkdir(root, RESERVED_NAME, 0o700);
-        await syncAt(this.at, root, '');
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      }
-      const temp = `${RESERVED_NAME}/${FILE}.tmp-${process.pid}-${++temps}`;
-      const fd = await this.at.open(root, temp, C.O_WRONLY | C.O_CREAT | C.O_EXCL, 0o600);
-      try {
-        const data = Buffer.from(text);
         for (let done = 0; done < data.length; ) done += (await write(fd, data, done, data.length - done)).bytesWritten;
+        if (spare) await ftruncate(fd, data.length);
         await fsync(fd);
       } catch (err) {
         await this.at.unlink(root, temp).catch(() => undefined);
@@ -174,6 +246,29 @@ export class DatastoreRecord {
       }
       await syncAt(this.at, root, RESERVED_NAME);
     });
+    // Made again from what the spare's tail and the old version freed. Not made: the next write takes new blocks,
+    // and fails the commit with its errno if there are none (never a commit without its record).
+    if (this.holders > 0) await this.makeSpare().catch(() => undefined);
+  }
+
+  private async makeDir(root: number): Promise<void> {
+    try {
+      await this.at.mkdir(root, RESERVED_NAME, 0o700);
+      await syncAt(this.at, root, '');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+  }
+
+  /** Removes ferry's directory unless something is left in it; true when it is gone. */
+  private async removeDirIfEmpty(root: number): Promise<boolean> {
+    const gone = await this.at.rmdir(root, RESERVED_NAME).then(() => true, (err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') return true;
+      if (err.code === 'ENOTEMPTY') return false;
+      throw err;
+    });
+    await syncAt(this.at, root, gone ? '' : RESERVED_NAME);
+    return gone;
   }
 
   /** No subtree lives elsewhere any more: the datastore is left as it was before ferry moved anything. */
@@ -182,13 +277,9 @@ export class DatastoreRecord {
       await this.at.unlink(root, PATH).catch((err: NodeJS.ErrnoException) => {
         if (err.code !== 'ENOENT') throw err;
       });
-      // Something else left in it (a temporary file of a killed daemon): the directory stays, still hidden.
-      const gone = await this.at.rmdir(root, RESERVED_NAME).then(() => true, (err: NodeJS.ErrnoException) => {
-        if (err.code === 'ENOENT') return true;
-        if (err.code === 'ENOTEMPTY') return false;
-        throw err;
-      });
-      await syncAt(this.at, root, gone ? '' : RESERVED_NAME);
+      // Something else left in it (a temporary file of a killed daemon, the spare of a running migration): the
+      // directory stays, still hidden.
+      await this.removeDirIfEmpty(root);
     });
   }
 }

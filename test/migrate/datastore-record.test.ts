@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { spawn } from 'node:child_process';
 import { mountFerry, mountsUnder, forceUnmount, type TestMount } from '../helpers/mounts.js';
 import { migrate, waitFor } from '../helpers/migration.js';
-import { ferry, hasExited, type Result } from '../helpers/cli.js';
+import { ferry, hasExited, run as ferryRun, type Result } from '../helpers/cli.js';
 import { bytes, expectBytes, prng } from '../helpers/model.js';
 
 const MiB = 1 << 20;
@@ -330,21 +330,93 @@ describe('a move back under way when the state dir was lost', () => {
 });
 
 describe('a datastore that cannot take the record', () => {
-  it('fails the commit with a line naming the record and the errno; the VM stays on the source, whole', async () => {
+  it('fails the migration before it copies, with a line naming the record and the errno; the VM stays on the source, whole', async () => {
     const h = await movedHome();
     // An immutable datastore root: the record's directory cannot be made, as on a full or failing datastore.
     const chattr = (flag: string) => new Promise<number | null>((done) => spawn('chattr', [flag, h.m.datastore]).on('exit', done));
     expect(await chattr('+i')).toBe(0);
+    let events: Record<string, any>[];
     try {
       const run = await migrate(h.m, join(h.m.mountpoint, 'vm1'), h.dest).done;
       expect(run.code, run.stderr).toBe(1);
-      expect(run.stderr).toContain(`cannot write the datastore's record ${recordPath(h.m)} (EPERM)`);
+      expect(run.stderr).toContain(`cannot reserve room for the datastore's record ${recordPath(h.m)} (EPERM)`);
+      expect(run.stderr).not.toContain('destination');
+      events = run.events;
     } finally {
       await chattr('-i');
     }
+    // Refused before the first byte was copied, not after the whole copy.
+    expect(events.filter((e) => e.type === 'progress' && e.copiedBytes > 0)).toEqual([]);
     expect(fs.existsSync(h.dest)).toBe(false);
     expect(fs.existsSync(recordPath(h.m))).toBe(false);
     await expectBytes(join(h.m.mountpoint, 'vm1', 'disk.img'), h.model, 'served from the source');
     await expectBytes(join(h.m.datastore, 'vm1', 'disk.img'), h.model, 'the source');
+  });
+});
+
+describe('a datastore that fills up while its VM moves away', () => {
+  /** A datastore on a tmpfs of `size` (no blocks reserved for root, unlike ext4), in the test's root. */
+  async function smallDatastore(size: string): Promise<{ m: TestMount; model: Buffer; dest: string; fill: () => Promise<void>; release: () => Promise<void> }> {
+    const root = await fsp.mkdtemp(join(process.env.TMPDIR ?? '/tmp', 'ferry-full-'));
+    const datastore = join(root, 'datastore');
+    await fsp.mkdir(datastore);
+    const tmpfs = await ferryRun('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', datastore]);
+    expect(tmpfs.code, tmpfs.stderr).toBe(0);
+    mount = await mountFerry({ root, datastore });
+    const m = mount;
+    const model = bytes(prng(7), 2 * MiB);
+    await fsp.mkdir(join(datastore, 'vm1'));
+    await fsp.writeFile(join(datastore, 'vm1', 'disk.img'), model);
+    await fsp.mkdir(join(root, 'dest'));
+    // The guest's neighbours take every block left (written beside the mount, as another VM's disk would grow).
+    const fill = async () => {
+      const dd = await ferryRun('dd', ['if=/dev/zero', `of=${join(datastore, 'filler')}`, 'bs=64k']);
+      expect(dd.stderr).toContain('No space left on device');
+    };
+    // The tmpfs goes after ferry's mount and before the test root is removed (stop() removes the root).
+    const release = async () => {
+      await m.cli(['unmount', m.mountpoint, '--force']);
+      if ((await mountsUnder(m.mountpoint)).length > 0) await forceUnmount(m.mountpoint);
+      expect((await ferryRun('umount', [datastore])).code).toBe(0);
+      await m.stop();
+      mount = undefined;
+    };
+    return { m, model, dest: join(root, 'dest', 'vm1'), fill, release };
+  }
+
+  it('still commits: the room for the record was taken when the migration started', async () => {
+    const h = await smallDatastore('16m');
+    try {
+      let filled: Promise<void> | undefined;
+      // Slow enough that the datastore fills while the copy runs, long before the commit.
+      const run = await migrate(h.m, join(h.m.mountpoint, 'vm1'), h.dest, ['--rate-limit', '1M'], (e) => {
+        if (e.type === 'progress' && e.copiedBytes > 0) filled ??= h.fill();
+      }).done;
+      await filled;
+      expect(filled).toBeDefined();
+      expect(run.code, run.stderr).toBe(0);
+      await expectBytes(join(h.dest, 'disk.img'), h.model, 'destination');
+      expect(await readRecord(h.m)).toEqual({ version: 1, moved: [{ virtual: '/vm1', backing: h.dest }], pending: [] });
+      // Nothing of ferry's but the record is left in the datastore.
+      expect(fs.readdirSync(join(h.m.datastore, '.ferry'))).toEqual(['moved.json']);
+    } finally {
+      await h.release();
+    }
+  });
+
+  it('already full when the migration starts: it fails at once, naming the record and ENOSPC, not the destination', async () => {
+    const h = await smallDatastore('16m');
+    try {
+      await h.fill();
+      const run = await migrate(h.m, join(h.m.mountpoint, 'vm1'), h.dest).done;
+      expect(run.code).toBe(1);
+      expect(run.stderr).toContain(`cannot reserve room for the datastore's record ${recordPath(h.m)} (ENOSPC)`);
+      expect(run.stderr).not.toContain('destination ran out of space');
+      expect(fs.existsSync(h.dest)).toBe(false);
+      expect(fs.existsSync(join(h.m.datastore, '.ferry'))).toBe(false);
+      await expectBytes(join(h.m.mountpoint, 'vm1', 'disk.img'), h.model, 'served from the source');
+    } finally {
+      await h.release();
+    }
   });
 });
