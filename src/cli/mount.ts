@@ -8,6 +8,7 @@ import { UserError } from '../util/user-error.js';
 import { parseBlockSize, parseReadAround } from '../util/size.js';
 import { parseBusyPoll } from '../util/duration.js';
 import { action, warn } from './run.js';
+import { applyMountOptions } from './mount-options.js';
 
 interface MountFlags {
   blockSize: string;
@@ -23,6 +24,7 @@ interface MountFlags {
   allowOther?: boolean;
   mmap?: boolean;
   track: boolean;
+  options?: string;
 }
 
 export function mountCommand(): Command {
@@ -43,8 +45,11 @@ export function mountCommand(): Command {
     .option('--allow-other', 'let other users in, with kernel permission checks (default_permissions)')
     .option('--mmap', 'let files be mapped shared (MAP_SHARED): opens without O_DIRECT use the page cache')
     .option('--no-track', 'do not record dirty blocks (for benchmarks only: a migration needs tracking)')
+    .option('-o, --options <list>', "the options above as mount(8) takes them (fstab, mount -t fuse.ferry): a long option's name with _ for - as the key, key=value or a bare flag (block_size=64K,allow_other,state_dir=/var/lib/ferry); mount(8)'s generic ones (rw, nofail, _netdev, noauto, dev, suid, x-systemd.*, ...) are ignored")
     .action(
-      action(async (datastore: string, mountpoint: string, flags: MountFlags) => {
+      action(async (datastore: string, mountpoint: string, given: MountFlags, command: Command) => {
+        if (given.options !== undefined) applyMountOptions(command, given.options);
+        const flags = command.opts<MountFlags>();
         const blockSize = parseBlockSize(flags.blockSize);
         const readAround = parseReadAround(flags.readAround);
         const busyPollNs = parseBusyPoll(flags.busyPoll);
