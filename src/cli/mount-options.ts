@@ -1,5 +1,5 @@
 import type { Command, Option } from 'commander';
-import { UserError } from '../util/user-error.js';
+import { UserError, errorMessage } from '../util/user-error.js';
 
 /**
  * What fstab, mount(8) and mount.fuse put in -o for any filesystem (mount.fuse adds `dev,suid` for root):
@@ -32,6 +32,16 @@ function usage(option: Option): string {
   return takesValue(option) ? `${keyOf(option)}=${option.flags.match(/<[^>]+>/)?.[0] ?? '<value>'}` : keyOf(option);
 }
 
+/** A value checked as its long option's would be (--log-level's choices, say). */
+function parsed(option: Option, key: string, raw: string): unknown {
+  if (!option.parseArg) return raw;
+  try {
+    return option.parseArg(raw, undefined);
+  } catch (err) {
+    throw new UserError(`-o ${key}=${raw} is invalid: ${errorMessage(err)}`);
+  }
+}
+
 /**
  * Sets the command's options from a mount(8)-style list, each long option a key (derived from the command's own
  * definitions, so a new option is a key too): `block_size=64K,allow_other` is `--block-size 64K --allow-other`.
@@ -49,18 +59,6 @@ export function applyMountOptions(command: Command, list: string): void {
     if (!takesValue(option) && eq >= 0) throw new UserError(`-o ${key} takes no value: write ${key}`);
     const name = option.attributeName();
     if (command.getOptionValueSource(name) === 'cli') throw new UserError(`${option.long} is given twice (as ${option.long} and as -o ${key}): give it once`);
-    let value: unknown = !option.negate;
-    if (takesValue(option)) {
-      value = item.slice(eq + 1);
-      // A value checked as its long option's would be (--log-level's choices, say).
-      if (option.parseArg) {
-        try {
-          value = option.parseArg(value as string, undefined);
-        } catch (err) {
-          throw new UserError(`-o ${key}=${item.slice(eq + 1)} is invalid: ${(err as Error).message}`);
-        }
-      }
-    }
-    command.setOptionValueWithSource(name, value, SOURCE);
+    command.setOptionValueWithSource(name, takesValue(option) ? parsed(option, key, item.slice(eq + 1)) : !option.negate, SOURCE);
   }
 }
