@@ -8,6 +8,7 @@ import { UserError } from '../util/user-error.js';
 import { parseBlockSize, parseReadAround } from '../util/size.js';
 import { parseBusyPoll } from '../util/duration.js';
 import { action, warn } from './run.js';
+import { applyMountOptions } from './mount-options.js';
 
 interface MountFlags {
   blockSize: string;
@@ -22,7 +23,9 @@ interface MountFlags {
   syslogAddress?: string;
   allowOther?: boolean;
   mmap?: boolean;
+  clearDead?: boolean;
   track: boolean;
+  options?: string;
 }
 
 export function mountCommand(): Command {
@@ -42,9 +45,13 @@ export function mountCommand(): Command {
     .option('--syslog-address <address>', `with --log-target syslog: a Unix datagram socket (default ${DEFAULT_SYSLOG_ADDRESS}), or udp://host:port, tcp://host:port (RFC 5424)`)
     .option('--allow-other', 'let other users in, with kernel permission checks (default_permissions)')
     .option('--mmap', 'let files be mapped shared (MAP_SHARED): opens without O_DIRECT use the page cache')
+    .option('--clear-dead', 'first clear a dead ferry mount a crashed daemon left at <mountpoint> (never a live one): for restarts by systemd')
     .option('--no-track', 'do not record dirty blocks (for benchmarks only: a migration needs tracking)')
+    .option('-o, --options <list>', "the options above as mount(8) takes them (fstab, mount -t fuse.ferry): a long option's name with _ for - as the key, key=value or a bare flag (block_size=64K,allow_other,state_dir=/var/lib/ferry); mount(8)'s generic ones (rw, nofail, _netdev, noauto, dev, suid, x-systemd.*, ...) are ignored")
     .action(
-      action(async (datastore: string, mountpoint: string, flags: MountFlags) => {
+      action(async (datastore: string, mountpoint: string, given: MountFlags, command: Command) => {
+        if (given.options !== undefined) applyMountOptions(command, given.options);
+        const flags = command.opts<MountFlags>();
         const blockSize = parseBlockSize(flags.blockSize);
         const readAround = parseReadAround(flags.readAround);
         const busyPollNs = parseBusyPoll(flags.busyPoll);
@@ -67,6 +74,7 @@ export function mountCommand(): Command {
             stateDir,
             allowOther: !!flags.allowOther,
             mmap: !!flags.mmap,
+            clearDead: !!flags.clearDead,
             track: flags.track,
             logLevel: flags.logLevel,
             logFormat: flags.logFormat,
@@ -86,6 +94,7 @@ export function mountCommand(): Command {
         if (flags.syslogAddress !== undefined) args.push('--syslog-address', flags.syslogAddress);
         if (flags.allowOther) args.push('--allow-other');
         if (flags.mmap) args.push('--mmap');
+        if (flags.clearDead) args.push('--clear-dead');
         if (!flags.track) args.push('--no-track');
         const { warnings } = await launchDaemon(fileURLToPath(new URL('./main.js', import.meta.url)), args, resolve(mountpoint), logFile);
         for (const warning of warnings) warn(warning);

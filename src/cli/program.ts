@@ -35,6 +35,7 @@ const EXAMPLES: Record<string, [string, string][]> = {
     ['ferry mount /vmstore /mnt/ferry', 'a background daemon; ferry status names its log'],
     ['ferry mount /vmstore /mnt/ferry --log-target journald', 'log to journald (journalctl -t ferry)'],
     ['ferry mount /vmstore /mnt/ferry --foreground --log-format pretty', 'attached, logs for people on stderr'],
+    ['mount -t fuse.ferry /vmstore /mnt/ferry -o allow_other,block_size=64K', 'through mount(8) and mount.fuse, as fstab does'],
   ],
   migrate: [
     ['ferry migrate /mnt/ferry/vm1 --to /fast/vm1 --max-downtime 500ms', 'freeze I/O at most 0.5 s'],

@@ -1,4 +1,5 @@
 import { closeSync, constants as C } from 'node:fs';
+import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { loadFuse, nativeDataPath } from '../fs/fuse.js';
 import { createOps, type FsContext } from '../fs/ops.js';
@@ -39,6 +40,8 @@ export interface DaemonOptions {
   busyPollNs: number;
   stateDir: string;
   allowOther: boolean;
+  /** A dead ferry mount at the mount point (a crashed daemon's) is cleared instead of refused. */
+  clearDead: boolean;
   /** Opens without O_DIRECT use the page cache, so that they can be mapped shared. */
   mmap: boolean;
   track: boolean;
@@ -110,7 +113,7 @@ interface Started {
 }
 
 async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
-  const { datastore, mountpoint } = await checkMountPaths(opts.datastore, opts.mountpoint);
+  const { datastore, mountpoint } = await checkMountPaths(opts.datastore, opts.mountpoint, opts.clearDead);
   const Fuse = await loadFuse();
   const native = nativeDataPath(Fuse, opts.blockSize, opts.readAround, opts.busyPollNs);
   log.info({ binding: Fuse.BINDING_PATH, sourceHash: Fuse.SOURCE_HASH, dataPath: native ? 'native' : 'js' }, 'loaded fuse-native');
@@ -245,5 +248,10 @@ async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
     shutdown('crash');
     process.exitCode = 1;
   });
-  return { record, stopped, exposed, notices: [recordNotice, missing].filter((line) => line !== undefined) };
+  // Said at the mount, where a boot or a restart after a crash shows it (mount -a, the journal), not found later.
+  const left = interrupted.map(({ journal }) => {
+    const path = join(mountpoint, journal.virtual);
+    return `the migration of ${path} to ${journal.dest} was interrupted by a crash: resume it with \`ferry migrate ${path} --resume\`, or \`ferry cancel ${path}\``;
+  });
+  return { record, stopped, exposed, notices: [recordNotice, missing, ...left].filter((line) => line !== undefined) };
 }

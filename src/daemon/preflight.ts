@@ -1,7 +1,7 @@
 import { realpath, readdir, stat, access } from 'node:fs/promises';
 import { constants } from 'node:fs';
 import { delimiter, join, resolve } from 'node:path';
-import { findMount, isDeadMount } from '../util/mounts.js';
+import { abortFuseConnection, findMount, isDeadMount, lazyUnmount } from '../util/mounts.js';
 import { UserError, errnoCode } from '../util/user-error.js';
 import { isWithin } from '../util/paths.js';
 
@@ -22,8 +22,16 @@ async function onPath(program: string): Promise<boolean> {
   return false;
 }
 
+/** What a crashed ferry daemon left (a restart under systemd finds it): another filesystem's is not ours to clear. */
+async function clearDeadMount(mountpoint: string): Promise<void> {
+  const dead = await findMount(mountpoint);
+  if (dead?.fstype !== 'fuse.ferry') throw new UserError(`${mountpoint} is a dead ${dead?.fstype ?? 'FUSE'} mount, not ferry's: clear it yourself (umount -l ${mountpoint})`);
+  await abortFuseConnection(mountpoint);
+  await lazyUnmount(mountpoint);
+}
+
 /** Everything `ferry mount` refuses, checked before anything is created or mounted. */
-export async function checkMountPaths(datastoreArg: string, mountpointArg: string): Promise<MountPaths> {
+export async function checkMountPaths(datastoreArg: string, mountpointArg: string, clearDead: boolean): Promise<MountPaths> {
   const datastoreAbs = resolve(datastoreArg);
   const mountpointAbs = resolve(mountpointArg);
 
@@ -35,7 +43,10 @@ export async function checkMountPaths(datastoreArg: string, mountpointArg: strin
   if (!datastoreStat.isDirectory()) throw new UserError(`datastore ${datastoreAbs} is not a directory`);
 
   if (await isDeadMount(mountpointAbs)) {
-    throw new UserError(`${mountpointAbs} is a dead FUSE mount (its daemon is gone): clear it with \`ferry unmount --force ${mountpointAbs}\``);
+    if (!clearDead) {
+      throw new UserError(`${mountpointAbs} is a dead FUSE mount (its daemon is gone): clear it with \`ferry unmount --force ${mountpointAbs}\`, or mount with --clear-dead`);
+    }
+    await clearDeadMount(mountpointAbs);
   }
   const mountpointStat = await stat(mountpointAbs).catch((err: unknown) => {
     throw new UserError(

@@ -220,7 +220,7 @@ describe('mount lifecycle', () => {
     expect(JSON.parse(status.stdout)[0].state).toBe('dead');
     const remount = await m.cli(['mount', m.datastore, m.mountpoint]);
     expect(remount.code).toBe(2);
-    expect(remount.stderr.trim()).toBe(`ferry: ${m.mountpoint} is a dead FUSE mount (its daemon is gone): clear it with \`ferry unmount --force ${m.mountpoint}\``);
+    expect(remount.stderr.trim()).toBe(`ferry: ${m.mountpoint} is a dead FUSE mount (its daemon is gone): clear it with \`ferry unmount --force ${m.mountpoint}\`, or mount with --clear-dead`);
     const plain = await m.cli(['unmount', m.mountpoint]);
     expect(plain.code).toBe(2);
     expect(plain.stderr).toMatch(/dead mount/);
