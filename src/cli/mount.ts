@@ -7,6 +7,7 @@ import { DEFAULT_SYSLOG_ADDRESS, LOG_TARGETS, syslogAddress, syslogPipeline, typ
 import { UserError } from '../util/user-error.js';
 import { parseBlockSize, parseReadAround } from '../util/size.js';
 import { parseBusyPoll } from '../util/duration.js';
+import { formatMetricsAddress, parseMetricsAddress } from '../metrics/address.js';
 import { action, warn } from './run.js';
 
 interface MountFlags {
@@ -23,6 +24,8 @@ interface MountFlags {
   allowOther?: boolean;
   mmap?: boolean;
   track: boolean;
+  metrics?: string;
+  metricsPerFile?: boolean;
 }
 
 export function mountCommand(): Command {
@@ -42,12 +45,16 @@ export function mountCommand(): Command {
     .option('--syslog-address <address>', `with --log-target syslog: a Unix datagram socket (default ${DEFAULT_SYSLOG_ADDRESS}), or udp://host:port, tcp://host:port (RFC 5424)`)
     .option('--allow-other', 'let other users in, with kernel permission checks (default_permissions)')
     .option('--mmap', 'let files be mapped shared (MAP_SHARED): opens without O_DIRECT use the page cache')
+    .option('--metrics <address>', 'serve Prometheus metrics at http://<address>/metrics: host:port, a port (on 127.0.0.1), or unix:/path')
+    .option('--metrics-per-file', 'with --metrics: also one series per dirty file (unbounded: as many as files)')
     .option('--no-track', 'do not record dirty blocks (for benchmarks only: a migration needs tracking)')
     .action(
       action(async (datastore: string, mountpoint: string, flags: MountFlags) => {
         const blockSize = parseBlockSize(flags.blockSize);
         const readAround = parseReadAround(flags.readAround);
         const busyPollNs = parseBusyPoll(flags.busyPoll);
+        const metrics = flags.metrics === undefined ? undefined : parseMetricsAddress(flags.metrics);
+        if (flags.metricsPerFile && !metrics) throw new UserError('--metrics-per-file goes with --metrics <address>');
         const stateDir = stateDirFrom(flags.stateDir);
         const logTarget = flags.logTarget ?? (flags.foreground && !flags.logFile ? 'stderr' : 'file');
         checkLogFlags(flags, logTarget);
@@ -68,6 +75,8 @@ export function mountCommand(): Command {
             allowOther: !!flags.allowOther,
             mmap: !!flags.mmap,
             track: flags.track,
+            ...(metrics && { metrics }),
+            metricsPerFile: !!flags.metricsPerFile,
             logLevel: flags.logLevel,
             logFormat: flags.logFormat,
             logFile,
@@ -87,6 +96,8 @@ export function mountCommand(): Command {
         if (flags.allowOther) args.push('--allow-other');
         if (flags.mmap) args.push('--mmap');
         if (!flags.track) args.push('--no-track');
+        if (metrics) args.push('--metrics', formatMetricsAddress(metrics));
+        if (flags.metricsPerFile) args.push('--metrics-per-file');
         const { warnings } = await launchDaemon(fileURLToPath(new URL('./main.js', import.meta.url)), args, resolve(mountpoint), logFile);
         for (const warning of warnings) warn(warning);
       }),

@@ -29,6 +29,9 @@ import { SocketInodes } from '../fs/socket-inodes.js';
 import { Beneath } from '../util/beneath.js';
 import { DatastoreRecord } from '../state/datastore-record.js';
 import { missingBackings, reconcileRecord } from '../migrate/reconcile.js';
+import type { MetricsAddress } from '../metrics/address.js';
+import { startMetrics } from '../metrics/endpoint.js';
+import type { MetricsServer } from '../metrics/server.js';
 
 export interface DaemonOptions {
   datastore: string;
@@ -47,6 +50,9 @@ export interface DaemonOptions {
   logTarget: LogTarget;
   logFile?: string;
   syslogAddress?: string;
+  /** Where to serve Prometheus metrics (--metrics); none: no port is opened. */
+  metrics?: MetricsAddress;
+  metricsPerFile: boolean;
 }
 
 /**
@@ -201,6 +207,7 @@ async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
   let resolveStopped!: () => void;
   const stopped = new Promise<void>((resolve) => (resolveStopped = resolve));
   let stopping = false;
+  let metrics: MetricsServer | undefined;
   const watchdog = startWatchdog(fsContext.gate, log, native);
   const mountWatch = mounted ? watchMount(mounted, () => fsContext.handles.size, () => shutdown('the mount went away')) : undefined;
   const shutdown = (reason: string) => {
@@ -211,6 +218,7 @@ async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
     mountWatch?.stop();
     clearInterval(heartbeat);
     control.close();
+    void metrics?.close();
     // Running migrations abort (source intact); interrupted ones keep their partial copy for --resume.
     void Promise.all(migrations.filter((m) => m.isRunning).map((m) => m.cancel())).then(() => fuse.unmount((err) => {
       if (err) {
@@ -225,13 +233,15 @@ async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
     }));
   };
 
+  const view = { record, fs: fsContext, startedAtMs: Date.now(), shutdown, migrations };
   const handlers = {
-    ...controlHandlers({ record, fs: fsContext, startedAtMs: Date.now(), shutdown, migrations }),
+    ...controlHandlers(view),
     ...migrationHandlers(services, migrations),
   };
   const control = new ControlServer(handlers, log);
   try {
     await control.listen(record.socket);
+    if (opts.metrics) metrics = await startMetrics(opts.metrics, opts.metricsPerFile, view, (err) => log.warn({ err }, 'a metrics scrape failed'));
     await writeRecord(opts.stateDir, record);
   } catch (err) {
     shutdown('start failed');
