@@ -203,6 +203,60 @@ describe('ferry mount --metrics (issue 31)', () => {
     expect(await lint((await getText({ port })).body)).toBe('0');
   });
 
+  it('a migration in mirror mode: its progress while it runs, then its mode, pass, mirrored writes and added latency as status and the done event have them', async () => {
+    const port = await freePort();
+    const m = await vmHome(await mounted(['--metrics', String(port)]), 16);
+    const writer = await startWriter({ file: join(m.mountpoint, 'vm1/disk.img'), modelOut: join(m.root, 'model'), seed: 7, maxWrite: 65536, bytesPerSec: 4 * MiB });
+    let copied = 0;
+    const running = migrate(m, join(m.mountpoint, 'vm1'), m.dest, ['--mode', 'mirror', '--rate-limit', '8M'], (e) => {
+      if (e.type === 'progress') copied = e.copiedBytes;
+    });
+    await waitFor(() => copied >= 2 * MiB, 20_000, 'the bulk copy to be under way');
+    const labels = `mount="${m.mountpoint}",migration="/vm1"`;
+    const during = (await getText({ port })).body;
+    expect(sample(during, `ferry_migration_state{${labels},state="bulk"}`)).toBe(1);
+    expect(sample(during, `ferry_migration_copied_bytes{${labels}}`)).toBeGreaterThanOrEqual(2 * MiB);
+    expect(sample(during, `ferry_migration_copy_rate_bytes_per_second{${labels}}`)).toBeGreaterThan(0);
+    expect(sample(during, `ferry_migration_downtime_seconds{${labels}}`)).toBeUndefined();
+    const run = await running.done;
+    await writer.stop();
+    expect(run.code, run.stderr).toBe(0);
+    const done = run.final!;
+    expect(done).toMatchObject({ type: 'done', mode: 'mirror' });
+    expect(done.mirroredWrites).toBeGreaterThan(0);
+    const last = (await m.status()).migrations[0];
+    const after = (await getText({ port })).body;
+    expect({
+      info: sample(after, `ferry_migration_info{${labels},destination="${m.dest}",mode="mirror"}`),
+      state: sample(after, `ferry_migration_state{${labels},state="done"}`),
+      pass: sample(after, `ferry_migration_pass{${labels}}`),
+      copied: sample(after, `ferry_migration_copied_bytes{${labels}}`),
+      total: sample(after, `ferry_migration_total_bytes{${labels}}`),
+      lastPassCopied: sample(after, `ferry_migration_last_pass_copied_bytes{${labels}}`),
+      dirty: sample(after, `ferry_migration_dirty_bytes{${labels}}`),
+      estimate: sample(after, `ferry_migration_estimated_switchover_seconds{${labels}}`),
+      rate: sample(after, `ferry_migration_copy_rate_bytes_per_second{${labels}}`),
+      downtime: sample(after, `ferry_migration_downtime_seconds{${labels}}`),
+      mirrored: sample(after, `ferry_migration_mirrored_writes{${labels}}`),
+      p50: sample(after, `ferry_migration_mirror_added_latency_p50_seconds{${labels}}`),
+      p99: sample(after, `ferry_migration_mirror_added_latency_p99_seconds{${labels}}`),
+    }).toEqual({
+      info: 1,
+      state: 1,
+      pass: last.progress.pass,
+      copied: done.copiedBytes,
+      total: done.totalBytes,
+      lastPassCopied: last.lastPass.copiedBytes,
+      dirty: last.lastPass.dirtyBytes,
+      estimate: last.lastPass.estimatedSwitchoverMs / 1000,
+      rate: 0,
+      downtime: done.downtimeMs / 1000,
+      mirrored: done.mirroredWrites,
+      p50: done.mirrorLatencyP50Ms / 1000,
+      p99: done.mirrorLatencyP99Ms / 1000,
+    });
+  });
+
   it('serves a Unix socket (the owner only) with --metrics-per-file one series per dirty file; without it, no file label', async () => {
     const root = await makeRoot();
     const socket = join(root, 'metrics.sock');
@@ -217,6 +271,14 @@ describe('ferry mount --metrics (issue 31)', () => {
     expect(status.trackedFiles.map((f: { path: string }) => f.path)).toEqual(['/a.img', '/b.img']);
     expect(sample(text, `ferry_dirty_files{mount="${m.mountpoint}"}`)).toBe(2);
     expect(await lint(text)).toBe('0');
+    // A socket someone serves is not taken over: another mount asking for it is refused.
+    const other = join(root, 'other');
+    await fsp.mkdir(join(other, 'ds'), { recursive: true });
+    await fsp.mkdir(join(other, 'mnt'));
+    const taken = await ferry(['mount', join(other, 'ds'), join(other, 'mnt'), '--state-dir', join(other, 'state'), '--metrics', `unix:${socket}`]);
+    expect({ code: taken.code, stderr: taken.stderr }).toEqual({ code: 2, stderr: `ferry: --metrics unix:${socket}: ${socket} is in use by another server: name another path\n` });
+    expect(await mountsUnder(join(other, 'mnt'))).toEqual([]);
+    expect((await getText({ socketPath: socket })).status).toBe(200);
 
     const port = await freePort();
     const plain = await mounted(['--metrics', String(port)]);
@@ -227,6 +289,11 @@ describe('ferry mount --metrics (issue 31)', () => {
 
     expect((await m.cli(['unmount', m.mountpoint])).code).toBe(0);
     expect(fs.existsSync(socket)).toBe(false);
+    // A socket file nobody serves (a killed daemon's) is replaced.
+    await run('python3', ['-c', `import socket; socket.socket(socket.AF_UNIX).bind(${JSON.stringify(socket)})`]);
+    expect(fs.statSync(socket).isSocket()).toBe(true);
+    expect((await m.remount()).code).toBe(0);
+    expect((await getText({ socketPath: socket })).status).toBe(200);
   });
 
   it('README lists every metric with its type, and the Grafana dashboard queries only metrics that exist', async () => {
