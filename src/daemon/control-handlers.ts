@@ -29,11 +29,11 @@ function openPaths(handles: FsContext['handles']): string {
 /** What `ferry status --json` reports of a mount; the metrics endpoint reads the same figures (src/metrics/). */
 export async function statusOf(view: DaemonView) {
   const { fs } = view;
-  const sizeOf = sizeReader(fs);
+  const lstat = lstatIn(fs);
   const files = [];
   for (const [path, file] of fs.tracker.entries()) {
     if (file.dirty.isEmpty()) continue;
-    const size = (await sizeOf(path)) ?? 0;
+    const size = await lstat(path).then((st) => Number(st.size), () => 0);
     files.push({ path, size, dirtyBytes: file.dirty.dirtyBytes(size) });
   }
   const openFiles = [...fs.handles.entries()].map(([fh, h]) => ({ fh, path: h.file.path, flags: h.flags }));
@@ -62,23 +62,18 @@ export async function statusOf(view: DaemonView) {
 
 export type MountStatus = Awaited<ReturnType<typeof statusOf>>;
 
-/** The size of the backing object that serves a mount path (lstat beneath its root, never through a symlink). */
-function sizeReader(fs: FsContext): (path: string) => Promise<number | undefined> {
+/** lstat of the backing object that serves a mount path, beneath its root and never through a symlink. */
+function lstatIn(fs: FsContext): (path: string) => Promise<BigIntStats> {
   const at = new Beneath(fs.io);
   return (path) => {
     const { root, rel } = fs.paths.place(path);
-    return root.use(rel, (fd, rel) => at.lstat(fd, rel)).then((st) => Number(st.size), () => undefined);
+    return root.use(rel, (fd, rel) => at.lstat(fd, rel));
   };
 }
 
 export function controlHandlers(view: DaemonView): Record<string, Handler> {
   const { fs } = view;
-  const at = new Beneath(fs.io);
-  /** lstat of the backing object that serves a mount path, beneath its root and never through a symlink. */
-  const lstat = (path: string): Promise<BigIntStats> => {
-    const { root, rel } = fs.paths.place(path);
-    return root.use(rel, (fd, rel) => at.lstat(fd, rel));
-  };
+  const lstat = lstatIn(fs);
   return {
     async ping() {
       return { pid: process.pid };
