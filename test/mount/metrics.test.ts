@@ -257,6 +257,32 @@ describe('ferry mount --metrics (issue 31)', () => {
     });
   });
 
+  it("shows the switchover's frozen subtree while it holds I/O, and its downtime after", async () => {
+    const port = await freePort();
+    const m = await mountFerry({ args: ['--metrics', String(port)], env: { FERRY_FAULTS: 'before-commit=pause:1500' } });
+    mounts.push(m);
+    await vmHome(m, 4);
+    const labels = `mount="${m.mountpoint}",migration="/vm1"`;
+    let switching = false;
+    const running = migrate(m, join(m.mountpoint, 'vm1'), m.dest, ['--max-downtime', '10s'], (e) => {
+      if (e.type === 'phase' && e.phase === 'switchover') switching = true;
+    });
+    await waitFor(() => switching, 20_000, 'the switchover');
+    let during = '';
+    await waitFor(async () => {
+      during = (await getText({ port })).body;
+      return sample(during, `ferry_frozen_subtrees{mount="${m.mountpoint}"}`) === 1;
+    }, 1_400, 'the freeze to show').catch(() => undefined);
+    expect(sample(during, `ferry_frozen_subtrees{mount="${m.mountpoint}"}`)).toBe(1);
+    expect(sample(during, `ferry_migration_state{${labels},state="switchover"}`)).toBe(1);
+    const run = await running.done;
+    expect(run.code, run.stderr).toBe(0);
+    const after = (await getText({ port })).body;
+    expect(sample(after, `ferry_frozen_subtrees{mount="${m.mountpoint}"}`)).toBe(0);
+    expect(run.final!.downtimeMs).toBeGreaterThanOrEqual(1500);
+    expect(sample(after, `ferry_migration_downtime_seconds{${labels}}`)).toBe(run.final!.downtimeMs / 1000);
+  });
+
   it('serves a Unix socket (the owner only) with --metrics-per-file one series per dirty file; without it, no file label', async () => {
     const root = await makeRoot();
     const socket = join(root, 'metrics.sock');
