@@ -30,8 +30,8 @@ import { Beneath } from '../util/beneath.js';
 import { DatastoreRecord } from '../state/datastore-record.js';
 import { missingBackings, reconcileRecord } from '../migrate/reconcile.js';
 import type { MetricsAddress } from '../metrics/address.js';
-import { startMetrics } from '../metrics/endpoint.js';
-import type { MetricsServer } from '../metrics/server.js';
+import { metricsRenderer } from '../metrics/endpoint.js';
+import { listenMetrics } from '../metrics/server.js';
 
 export interface DaemonOptions {
   datastore: string;
@@ -183,9 +183,14 @@ async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
   // Before the mount answers its first op: a write to an interrupted subtree is tracked and intent-logged from the
   // very first one, or a resume would miss it.
   for (const left of interrupted) migrations.push(Migration.interrupted(left, services));
+  // Listening first: an address that cannot be used is refused with nothing mounted.
+  const metrics = opts.metrics ? await listenMetrics(opts.metrics, (err) => log.warn({ err }, 'a metrics scrape failed')) : undefined;
   const fuse = new Fuse(mountpoint, createOps(fsContext), { timeout: false, mountOptions: mountOptions(opts), debug: process.env.FERRY_FUSE_DEBUG === '1' });
   await new Promise<void>((resolve, reject) => {
     fuse.mount((err) => (err ? reject(new UserError(`cannot mount ${mountpoint}: ${err.message}`, 1)) : resolve()));
+  }).catch(async (err: unknown) => {
+    await metrics?.close();
+    throw err;
   });
 
   // This daemon's entry in the mount table: its session lasts as long as that mount is in use.
@@ -207,7 +212,6 @@ async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
   let resolveStopped!: () => void;
   const stopped = new Promise<void>((resolve) => (resolveStopped = resolve));
   let stopping = false;
-  let metrics: MetricsServer | undefined;
   const watchdog = startWatchdog(fsContext.gate, log, native);
   const mountWatch = mounted ? watchMount(mounted, () => fsContext.handles.size, () => shutdown('the mount went away')) : undefined;
   const shutdown = (reason: string) => {
@@ -241,7 +245,7 @@ async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
   const control = new ControlServer(handlers, log);
   try {
     await control.listen(record.socket);
-    if (opts.metrics) metrics = await startMetrics(opts.metrics, opts.metricsPerFile, view, (err) => log.warn({ err }, 'a metrics scrape failed'));
+    metrics?.serve(metricsRenderer(view, opts.metricsPerFile));
     await writeRecord(opts.stateDir, record);
   } catch (err) {
     shutdown('start failed');

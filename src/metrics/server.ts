@@ -1,11 +1,12 @@
 import { createServer, type Server } from 'node:http';
 import { connect } from 'node:net';
 import { lstat, unlink } from 'node:fs/promises';
-import type { Registry } from 'prom-client';
 import { UserError, errnoCode, errorMessage } from '../util/user-error.js';
 import { formatMetricsAddress, type MetricsAddress } from './address.js';
 
 export interface MetricsServer {
+  /** From now on GET /metrics answers with what `render` gives; before, 503 (the mount is not up yet). */
+  serve(render: () => Promise<{ contentType: string; text: string }>): void;
   close(): Promise<void>;
 }
 
@@ -30,20 +31,24 @@ async function clearSocketPath(path: string, asked: string): Promise<void> {
 }
 
 /**
- * Serves GET /metrics in Prometheus's text format. `scrape` is awaited before each answer: it takes the figures that
- * the registry's metrics then read. A busy or unusable address is refused (exit 2) before the mount is announced.
+ * Listens for GET /metrics. Called before the FUSE mount: a busy or unusable address is refused (exit 2) with
+ * nothing mounted; `serve` gives it the figures once the mount is up.
  */
-export async function serveMetrics(address: MetricsAddress, registry: Registry, scrape: () => Promise<void>, onError: (err: unknown) => void): Promise<MetricsServer> {
+export async function listenMetrics(address: MetricsAddress, onError: (err: unknown) => void): Promise<MetricsServer> {
   const asked = formatMetricsAddress(address);
+  let render: (() => Promise<{ contentType: string; text: string }>) | undefined;
   const server: Server = createServer((req, res) => {
     if (req.method !== 'GET' || (req.url ?? '/').split('?')[0] !== '/metrics') {
       res.writeHead(404, { 'content-type': 'text/plain' }).end('ferry serves /metrics only\n');
       return;
     }
-    scrape()
-      .then(() => registry.metrics())
+    if (!render) {
+      res.writeHead(503, { 'content-type': 'text/plain' }).end('the mount is starting\n');
+      return;
+    }
+    render()
       .then(
-        (text) => res.writeHead(200, { 'content-type': registry.contentType }).end(text),
+        ({ contentType, text }) => res.writeHead(200, { 'content-type': contentType }).end(text),
         (err: unknown) => {
           onError(err);
           res.writeHead(500, { 'content-type': 'text/plain' }).end(`${errorMessage(err)}\n`);
@@ -65,6 +70,7 @@ export async function serveMetrics(address: MetricsAddress, registry: Registry, 
     if (previous !== undefined) process.umask(previous);
   }
   return {
+    serve: (given) => (render = given),
     close: () =>
       new Promise<void>((resolve) => {
         server.closeAllConnections();

@@ -137,6 +137,11 @@ describe('ferry mount --metrics (issue 31)', () => {
         expect(await mountsUnder(join(root, 'mnt'))).toEqual([]);
       }
       expect(await fsp.readFile(join(root, 'notes.txt'), 'utf8')).toBe('keep me');
+      // Refused before the FUSE mount, not mounted and taken down again (which raced `ferry mount`'s exit).
+      const fg = await ferry(['mount', join(root, 'ds'), join(root, 'mnt'), '--state-dir', join(root, 'state'), '--foreground', '--metrics', `127.0.0.1:${busy}`]);
+      expect(fg.code).toBe(2);
+      const logged = fg.stderr.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l).msg);
+      expect(logged).toEqual(['loaded fuse-native', 'mount refused']);
     } finally {
       await fsp.rm(root, { recursive: true, force: true });
     }
