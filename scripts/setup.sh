@@ -37,6 +37,8 @@ need_cmd prlimit util-linux
 need_cmd libvirtd libvirt-daemon-system
 need_pkg libvirt-daemon-driver-qemu
 need_cmd virsh libvirt-clients
+# Debian's Prometheus (and promtool) for test/mount/metrics.test.ts: it scrapes `ferry mount --metrics` for real.
+need_cmd prometheus prometheus
 for extra in ${FERRY_EXTRA_PACKAGES:-}; do dpkg -s "$extra" >/dev/null 2>&1 || missing+=("$extra"); done
 
 if ((${#missing[@]})); then

@@ -43,6 +43,7 @@ static void account (ferry_op_stats_t *s, int res, uint64_t started) {
   if (bucket >= FERRY_LAT_BUCKETS) bucket = FERRY_LAT_BUCKETS - 1;
   atomic_fetch_add_explicit(&s->ops, 1, memory_order_relaxed);
   atomic_fetch_add_explicit(&s->latency[bucket], 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(&s->latency_sum_us, us, memory_order_relaxed);
   if (res < 0) atomic_fetch_add_explicit(&s->errors, 1, memory_order_relaxed);
   else atomic_fetch_add_explicit(&s->bytes, (uint64_t) res, memory_order_relaxed);
 }

@@ -30,6 +30,7 @@
 typedef struct {
   _Atomic uint64_t ops, bytes, errors;
   _Atomic uint64_t latency[FERRY_LAT_BUCKETS]; // bucket b: [2^(b-1), 2^b) microseconds
+  _Atomic uint64_t latency_sum_us; // the histogram's sum, for the metrics endpoint (src/metrics/)
 } ferry_op_stats_t;
 
 typedef struct {

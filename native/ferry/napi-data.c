@@ -433,6 +433,8 @@ static void set_op_stats (napi_env env, napi_value obj, const char *prefix, ferr
   }
   snprintf(key, sizeof(key), "%sLatencyLog2Us", prefix);
   napi_set_named_property(env, obj, key, hist);
+  snprintf(key, sizeof(key), "%sLatencySumUs", prefix);
+  set_number(env, obj, key, (double) atomic_load(&s->latency_sum_us));
 }
 
 static napi_value dp_stats (napi_env env, napi_callback_info info) {

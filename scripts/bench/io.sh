@@ -8,6 +8,8 @@
 #            ferry-notrack   `ferry mount --no-track`, native data path
 #            ferry-noreadaround  `ferry mount --read-around 0`, native data path (not in the default set: a reader
 #                            for like-for-like comparisons with passthroughs that read only what is asked)
+#            ferry-metrics   `ferry mount --metrics`, native data path, scraped every 100 ms (scripts/bench/scrape.mjs;
+#                            not in the default set: side by side with ferry, what serving metrics costs)
 #            ferry-before    `ferry mount` of another built checkout (FERRY_BENCH_BEFORE), native data path: a
 #                            change side by side with the build before it
 #   jobs     seq write/read 1M (MB/s); 4K randwrite/randread with 1 and with 16 requests in flight
@@ -63,7 +65,7 @@ case $qd_engine in psync | libaio) ;; *) die "FERRY_BENCH_QD_ENGINE must be psyn
 size=$(numfmt --from=iec "${size_arg^^}" 2>/dev/null) || die "FERRY_BENCH_SIZE '$size_arg' is not a size"
 ((size >= 16 << 20 && size % (1 << 20) == 0)) || die "FERRY_BENCH_SIZE must be a whole number of MiB, at least 16M"
 for t in "${targets[@]}"; do
-  case $t in native | bindfs | ferry-js | ferry | ferry-notrack | ferry-noreadaround | ferry-before) ;; *) die "unknown target '$t'" ;; esac
+  case $t in native | bindfs | ferry-js | ferry | ferry-notrack | ferry-noreadaround | ferry-metrics | ferry-before) ;; *) die "unknown target '$t'" ;; esac
   if [ "$t" = ferry-before ]; then
     [ -f "$before/dist/cli/main.js" ] || die "FERRY_BENCH_BEFORE: $before/dist/cli/main.js is missing (run scripts/setup.sh there)"
   fi
@@ -95,6 +97,7 @@ cli_of() { if [ "$1" = ferry-before ]; then echo "$before/dist/cli/main.js"; els
 
 declare -A mnt_of=() kind_of=() daemon_pid=() file_of=() label_of=() skip_reason=()
 mounted=()           # mountpoints we made, in order
+scraper=""           # the ferry-metrics target's scraper (scripts/bench/scrape.mjs)
 tmpfs_mounted=0
 fusectl_mounted=0
 child=""             # the timeout(1) wrapping the running fio, if any
@@ -161,6 +164,7 @@ cleanup() {
   local rc=$?
   set +e
   trap - EXIT INT TERM HUP
+  [ -n "$scraper" ] && kill -TERM "$scraper" 2>/dev/null && wait "$scraper"
   if [ -n "$child" ] && kill -0 "$child" 2>/dev/null; then
     kill -TERM "$child" 2>/dev/null
     sleep 1
@@ -223,6 +227,7 @@ for t in "${targets[@]}"; do
     ferry) kind_of[$t]=ferry label_of[$t]="ferry native" ;;
     ferry-notrack) kind_of[$t]=ferry label_of[$t]="ferry native --no-track" ;;
     ferry-noreadaround) kind_of[$t]=ferry label_of[$t]="ferry native --read-around 0" ;;
+    ferry-metrics) kind_of[$t]=ferry label_of[$t]="ferry native --metrics, scraped every 100 ms" ;;
     ferry-before) kind_of[$t]=ferry label_of[$t]="ferry native, $(git -C "$before" log -1 --format=%h 2>/dev/null || echo before)" ;;
   esac
   if [ "$t" = native ]; then
@@ -253,10 +258,11 @@ for t in "${targets[@]}"; do
       run_bounded 60 bindfs "$store/$t" "$m" || die "bindfs mount failed"
       daemon_pid[$t]=$(pid_of_cmdline bindfs "$store/$t" "$m") || note "cannot find the bindfs process"
       ;;
-    ferry-js | ferry | ferry-notrack | ferry-noreadaround | ferry-before)
+    ferry-js | ferry | ferry-notrack | ferry-noreadaround | ferry-metrics | ferry-before)
       args=(mount "$store/$t" "$m" --state-dir "$state")
       [ "$t" = ferry-notrack ] && args+=(--no-track)
       [ "$t" = ferry-noreadaround ] && args+=(--read-around 0)
+      [ "$t" = ferry-metrics ] && args+=(--metrics "unix:$scratch/metrics.sock")
       native=1
       [ "$t" = ferry-js ] && native=0
       ferry_cmds+=("FERRY_NATIVE=$native node $(cli_of "$t" | sed "s|^$root/||") ${args[*]}")
@@ -264,6 +270,10 @@ for t in "${targets[@]}"; do
       run_bounded 60 env FERRY_NATIVE=$native node "$(cli_of "$t")" "${args[@]}" || die "ferry mount $m failed"
       daemon_pid[$t]=$(node "$(cli_of "$t")" status "$m" --json --state-dir "$state" |
         node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).pid))')
+      if [ "$t" = ferry-metrics ]; then
+        node "$here/scrape.mjs" "unix:$scratch/metrics.sock" 100 &
+        scraper=$!
+      fi
       ;;
   esac
   is_mounted "$m" || [ "$t" = native ] || die "$m is not mounted"

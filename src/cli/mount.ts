@@ -7,6 +7,7 @@ import { DEFAULT_SYSLOG_ADDRESS, LOG_TARGETS, syslogAddress, syslogPipeline, typ
 import { UserError } from '../util/user-error.js';
 import { parseBlockSize, parseReadAround } from '../util/size.js';
 import { parseBusyPoll } from '../util/duration.js';
+import { formatMetricsAddress, parseMetricsAddress } from '../metrics/address.js';
 import { action, warn } from './run.js';
 import { applyMountOptions } from './mount-options.js';
 
@@ -25,6 +26,8 @@ interface MountFlags {
   mmap?: boolean;
   clearDead?: boolean;
   track: boolean;
+  metrics?: string;
+  metricsPerFile?: boolean;
   options?: string;
 }
 
@@ -46,6 +49,8 @@ export function mountCommand(): Command {
     .option('--allow-other', 'let other users in, with kernel permission checks (default_permissions)')
     .option('--mmap', 'let files be mapped shared (MAP_SHARED): opens without O_DIRECT use the page cache')
     .option('--clear-dead', 'first clear a dead ferry mount a crashed daemon left at <mountpoint> (never a live one): for restarts by systemd')
+    .option('--metrics <address>', 'serve Prometheus metrics at http://<address>/metrics: host:port, a port (on 127.0.0.1), or unix:/path')
+    .option('--metrics-per-file', 'with --metrics: also one series per dirty file (unbounded: as many as files)')
     .option('--no-track', 'do not record dirty blocks (for benchmarks only: a migration needs tracking)')
     .option('-o, --options <list>', "the options above as mount(8) takes them (fstab, mount -t fuse.ferry): a long option's name with _ for - as the key, key=value or a bare flag (block_size=64K,allow_other,state_dir=/var/lib/ferry); mount(8)'s generic ones (rw, nofail, _netdev, noauto, dev, suid, x-systemd.*, ...) are ignored")
     .action(
@@ -55,6 +60,8 @@ export function mountCommand(): Command {
         const blockSize = parseBlockSize(flags.blockSize);
         const readAround = parseReadAround(flags.readAround);
         const busyPollNs = parseBusyPoll(flags.busyPoll);
+        const metrics = flags.metrics === undefined ? undefined : parseMetricsAddress(flags.metrics);
+        if (flags.metricsPerFile && !metrics) throw new UserError('--metrics-per-file goes with --metrics <address>');
         const stateDir = stateDirFrom(flags.stateDir);
         const logTarget = flags.logTarget ?? (flags.foreground && !flags.logFile ? 'stderr' : 'file');
         checkLogFlags(flags, logTarget);
@@ -76,6 +83,8 @@ export function mountCommand(): Command {
             mmap: !!flags.mmap,
             clearDead: !!flags.clearDead,
             track: flags.track,
+            ...(metrics && { metrics }),
+            metricsPerFile: !!flags.metricsPerFile,
             logLevel: flags.logLevel,
             logFormat: flags.logFormat,
             logFile,
@@ -96,6 +105,8 @@ export function mountCommand(): Command {
         if (flags.mmap) args.push('--mmap');
         if (flags.clearDead) args.push('--clear-dead');
         if (!flags.track) args.push('--no-track');
+        if (metrics) args.push('--metrics', formatMetricsAddress(metrics));
+        if (flags.metricsPerFile) args.push('--metrics-per-file');
         const { warnings } = await launchDaemon(fileURLToPath(new URL('./main.js', import.meta.url)), args, resolve(mountpoint), logFile);
         for (const warning of warnings) warn(warning);
       }),

@@ -26,49 +26,61 @@ function openPaths(handles: FsContext['handles']): string {
   return paths.length > NAMED_OPEN_FILES ? `${named} and ${paths.length - NAMED_OPEN_FILES} more` : named;
 }
 
-export function controlHandlers(view: DaemonView): Record<string, Handler> {
+/** What `ferry status --json` reports of a mount; the metrics endpoint reads the same figures (src/metrics/). */
+export async function statusOf(view: DaemonView) {
   const { fs } = view;
+  const lstat = lstatIn(fs);
+  const files = [];
+  for (const [path, file] of fs.tracker.entries()) {
+    if (file.dirty.isEmpty()) continue;
+    const size = await lstat(path).then((st) => Number(st.size), () => 0);
+    files.push({ path, size, dirtyBytes: file.dirty.dirtyBytes(size) });
+  }
+  const openFiles = [...fs.handles.entries()].map(([fh, h]) => ({ fh, path: h.file.path, flags: h.flags }));
+  // Ops answered in C count as reads and writes like those answered here; passed ones are counted here.
+  const dataPath = dataPathStatus(fs.native);
+  const ops = { ...fs.counters.ops };
+  if (dataPath.readOps) ops.read = (ops.read ?? 0) + dataPath.readOps;
+  if (dataPath.writeOps) ops.write = (ops.write ?? 0) + dataPath.writeOps;
+  return {
+    ...view.record,
+    uptimeMs: Date.now() - view.startedAtMs,
+    tracking: fs.tracker.enabled,
+    dataPath,
+    ops,
+    totalOps: fs.counters.totalOps + dataPath.readOps + dataPath.writeOps,
+    errors: fs.counters.errors + dataPath.errors,
+    bytesRead: fs.counters.bytesRead + dataPath.readBytes,
+    bytesWritten: fs.counters.bytesWritten + dataPath.writeBytes,
+    openFiles,
+    trackedFiles: files.sort((a, b) => a.path.localeCompare(b.path)),
+    dirtyBytes: files.reduce((sum, f) => sum + f.dirtyBytes, 0),
+    mappings: fs.paths.list(),
+    migrations: view.migrations.map(summarize),
+  };
+}
+
+export type MountStatus = Awaited<ReturnType<typeof statusOf>>;
+
+/** lstat of the backing object that serves a mount path, beneath its root and never through a symlink. */
+function lstatIn(fs: FsContext): (path: string) => Promise<BigIntStats> {
   const at = new Beneath(fs.io);
-  /** lstat of the backing object that serves a mount path, beneath its root and never through a symlink. */
-  const lstat = (path: string): Promise<BigIntStats> => {
+  return (path) => {
     const { root, rel } = fs.paths.place(path);
     return root.use(rel, (fd, rel) => at.lstat(fd, rel));
   };
-  const sizeOf = (path: string): Promise<number | undefined> => lstat(path).then((st) => Number(st.size), () => undefined);
+}
+
+export function controlHandlers(view: DaemonView): Record<string, Handler> {
+  const { fs } = view;
+  const lstat = lstatIn(fs);
   return {
     async ping() {
       return { pid: process.pid };
     },
 
     async status() {
-      const files = [];
-      for (const [path, file] of fs.tracker.entries()) {
-        if (file.dirty.isEmpty()) continue;
-        const size = (await sizeOf(path)) ?? 0;
-        files.push({ path, size, dirtyBytes: file.dirty.dirtyBytes(size) });
-      }
-      const openFiles = [...fs.handles.entries()].map(([fh, h]) => ({ fh, path: h.file.path, flags: h.flags }));
-      // Ops answered in C count as reads and writes like those answered here; passed ones are counted here.
-      const dataPath = dataPathStatus(fs.native);
-      const ops = { ...fs.counters.ops };
-      if (dataPath.readOps) ops.read = (ops.read ?? 0) + dataPath.readOps;
-      if (dataPath.writeOps) ops.write = (ops.write ?? 0) + dataPath.writeOps;
-      return {
-        ...view.record,
-        uptimeMs: Date.now() - view.startedAtMs,
-        tracking: fs.tracker.enabled,
-        dataPath,
-        ops,
-        totalOps: fs.counters.totalOps + dataPath.readOps + dataPath.writeOps,
-        errors: fs.counters.errors + dataPath.errors,
-        bytesRead: fs.counters.bytesRead + dataPath.readBytes,
-        bytesWritten: fs.counters.bytesWritten + dataPath.writeBytes,
-        openFiles,
-        trackedFiles: files.sort((a, b) => a.path.localeCompare(b.path)),
-        dirtyBytes: files.reduce((sum, f) => sum + f.dirtyBytes, 0),
-        mappings: fs.paths.list(),
-        migrations: view.migrations.map(summarize),
-      };
+      return statusOf(view);
     },
 
     async dirty(params) {

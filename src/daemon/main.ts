@@ -30,6 +30,9 @@ import { SocketInodes } from '../fs/socket-inodes.js';
 import { Beneath } from '../util/beneath.js';
 import { DatastoreRecord } from '../state/datastore-record.js';
 import { missingBackings, reconcileRecord } from '../migrate/reconcile.js';
+import type { MetricsAddress } from '../metrics/address.js';
+import { metricsRenderer } from '../metrics/endpoint.js';
+import { listenMetrics } from '../metrics/server.js';
 
 export interface DaemonOptions {
   datastore: string;
@@ -50,6 +53,9 @@ export interface DaemonOptions {
   logTarget: LogTarget;
   logFile?: string;
   syslogAddress?: string;
+  /** Where to serve Prometheus metrics (--metrics); none: no port is opened. */
+  metrics?: MetricsAddress;
+  metricsPerFile: boolean;
 }
 
 /**
@@ -180,9 +186,14 @@ async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
   // Before the mount answers its first op: a write to an interrupted subtree is tracked and intent-logged from the
   // very first one, or a resume would miss it.
   for (const left of interrupted) migrations.push(Migration.interrupted(left, services));
+  // Listening first: an address that cannot be used is refused with nothing mounted.
+  const metrics = opts.metrics ? await listenMetrics(opts.metrics, (err) => log.warn({ err }, 'a metrics scrape failed')) : undefined;
   const fuse = new Fuse(mountpoint, createOps(fsContext), { timeout: false, mountOptions: mountOptions(opts), debug: process.env.FERRY_FUSE_DEBUG === '1' });
   await new Promise<void>((resolve, reject) => {
     fuse.mount((err) => (err ? reject(new UserError(`cannot mount ${mountpoint}: ${err.message}`, 1)) : resolve()));
+  }).catch(async (err: unknown) => {
+    await metrics?.close();
+    throw err;
   });
 
   // This daemon's entry in the mount table: its session lasts as long as that mount is in use.
@@ -214,6 +225,7 @@ async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
     mountWatch?.stop();
     clearInterval(heartbeat);
     control.close();
+    void metrics?.close();
     // Running migrations abort (source intact); interrupted ones keep their partial copy for --resume.
     void Promise.all(migrations.filter((m) => m.isRunning).map((m) => m.cancel())).then(() => fuse.unmount((err) => {
       if (err) {
@@ -228,13 +240,15 @@ async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
     }));
   };
 
+  const view = { record, fs: fsContext, startedAtMs: Date.now(), shutdown, migrations };
   const handlers = {
-    ...controlHandlers({ record, fs: fsContext, startedAtMs: Date.now(), shutdown, migrations }),
+    ...controlHandlers(view),
     ...migrationHandlers(services, migrations),
   };
   const control = new ControlServer(handlers, log);
   try {
     await control.listen(record.socket);
+    metrics?.serve(metricsRenderer(view, opts.metricsPerFile));
     await writeRecord(opts.stateDir, record);
   } catch (err) {
     shutdown('start failed');

@@ -114,10 +114,13 @@ declare module 'fuse-native' {
     readBytes: number;
     readErrors: number;
     readLatencyLog2Us: number[];
+    /** The latencies' sum, µs. */
+    readLatencySumUs: number;
     writeOps: number;
     writeBytes: number;
     writeErrors: number;
     writeLatencyLog2Us: number[];
+    writeLatencySumUs: number;
     /** Ops the native path handed to JavaScript (frozen path, intent not vouched for, map too small). */
     passedOps: number;
     /** Guest writes the native path also wrote to a migration's destination (mirror mode). */

@@ -116,6 +116,11 @@ export class IoGate {
     return total;
   }
 
+  /** Subtrees frozen now (a switchover in progress); the metrics endpoint reports it. */
+  get frozenCount(): number {
+    return this.frozen.length;
+  }
+
   get waitingCount(): number {
     return this.waiting.length;
   }
