@@ -20,6 +20,8 @@ import { createLogger, type LogFormat, type LogTarget } from './logger.js';
 import { exposure, octal, type Exposure } from './exposure.js';
 import { startWatchdog } from './watchdog.js';
 import { migrationHandlers } from './migration-handlers.js';
+import { evacuationHandlers } from './evacuation-handlers.js';
+import type { Evacuation } from '../evacuate/evacuation.js';
 import { DatastoreState, HEARTBEAT_MS } from '../state/datastore-state.js';
 import { Migration, type MountServices } from '../migrate/engine.js';
 import { recoverMigrations } from '../migrate/recovery.js';
@@ -159,6 +161,7 @@ async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
     sockets: new SocketInodes(),
   };
   const migrations: Migration[] = [];
+  const evacuations: Evacuation[] = [];
   const services: MountServices = {
     mountpoint,
     paths,
@@ -211,7 +214,9 @@ async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
     mountWatch?.stop();
     clearInterval(heartbeat);
     control.close();
-    // Running migrations abort (source intact); interrupted ones keep their partial copy for --resume.
+    // Evacuations stop first (no pending home starts); running migrations abort (source intact); interrupted ones
+    // keep their partial copy for --resume.
+    for (const e of evacuations) if (e.state === 'running') void e.cancel();
     void Promise.all(migrations.filter((m) => m.isRunning).map((m) => m.cancel())).then(() => fuse.unmount((err) => {
       if (err) {
         log.warn({ err: err.message }, 'fusermount failed, detaching lazily');
@@ -225,9 +230,11 @@ async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
     }));
   };
 
+  const forMigrations = migrationHandlers(services, migrations);
   const handlers = {
-    ...controlHandlers({ record, fs: fsContext, startedAtMs: Date.now(), shutdown, migrations }),
-    ...migrationHandlers(services, migrations),
+    ...controlHandlers({ record, fs: fsContext, startedAtMs: Date.now(), shutdown, migrations, evacuations }),
+    ...forMigrations,
+    ...evacuationHandlers(services, migrations, evacuations, forMigrations),
   };
   const control = new ControlServer(handlers, log);
   try {

@@ -1,0 +1,77 @@
+import type { Handler } from '../control/server.js';
+import { ControlError, booleanParam, stringParam } from '../control/protocol.js';
+import type { Migration, MountServices } from '../migrate/engine.js';
+import { RefusedError } from '../migrate/preflight.js';
+import { Beneath } from '../util/beneath.js';
+import { Evacuation } from '../evacuate/evacuation.js';
+import { ORDERS, planEvacuation, type Order } from '../evacuate/plan.js';
+import { isWithin } from '../util/paths.js';
+import { migrationOptions, numberParam, virtualParam } from './migration-handlers.js';
+
+function orderParam(params: Record<string, unknown>): Order {
+  const order = params.order ?? 'name';
+  if (!ORDERS.includes(order as Order)) throw new ControlError('EINVAL', `parameter 'order' must be one of ${ORDERS.join(', ')}`);
+  return order as Order;
+}
+
+function globsParam(params: Record<string, unknown>): string[] {
+  const globs = params.exclude ?? [];
+  if (!Array.isArray(globs) || globs.some((g) => typeof g !== 'string' || g === '')) throw new ControlError('EINVAL', "parameter 'exclude' must be a list of globs");
+  return globs as string[];
+}
+
+/**
+ * `evacuate`, and `cancel` / `set-rate` of a directory an evacuation is emptying (any other path goes on to the
+ * migration's verbs in `migrations`).
+ */
+export function evacuationHandlers(services: MountServices, migrations: Migration[], evacuations: Evacuation[], forMigrations: Record<string, Handler>): Record<string, Handler> {
+  const at = new Beneath(services.io);
+  const active = (path: string) => evacuations.find((e) => e.isActive && e.virtual === path);
+  return {
+    async evacuate(params, emit) {
+      const virtual = virtualParam(params);
+      const parallel = numberParam(params, 'parallel', 2, 1);
+      if (!Number.isInteger(parallel)) throw new ControlError('EINVAL', "parameter 'parallel' must be a whole number >= 1");
+      const options = migrationOptions(params);
+      const running = evacuations.find((e) => e.isActive && (isWithin(e.virtual, virtual) || isWithin(virtual, e.virtual)));
+      if (running) throw new ControlError('EREFUSED', `${virtual} overlaps the running evacuation of ${running.virtual} (ferry cancel ${running.virtual} stops it)`);
+      let plan;
+      try {
+        plan = await planEvacuation(services, at, {
+          virtual,
+          dest: stringParam(params, 'to'),
+          order: orderParam(params),
+          orderGiven: params.order !== undefined,
+          exclude: globsParam(params),
+          fit: booleanParam(params, 'fit'),
+        });
+      } catch (err) {
+        if (err instanceof RefusedError) throw new ControlError('EREFUSED', err.message);
+        throw err;
+      }
+      if (booleanParam(params, 'dryRun')) return { type: 'plan', ...plan, parallel };
+      // Checked again after the plan's awaits: two evacuations of one directory never both start.
+      if (active(virtual)) throw new ControlError('EREFUSED', `${virtual} is being evacuated already`);
+      const evacuation = new Evacuation(plan, parallel, options, services, (m) => migrations.push(m));
+      evacuations.push(evacuation);
+      const detach = booleanParam(params, 'detach');
+      if (!detach) evacuation.onEvent(emit);
+      const finished = evacuation.start();
+      if (detach) return { id: evacuation.id, detached: true, homes: plan.homes.length };
+      return finished;
+    },
+
+    async cancel(params, emit) {
+      const evacuation = active(virtualParam(params));
+      if (!evacuation) return forMigrations.cancel(params, emit);
+      return { ...(await evacuation.cancel()), evacuation: evacuation.summary() };
+    },
+
+    async 'set-rate'(params, emit) {
+      const evacuation = active(virtualParam(params));
+      if (!evacuation) return forMigrations['set-rate'](params, emit);
+      evacuation.setRateLimit(numberParam(params, 'rateLimit', 0, 0));
+      return evacuation.summary();
+    },
+  };
+}
