@@ -21,6 +21,7 @@ interface EvacuateFlags {
   maxIterations: string;
   rateLimit?: string;
   setRate?: string;
+  resume?: boolean;
   keepSource?: boolean;
   guestIoPriority?: boolean;
   detach?: boolean;
@@ -66,6 +67,7 @@ function printPlan(plan: Plan): void {
 /** One line per evacuation event (the migrations' own events go to --json only). */
 function showEvent(event: Event): void {
   if (event.type === 'planned') printPlan(event as unknown as Plan);
+  else if (event.type === 'resumed') console.log(`resumed, ${event.parallel} at a time`);
   else if (event.type === 'started' && event.home) console.log(`${event.home}: started (migration ${event.migration})`);
   else if (event.type === 'finished') console.log(`${event.home}: ${event.state}${event.reason ? ` (${event.reason})` : ''}, ${formatBytes(Number(event.bytesCopied))} copied`);
   else if (event.type === 'pass' && event.home) console.log(`${event.home}: pass ${Number(event.pass) + 1}, ${formatBytes(Number(event.copiedBytes))} copied`);
@@ -85,6 +87,7 @@ export function evacuateCommand(): Command {
     .option('--max-downtime <duration>', 'each move: longest allowed I/O freeze at its switchover', '5s')
     .option('--max-iterations <n>', 'each move: give up after this many copy passes without converging', '30')
     .option('--rate-limit <bytes/s>', 'one copy budget shared by all running moves, e.g. 200M')
+    .option('--resume', 'continue an evacuation interrupted by a crash of the daemon (see ferry status): moved homes stay, interrupted moves resume, pending ones start')
     .option('--set-rate <bytes/s>', 'change the shared budget of the running evacuation of <dir> (0 = unlimited)')
     .option('--guest-io-priority', "each move: pause its copy while the guest writes heavily")
     .option('--keep-source', 'leave the source files in place after each switch')
@@ -92,7 +95,7 @@ export function evacuateCommand(): Command {
     .option('--json', 'print one JSON object per event: the plan, each move (tagged with its home), the totals')
     .option('--state-dir <dir>', 'state dir (default $FERRY_STATE_DIR or /var/lib/ferry)')
     .action(
-      action(async (dir: string, flags: EvacuateFlags) => {
+      action(async (dir: string, flags: EvacuateFlags, command: Command) => {
         const { record, inside } = await locate(stateDirFrom(flags.stateDir), dir);
         if (flags.setRate !== undefined) {
           const rateLimit = parseRate(flags.setRate);
@@ -101,10 +104,23 @@ export function evacuateCommand(): Command {
           console.log(`shared rate limit of the evacuation of ${inside}: ${rateLimit ? `${formatBytes(rateLimit)}/s` : 'unlimited'}`);
           return;
         }
-        if (!flags.to) throw new UserError('missing --to <dest-dir>: where should the homes go?');
-        const params = {
+        if (flags.resume && flags.to !== undefined) throw new UserError('--resume continues to the destination the interrupted evacuation recorded: leave out --to');
+        if (!flags.to && !flags.resume) throw new UserError('missing --to <dest-dir>: where should the homes go?');
+        const fromCli = (name: string) => command.getOptionValueSource(name) === 'cli';
+        if (flags.resume) {
+          for (const name of ['order', 'exclude', 'fit', 'dryRun', 'mode', 'maxDowntime', 'maxIterations', 'keepSource', 'guestIoPriority']) {
+            if (fromCli(name)) throw new UserError(`--resume keeps the plan and options the interrupted evacuation recorded: leave out --${name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`);
+          }
+        }
+        const method = flags.resume ? 'evacuate-resume' : 'evacuate';
+        const params = flags.resume ? {
           path: inside,
-          to: resolve(flags.to),
+          ...(fromCli('parallel') && { parallel: wholeNumber(flags.parallel, '--parallel') }),
+          ...(fromCli('rateLimit') && { rateLimit: parseRate(flags.rateLimit!) }),
+          detach: !!flags.detach,
+        } : {
+          path: inside,
+          to: resolve(flags.to!),
           parallel: wholeNumber(flags.parallel, '--parallel'),
           ...(flags.order && { order: flags.order }),
           exclude: flags.exclude,
@@ -126,7 +142,7 @@ export function evacuateCommand(): Command {
           return;
         }
         if (flags.detach) {
-          const started = (await request(record.socket, 'evacuate', params)) as { id: string; homes: number };
+          const started = (await request(record.socket, method, params)) as { id: string; homes: number };
           if (flags.json) return printJson({ type: 'started', ...started });
           console.log(`evacuation ${started.id} of ${inside} started (${started.homes} homes); follow it with \`ferry status ${record.mountpoint}\``);
           return;
@@ -138,13 +154,13 @@ export function evacuateCommand(): Command {
           process.stderr.write('\nferry: cancelling the evacuation (Ctrl-C again to stop waiting)\n');
           void request(record.socket, 'cancel', { path: inside }).catch(() => undefined);
         });
-        const totals = (await request(record.socket, 'evacuate', params, {
+        const totals = (await request(record.socket, method, params, {
           onEvent: (event) => (flags.json ? printJson(event) : showEvent(event as Event)),
-        })) as { state: string; moved: number; failed: number; cancelled: number; refused: number; left: number; bytesCopied: number; durationMs: number };
+        })) as { state: string; moved: number; failed: number; cancelled: number; refused: number; left: number; bytesCopied: number; durationMs: number; error?: string };
         const line = `${totals.moved} moved, ${totals.failed} failed, ${totals.cancelled} cancelled, ${totals.refused} refused, ${totals.left} did not fit; ${formatBytes(totals.bytesCopied)} copied in ${(totals.durationMs / 1000).toFixed(1)} s`;
-        if (totals.failed > 0 || totals.state === 'cancelled') {
+        if (totals.failed > 0 || totals.state === 'cancelled' || totals.error) {
           useJsonErrors(false);
-          fail(`evacuation of ${inside} ${totals.state === 'cancelled' ? 'cancelled' : 'incomplete'}: ${line}; the VMs not moved run on the source`, 1);
+          fail(`evacuation of ${inside} ${totals.state === 'cancelled' ? 'cancelled' : 'incomplete'}: ${line}; the VMs not moved run on the source${totals.error ? `; ${totals.error}` : ''}`, 1);
         }
         if (!flags.json) console.log(`evacuated ${inside}: ${line}`);
       }),

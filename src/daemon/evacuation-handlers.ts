@@ -50,14 +50,41 @@ export function evacuationHandlers(services: MountServices, migrations: Migratio
         throw err;
       }
       if (booleanParam(params, 'dryRun')) return { type: 'plan', ...plan, parallel };
-      // Checked again after the plan's awaits: two evacuations of one directory never both start.
+      // Checked again after the plan's awaits, and listed before the next await: two evacuations of one directory
+      // never both start.
       if (active(virtual)) throw new ControlError('EREFUSED', `${virtual} is being evacuated already`);
-      const evacuation = new Evacuation(plan, parallel, options, services, (m) => migrations.push(m));
+      const evacuation = Evacuation.create(plan, parallel, options, services, (m) => migrations.push(m));
       evacuations.push(evacuation);
       const detach = booleanParam(params, 'detach');
       if (!detach) evacuation.onEvent(emit);
-      const finished = evacuation.start();
+      let finished;
+      try {
+        finished = await evacuation.start();
+      } catch (err) {
+        // Its record could not be written: nothing started.
+        evacuations.splice(evacuations.indexOf(evacuation), 1);
+        throw err;
+      }
       if (detach) return { id: evacuation.id, detached: true, homes: plan.homes.length };
+      return finished;
+    },
+
+    async 'evacuate-resume'(params, emit) {
+      const virtual = virtualParam(params);
+      const evacuation = evacuations.find((e) => e.virtual === virtual && e.state === 'interrupted');
+      if (!evacuation) {
+        const other = evacuations.find((e) => e.virtual === virtual && e.isActive);
+        throw new ControlError(other ? 'ESTATE' : 'ENOENT', other ? `the evacuation of ${virtual} is ${other.state}, not interrupted: nothing to resume` : `no interrupted evacuation of ${virtual} (see ferry status)`);
+      }
+      const changes = {
+        ...(params.parallel !== undefined && { parallel: numberParam(params, 'parallel', 2, 1) }),
+        ...(params.rateLimit !== undefined && { rateLimit: numberParam(params, 'rateLimit', 0, 0) }),
+      };
+      if (changes.parallel !== undefined && !Number.isInteger(changes.parallel)) throw new ControlError('EINVAL', "parameter 'parallel' must be a whole number >= 1");
+      const detach = booleanParam(params, 'detach');
+      if (!detach) evacuation.onEvent(emit);
+      const finished = evacuation.resume(changes);
+      if (detach) return { id: evacuation.id, detached: true, homes: evacuation.homes.length };
       return finished;
     },
 

@@ -21,7 +21,8 @@ import { exposure, octal, type Exposure } from './exposure.js';
 import { startWatchdog } from './watchdog.js';
 import { migrationHandlers } from './migration-handlers.js';
 import { evacuationHandlers } from './evacuation-handlers.js';
-import type { Evacuation } from '../evacuate/evacuation.js';
+import { Evacuation } from '../evacuate/evacuation.js';
+import { readRecords as readEvacuationRecords } from '../evacuate/record.js';
 import { DatastoreState, HEARTBEAT_MS } from '../state/datastore-state.js';
 import { Migration, type MountServices } from '../migrate/engine.js';
 import { recoverMigrations } from '../migrate/recovery.js';
@@ -180,6 +181,12 @@ async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
   // Before the mount answers its first op: a write to an interrupted subtree is tracked and intent-logged from the
   // very first one, or a resume would miss it.
   for (const left of interrupted) migrations.push(Migration.interrupted(left, services));
+  // Evacuations a crash left: interrupted, their homes read against what recovery made of their migrations.
+  for (const record of await readEvacuationRecords(state)) {
+    const evacuation = Evacuation.recover(record, services, migrations, (m) => migrations.push(m));
+    evacuations.push(evacuation);
+    log.warn({ evacuation: record.id, virtual: record.virtual }, 'evacuation interrupted by a crash: continue it with ferry evacuate --resume, or ferry cancel');
+  }
   const fuse = new Fuse(mountpoint, createOps(fsContext), { timeout: false, mountOptions: mountOptions(opts), debug: process.env.FERRY_FUSE_DEBUG === '1' });
   await new Promise<void>((resolve, reject) => {
     fuse.mount((err) => (err ? reject(new UserError(`cannot mount ${mountpoint}: ${err.message}`, 1)) : resolve()));
