@@ -1,16 +1,18 @@
 import { Command, Option } from 'commander';
-import { resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { request } from '../control/client.js';
 import { stateDirFrom } from '../state/state-dir.js';
 import { parseDuration } from '../util/duration.js';
 import { formatBytes } from '../util/size.js';
 import { UserError } from '../util/user-error.js';
+import { domainHome, domainNames } from './libvirt.js';
 import { locate } from './locate.js';
 import { parseRate } from './migrate.js';
 import { action, fail, printJson, useJsonErrors } from './run.js';
 
 interface EvacuateFlags {
   to?: string;
+  domains?: boolean;
   parallel: string;
   order?: string;
   exclude: string[];
@@ -73,11 +75,31 @@ function showEvent(event: Event): void {
   else if (event.type === 'pass' && event.home) console.log(`${event.home}: pass ${Number(event.pass) + 1}, ${formatBytes(Number(event.copiedBytes))} copied`);
 }
 
+/**
+ * The names (under `dir`) of the homes of libvirt's domains that live directly in it. A domain whose files are
+ * outside every ferry mount is another datastore's: not a refusal here, just not one of these.
+ */
+async function domainHomesIn(stateDir: string, dir: string, json: boolean): Promise<string[]> {
+  const names: string[] = [];
+  for (const domain of await domainNames()) {
+    const home = await domainHome(stateDir, domain).catch((err: unknown) => {
+      if (err instanceof UserError && err.exitCode === 2 && /outside any ferry mount|no file-backed disk/.test(err.message)) return undefined;
+      throw err;
+    });
+    if (home === undefined || dirname(home) !== dir) continue;
+    if (json) printJson({ type: 'domain', domain, home });
+    else console.log(`domain ${domain}: its home is ${home}`);
+    names.push(basename(home));
+  }
+  return names;
+}
+
 export function evacuateCommand(): Command {
   return new Command('evacuate')
     .description('move every VM home directly under a directory of a ferry mount to another datastore, live, a few at a time')
     .argument('<dir>', 'a directory inside a ferry mount (its root, or any directory in it) whose subdirectories are VM homes')
     .option('--to <dest-dir>', 'an existing directory outside the mount: each home moves to <dest-dir>/<name>')
+    .option('--domains', 'move only the homes of libvirt domains (as ferry migrate --domain finds them) directly under <dir>')
     .option('--parallel <n>', 'moves at once', '2')
     .addOption(new Option('--order <order>', 'which homes start first (default name; with --fit: largest)').choices(['smallest', 'largest', 'name']))
     .option('--exclude <glob>', 'leave out the homes whose name matches (repeatable)', (glob: string, all: string[]) => [...all, glob], [] as string[])
@@ -112,6 +134,8 @@ export function evacuateCommand(): Command {
             if (fromCli(name)) throw new UserError(`--resume keeps the plan and options the interrupted evacuation recorded: leave out --${name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`);
           }
         }
+        if (flags.resume && flags.domains) throw new UserError('--resume keeps the plan the interrupted evacuation recorded: leave out --domains');
+        const only = flags.domains && !flags.resume ? await domainHomesIn(stateDirFrom(flags.stateDir), join(record.mountpoint, inside), !!flags.json) : undefined;
         const method = flags.resume ? 'evacuate-resume' : 'evacuate';
         const params = flags.resume ? {
           path: inside,
@@ -124,6 +148,7 @@ export function evacuateCommand(): Command {
           parallel: wholeNumber(flags.parallel, '--parallel'),
           ...(flags.order && { order: flags.order }),
           exclude: flags.exclude,
+          ...(only && { only }),
           fit: !!flags.fit,
           dryRun: !!flags.dryRun,
           mode: flags.mode,

@@ -14,9 +14,10 @@ function orderParam(params: Record<string, unknown>): Order {
   return order as Order;
 }
 
-function globsParam(params: Record<string, unknown>): string[] {
-  const globs = params.exclude ?? [];
-  if (!Array.isArray(globs) || globs.some((g) => typeof g !== 'string' || g === '')) throw new ControlError('EINVAL', "parameter 'exclude' must be a list of globs");
+/** A list of names or globs. */
+function globsParam(params: Record<string, unknown>, name: string): string[] {
+  const globs = params[name] ?? [];
+  if (!Array.isArray(globs) || globs.some((g) => typeof g !== 'string' || g === '')) throw new ControlError('EINVAL', `parameter '${name}' must be a list of non-empty strings`);
   return globs as string[];
 }
 
@@ -42,7 +43,8 @@ export function evacuationHandlers(services: MountServices, migrations: Migratio
           dest: stringParam(params, 'to'),
           order: orderParam(params),
           orderGiven: params.order !== undefined,
-          exclude: globsParam(params),
+          exclude: globsParam(params, 'exclude'),
+          ...(params.only !== undefined && { only: globsParam(params, 'only') }),
           fit: booleanParam(params, 'fit'),
         });
       } catch (err) {

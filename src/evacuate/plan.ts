@@ -52,6 +52,8 @@ export interface PlanRequest {
   dest: string;
   order: Order;
   exclude: string[];
+  /** --domains: only these names (the homes of libvirt's domains there); others are not considered at all. */
+  only?: string[];
   /** Move what fits (in `order`, largest first by default) instead of refusing a plan that does not. */
   fit: boolean;
   /** `order` was given: --fit keeps it rather than going largest first. */
@@ -101,7 +103,7 @@ export async function planEvacuation(services: MountServices, at: Beneath, reque
   const { existing, missing } = await resolveOutsideMount(dest, mountpoint);
   if (missing.length > 0 || !(await fsp.stat(existing)).isDirectory()) throw new RefusedError(`destination ${dest} is not an existing directory: create it first`);
 
-  const names = await homeNames(services, at, virtual);
+  const names = (await homeNames(services, at, virtual)).filter((name) => !request.only || request.only.includes(name));
   const homes: HomePlan[] = [];
   const refused: Refusal[] = [];
   const excluded: string[] = [];
@@ -153,7 +155,7 @@ export async function planEvacuation(services: MountServices, at: Beneath, reque
     moving = moving.filter((h) => taken.includes(h));
   }
   if (moving.length === 0) {
-    const why = refused.length > 0 ? `: ${refused.map((r) => `${r.name} (${r.reason})`).join('; ')}` : left.length > 0 ? ': none fits' : excluded.length > 0 ? ': --exclude left out every home' : ': it holds no directory';
+    const why = refused.length > 0 ? `: ${refused.map((r) => `${r.name} (${r.reason})`).join('; ')}` : left.length > 0 ? ': none fits' : excluded.length > 0 ? ': --exclude left out every home' : request.only ? ': no libvirt domain has its home directly in it' : ': it holds no directory';
     throw new RefusedError(`nothing to evacuate in ${virtual}${why}`);
   }
   return { virtual, dest: existing, homes: moving, refused, excluded, left, neededBytes: moving.reduce((sum, h) => sum + h.neededBytes, 0), freeBytes };
