@@ -135,7 +135,7 @@ export function evacuateCommand(): Command {
           }
         }
         if (flags.resume && flags.domains) throw new UserError('--resume keeps the plan the interrupted evacuation recorded: leave out --domains');
-        const only = flags.domains && !flags.resume ? await domainHomesIn(stateDirFrom(flags.stateDir), join(record.mountpoint, inside), !!flags.json) : undefined;
+        const only = flags.domains && !flags.resume ? await domainHomesIn(stateDirFrom(flags.stateDir), resolve(join(record.mountpoint, inside)), !!flags.json) : undefined;
         const method = flags.resume ? 'evacuate-resume' : 'evacuate';
         const params = flags.resume ? {
           path: inside,

@@ -317,6 +317,29 @@ describe.skipIf(!libvirtInstalled)('a libvirt domain on a ferry mount', () => {
   });
 });
 
+describe.skipIf(!libvirtInstalled)('ferry evacuate --domains', () => {
+  it("plans only the homes of libvirt's domains directly under the directory; excluding them leaves nothing (exit 2)", async () => {
+    const m = await vmHomeOnFerry();
+    await fsp.mkdir(join(m.datastore, 'not-a-domain'));
+    await fsp.writeFile(join(m.datastore, 'not-a-domain', 'f'), 'x');
+    const name = domainName();
+    const xml = join(m.root, 'evacuate.xml');
+    await fsp.writeFile(xml, domainXml({ name, kernel: m.kernel, initrd: m.initrd, params: {}, disks: [m.disk], console: join(m.root, 'c.log') }));
+    defined.push(name);
+    expect((await virsh(['define', xml])).code).toBe(0);
+    const r = await m.cli(['evacuate', m.mountpoint, '--domains', '--to', join(m.root, 'b'), '--dry-run', '--json'], { LIBVIRT_DEFAULT_URI: URI });
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    const lines = r.stdout.trim().split('\n').map((line) => JSON.parse(line));
+    expect(lines.filter((l) => l.type === 'domain')).toEqual([{ type: 'domain', domain: name, home: m.home }]);
+    expect(lines.at(-1).homes.map((h: { name: string }) => h.name)).toEqual(['vm1']);
+    const none = await m.cli(['evacuate', m.mountpoint, '--domains', '--exclude', 'vm*', '--to', join(m.root, 'b')], { LIBVIRT_DEFAULT_URI: URI });
+    expect(none.stderr).toBe('ferry: nothing to evacuate in /: --exclude left out every home\n');
+    expect(none.code).toBe(2);
+    expect(fs.existsSync(join(m.root, 'b', 'vm1'))).toBe(false);
+  });
+});
+
 describe('ferry migrate --domain without libvirt, or with a path too', () => {
   it('refuses cleanly when virsh is not installed', async () => {
     const m = await mountFerry();
