@@ -7,6 +7,7 @@ import { formatBytes } from '../util/size.js';
 import { UserError } from '../util/user-error.js';
 import { domainHome, domainNames } from './libvirt.js';
 import { locate } from './locate.js';
+import { EvacuationTable } from './evacuate-progress.js';
 import { parseRate } from './migrate.js';
 import { action, fail, printJson, useJsonErrors } from './run.js';
 
@@ -179,9 +180,16 @@ export function evacuateCommand(): Command {
           process.stderr.write('\nferry: cancelling the evacuation (Ctrl-C again to stop waiting)\n');
           void request(record.socket, 'cancel', { path: inside }).catch(() => undefined);
         });
+        const table = !flags.json && process.stdout.isTTY ? new EvacuationTable((text) => process.stdout.write(text)) : undefined;
+        const show = (event: Event) => {
+          if (!table) return showEvent(event);
+          if (event.type === 'planned') printPlan(event as unknown as Plan);
+          table.show(event);
+        };
         const totals = (await request(record.socket, method, params, {
-          onEvent: (event) => (flags.json ? printJson(event) : showEvent(event as Event)),
+          onEvent: (event) => (flags.json ? printJson(event) : show(event as Event)),
         })) as { state: string; moved: number; failed: number; cancelled: number; refused: number; left: number; bytesCopied: number; durationMs: number; error?: string };
+        table?.stop();
         const line = `${totals.moved} moved, ${totals.failed} failed, ${totals.cancelled} cancelled, ${totals.refused} refused, ${totals.left} did not fit; ${formatBytes(totals.bytesCopied)} copied in ${(totals.durationMs / 1000).toFixed(1)} s`;
         if (totals.failed > 0 || totals.state === 'cancelled' || totals.error) {
           useJsonErrors(false);

@@ -151,7 +151,7 @@ export class Evacuation {
     if (changes.parallel !== undefined) this.parallel = changes.parallel;
     if (changes.rateLimit !== undefined) this.options.rateLimit = changes.rateLimit;
     this.state = 'running';
-    this.emit({ type: 'resumed', id: this.id, homes: this.homes.map(({ name, state }) => ({ name, state })), parallel: this.parallel });
+    this.emit({ type: 'resumed', id: this.id, homes: this.homes.map(({ name, state, bytes }) => ({ name, state, bytes })), parallel: this.parallel });
     this.finished = this.run();
     return this.finished;
   }

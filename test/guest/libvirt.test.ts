@@ -326,8 +326,8 @@ describe.skipIf(!libvirtInstalled)('ferry evacuate with libvirt', () => {
     const name = domainName();
     const console1 = join(m.root, 'console-1.log');
     const seeds = [311, 312];
-    await createDomain(m, name, { seed: seeds[0], seconds: 15, bs: 4096, region: REGION, fsync: 64, direct: true }, console1);
-    const plain = await bootGuest({ evidence: m.evidence, image: join(m.mountpoint, 'vm2/disk.raw'), params: { seed: seeds[1], seconds: 15, bs: 4096, region: REGION, fsync: 64 } });
+    await createDomain(m, name, { seed: seeds[0], seconds: 25, bs: 4096, region: REGION, fsync: 64, direct: true }, console1);
+    const plain = await bootGuest({ evidence: m.evidence, image: join(m.mountpoint, 'vm2/disk.raw'), params: { seed: seeds[1], seconds: 25, bs: 4096, region: REGION, fsync: 64 } });
     await waitConsole(console1, 'FERRY-WORKLOAD-START');
     await plain.started;
     await new Promise((r) => setTimeout(r, 1000));

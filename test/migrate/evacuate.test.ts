@@ -7,7 +7,7 @@ import { forceUnmount, listTree, mountFerry, mountsUnder, type TestMount } from 
 import { waitFor } from '../helpers/migration.js';
 import { evacuate, mostAtOnce } from '../helpers/evacuation.js';
 import { startWriter } from '../helpers/writer.js';
-import { hasExited, run } from '../helpers/cli.js';
+import { CLI, hasExited, run } from '../helpers/cli.js';
 
 // Issue 30: `ferry evacuate` moves every VM home under a directory, a few at a time, each an ordinary migration.
 const MiB = 1 << 20;
@@ -282,5 +282,24 @@ describe('ferry evacuate', () => {
     expect((await m.cli(['unmount', m.mountpoint])).code).toBe(0);
     expect((await m.remount()).code).toBe(0);
     expect((await m.status()).evacuations).toEqual([]);
+  });
+
+  it('on a TTY: one line per home (state, bytes, pass, rate, time left) and a total line, redrawn in place', async () => {
+    const m = (mount = await mountFerry());
+    await makeHomes(m, { 'vm-1': { 'disk.img': randomBytes(4 * MiB) }, 'vm-2': { 'disk.img': randomBytes(4 * MiB) } });
+    const dest = join(m.root, 'dest');
+    await fsp.mkdir(dest);
+    const quote = (s: string) => `'${s}'`;
+    const command = [process.execPath, CLI, 'evacuate', m.mountpoint, '--to', dest, '--rate-limit', '4M', '--state-dir', m.stateDir].map(quote).join(' ');
+    const r = await run('script', ['-qec', command, '/dev/null']);
+    expect(r.code, r.stdout).toBe(0);
+    const screen = r.stdout.replace(/\r/g, '');
+    // While copying: the home's phase, its bytes, its pass, the rate and the time left; a total line below.
+    expect(screen).toMatch(/\x1b\[2K {2}vm-[12] +bulk copy +[\d.]+ [KM]iB of 4\.00 MiB, pass 1, [\d.]+ [KM]iB\/s, ~\d+ s left\n/);
+    expect(screen).toMatch(/\x1b\[2K {2}total +[01]\/2 moved +[\d.]+ [KM]iB of 8\.0[01] MiB, [\d.]+ [KM]iB\/s\n/);
+    // Redrawn in place: the cursor goes back up over the table (two homes and the total).
+    expect(screen).toContain('\x1b[3A\x1b[0J');
+    expect(screen).toMatch(/\x1b\[2K {2}vm-1 +moved +4\.00 MiB of 4\.00 MiB\n\x1b\[2K {2}vm-2 +moved +4\.00 MiB of 4\.00 MiB\n\x1b\[2K {2}total +2\/2 moved +8\.00 MiB of 8\.00 MiB\n/);
+    expect(screen).toMatch(/evacuated \/: 2 moved, 0 failed/);
   });
 });
