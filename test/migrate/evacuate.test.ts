@@ -54,6 +54,39 @@ async function expectFiles(dir: string, files: Record<string, Buffer>, what: str
 
 const home = (events: Record<string, any>[], name: string, type: string) => events.filter((e) => e.home === name && e.type === type);
 
+/**
+ * Four homes evacuated two at a time at 8M shared; the daemon is killed (kill -9) once vm-1 has moved and vm-2 has
+ * copied for over 2 s (so it has checkpointed), then the mount is cleared and made again.
+ */
+async function evacuationCrashed(): Promise<{ m: TestMount; homes: Homes; dest: string }> {
+    const m = (mount = await mountFerry());
+    const homes: Homes = {
+      'vm-1': { 'disk.img': randomBytes(4 * MiB) },
+      'vm-2': { 'disk.img': randomBytes(24 * MiB), 'vm.cfg': Buffer.from('2\n') },
+      'vm-3': { 'disk.img': randomBytes(24 * MiB) },
+      'vm-4': { 'disk.img': randomBytes(4 * MiB) },
+    };
+    await makeHomes(m, homes);
+    const dest = join(m.root, 'dest');
+    await fsp.mkdir(dest);
+    const { pid } = await m.status();
+    const events: Record<string, any>[] = [];
+    const running = evacuate(m, m.mountpoint, dest, ['--parallel', '2', '--rate-limit', '8M'], (e) => events.push(e));
+    // vm-1 moved, vm-2 and vm-3 copying for over 2 s (a checkpoint each), vm-4 pending.
+    await waitFor(() => events.some((e) => e.home === 'vm-1' && e.type === 'finished'), 60_000, 'vm-1 moved');
+    await waitFor(() => events.some((e) => e.home === 'vm-2' && e.type === 'progress' && e.copiedBytes > 12 * MiB), 60_000, 'vm-2 half copied');
+    process.kill(pid, 'SIGKILL');
+    const first = await running.done;
+    expect(first.code).toBe(1);
+    expect(first.stderr).toMatch(/closed the connection|cannot reach the daemon/);
+    expect(home(first.events, 'vm-1', 'finished')).toEqual([expect.objectContaining({ state: 'moved' })]);
+    await waitFor(() => hasExited(pid), 10_000, 'the daemon to die');
+    expect((await m.cli(['unmount', m.mountpoint, '--force'])).code).toBe(0);
+    const again = await m.remount();
+    expect(again.code, again.stderr).toBe(0);
+    return { m, homes, dest };
+}
+
 describe('ferry evacuate', () => {
   it('five homes, --parallel 2, one shared budget: the hard-linked home is refused, four move byte-exact, never more than two at once', async () => {
     const m = (mount = await mountFerry());
@@ -223,32 +256,7 @@ describe('ferry evacuate', () => {
   });
 
   it('kill -9 of the daemon mid-evacuation: the remount lists it interrupted with its homes; --resume ends with every home moved, byte-exact', async () => {
-    const m = (mount = await mountFerry());
-    const homes: Homes = {
-      'vm-1': { 'disk.img': randomBytes(4 * MiB) },
-      'vm-2': { 'disk.img': randomBytes(24 * MiB), 'vm.cfg': Buffer.from('2\n') },
-      'vm-3': { 'disk.img': randomBytes(24 * MiB) },
-      'vm-4': { 'disk.img': randomBytes(4 * MiB) },
-    };
-    await makeHomes(m, homes);
-    const dest = join(m.root, 'dest');
-    await fsp.mkdir(dest);
-    const { pid } = await m.status();
-    const events: Record<string, any>[] = [];
-    const running = evacuate(m, m.mountpoint, dest, ['--parallel', '2', '--rate-limit', '8M'], (e) => events.push(e));
-    // vm-1 moved, vm-2 and vm-3 copying for over 2 s (a checkpoint each), vm-4 pending.
-    await waitFor(() => events.some((e) => e.home === 'vm-1' && e.type === 'finished'), 60_000, 'vm-1 moved');
-    await waitFor(() => events.some((e) => e.home === 'vm-2' && e.type === 'progress' && e.copiedBytes > 12 * MiB), 60_000, 'vm-2 half copied');
-    process.kill(pid, 'SIGKILL');
-    const first = await running.done;
-    expect(first.code).toBe(1);
-    expect(first.stderr).toMatch(/closed the connection|cannot reach the daemon/);
-    expect(home(first.events, 'vm-1', 'finished')).toEqual([expect.objectContaining({ state: 'moved' })]);
-    await waitFor(() => hasExited(pid), 10_000, 'the daemon to die');
-    expect((await m.cli(['unmount', m.mountpoint, '--force'])).code).toBe(0);
-    const again = await m.remount();
-    expect(again.code, again.stderr).toBe(0);
-
+    const { m, homes, dest } = await evacuationCrashed();
     const text = await m.cli(['status', m.mountpoint]);
     expect(text.code).toBe(4);
     expect(text.stdout).toMatch(/evacuation \w+: \/ → .*\/dest \(INTERRUPTED by a crash: `ferry evacuate --resume` continues it/);
@@ -301,5 +309,26 @@ describe('ferry evacuate', () => {
     expect(screen).toContain('\x1b[3A\x1b[0J');
     expect(screen).toMatch(/\x1b\[2K {2}vm-1 +moved +4\.00 MiB of 4\.00 MiB\n\x1b\[2K {2}vm-2 +moved +4\.00 MiB of 4\.00 MiB\n\x1b\[2K {2}total +2\/2 moved +8\.00 MiB of 8\.00 MiB\n/);
     expect(screen).toMatch(/evacuated \/: 2 moved, 0 failed/);
+  });
+
+  it('kill -9 mid-evacuation, then ferry cancel <dir> gives up the rest: the interrupted move is undone, sources intact, the moved home stays', async () => {
+    const { m, homes, dest } = await evacuationCrashed();
+    const cancel = await m.cli(['cancel', m.mountpoint]);
+    expect(cancel.stderr).toBe('');
+    expect(cancel.code).toBe(0);
+    expect(cancel.stdout).toBe('cancelled the evacuation of /: 1 moved (they stay moved), 3 cancelled and 0 failed (those run on the source)\n');
+    await expectFiles(join(dest, 'vm-1'), homes['vm-1'], 'vm-1 moved');
+    expect(await fsp.readdir(dest)).toEqual(['vm-1']);
+    for (const name of ['vm-2', 'vm-3', 'vm-4']) {
+      await expectFiles(join(m.datastore, name), homes[name], `${name} source intact`);
+      await expectFiles(join(m.mountpoint, name), homes[name], `${name} served`);
+    }
+    const status = await m.cli(['status', m.mountpoint, '--json']);
+    expect(status.code).toBe(0);
+    expect(JSON.parse(status.stdout).evacuations).toEqual([expect.objectContaining({ state: 'cancelled' })]);
+    expect((await m.cli(['evacuate', m.mountpoint, '--resume'])).stderr).toBe('ferry: no interrupted evacuation of / (see ferry status)\n');
+    expect((await m.cli(['unmount', m.mountpoint])).code).toBe(0);
+    expect((await m.remount()).code).toBe(0);
+    expect((await m.status()).evacuations).toEqual([]);
   });
 });
