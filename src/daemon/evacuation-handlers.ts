@@ -34,8 +34,11 @@ export function evacuationHandlers(services: MountServices, migrations: Migratio
       const parallel = numberParam(params, 'parallel', 2, 1);
       if (!Number.isInteger(parallel)) throw new ControlError('EINVAL', "parameter 'parallel' must be a whole number >= 1");
       const options = migrationOptions(params);
-      const running = evacuations.find((e) => e.isActive && (isWithin(e.virtual, virtual) || isWithin(virtual, e.virtual)));
-      if (running) throw new ControlError('EREFUSED', `${virtual} overlaps the running evacuation of ${running.virtual} (ferry cancel ${running.virtual} stops it)`);
+      const overlapping = () => {
+        const other = evacuations.find((e) => e.isActive && (isWithin(e.virtual, virtual) || isWithin(virtual, e.virtual)));
+        if (other) throw new ControlError('EREFUSED', `${virtual} overlaps the ${other.state} evacuation of ${other.virtual} (ferry cancel ${other.virtual} stops it)`);
+      };
+      overlapping();
       let plan;
       try {
         plan = await planEvacuation(services, at, {
@@ -52,9 +55,9 @@ export function evacuationHandlers(services: MountServices, migrations: Migratio
         throw err;
       }
       if (booleanParam(params, 'dryRun')) return { type: 'plan', ...plan, parallel };
-      // Checked again after the plan's awaits, and listed before the next await: two evacuations of one directory
-      // never both start.
-      if (active(virtual)) throw new ControlError('EREFUSED', `${virtual} is being evacuated already`);
+      // Checked again after the plan's awaits, and listed before the next await: two evacuations of overlapping
+      // directories never both start.
+      overlapping();
       const evacuation = Evacuation.create(plan, parallel, options, services, (m) => migrations.push(m));
       evacuations.push(evacuation);
       const detach = booleanParam(params, 'detach');

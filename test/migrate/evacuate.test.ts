@@ -240,6 +240,11 @@ describe('ferry evacuate', () => {
     const events: Record<string, any>[] = [];
     const running = evacuate(m, m.mountpoint, dest, ['--parallel', '1', '--rate-limit', '8M'], (e) => events.push(e));
     await waitFor(() => events.some((e) => e.home === 'vm-2' && e.type === 'progress' && e.copiedBytes > 0), 60_000, 'vm-2 copying');
+    // One evacuation of a directory at a time (of one inside it too).
+    await fsp.mkdir(join(m.root, 'dest2'));
+    const second = await m.cli(['evacuate', join(m.mountpoint, 'vm-3'), '--to', join(m.root, 'dest2')]);
+    expect(second.stderr).toBe('ferry: /vm-3 overlaps the running evacuation of / (ferry cancel / stops it)\n');
+    expect(second.code).toBe(2);
     const cancel = await m.cli(['cancel', m.mountpoint]);
     expect(cancel.stderr).toBe('');
     expect(cancel.code).toBe(0);
