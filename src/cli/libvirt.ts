@@ -58,6 +58,11 @@ export function parseNvram(xml: string): string[] {
   return files;
 }
 
+/** Every domain libvirt knows, running or not. */
+export async function domainNames(): Promise<string[]> {
+  return (await virsh(['list', '--all', '--name'], '')).split('\n').map((l) => l.trim()).filter(Boolean);
+}
+
 export async function domainFiles(domain: string): Promise<DomainFiles> {
   const disks = parseDomblklist(await virsh(['domblklist', '--details', domain], domain));
   const nvram = parseNvram(await virsh(['dumpxml', domain], domain));

@@ -32,7 +32,7 @@ interface Final {
 }
 
 /** Bytes per second, e.g. 100M or 100M/s; 0 means unlimited. */
-function parseRate(input: string): number {
+export function parseRate(input: string): number {
   return input.trim() === '0' ? 0 : parseSize(input.replace(/\/s$/, ''), '--rate-limit');
 }
 
@@ -148,8 +148,8 @@ async function setRate(path: string, flags: MigrateFlags): Promise<void> {
 
 export function cancelCommand(): Command {
   return new Command('cancel')
-    .description('cancel a running migration: the VM stays on the source, the partial copy is removed')
-    .argument('<path>', 'the path being migrated, inside a ferry mount')
+    .description('cancel a running migration (the VM stays on the source, the partial copy is removed) or evacuation')
+    .argument('<path>', 'the path being migrated or evacuated, inside a ferry mount')
     .option('--json', 'print the migration as JSON')
     .option('--state-dir <dir>', 'state dir (default $FERRY_STATE_DIR or /var/lib/ferry)')
     .action(
@@ -157,6 +157,12 @@ export function cancelCommand(): Command {
         const { record, inside } = await locate(stateDirFrom(flags.stateDir), path);
         const summary = await request(record.socket, 'cancel', { path: inside });
         if (flags.json) return printJson(summary);
+        const evacuation = (summary as { evacuation?: unknown; moved?: number; cancelled?: number; failed?: number }).evacuation;
+        if (evacuation) {
+          const { moved, cancelled, failed } = summary as Record<string, number>;
+          console.log(`cancelled the evacuation of ${inside}: ${moved} moved (they stay moved), ${cancelled} cancelled and ${failed} failed (those run on the source)`);
+          return;
+        }
         const left = (summary as { result?: { message?: string } }).result?.message?.match(/; (the partial copy .*could not be removed.*?)(;|$)/)?.[1];
         console.log(`cancelled the migration of ${inside}; the source is intact${left ? `; ${left}` : ''}`);
       }),

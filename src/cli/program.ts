@@ -4,6 +4,7 @@ import { unmountCommand } from './unmount.js';
 import { dirtyCommand } from './dirty.js';
 import { statusCommand } from './status.js';
 import { migrateCommand, cancelCommand } from './migrate.js';
+import { evacuateCommand } from './evacuate.js';
 import { demoCommand } from './demo.js';
 import { completionCommand } from './completion.js';
 
@@ -43,6 +44,12 @@ const EXAMPLES: Record<string, [string, string][]> = {
     ['ferry migrate /mnt/ferry/vm1 --set-rate 50M', 'throttle the running migration'],
     ['ferry migrate /mnt/ferry/vm1 --resume', 'after a crash of the daemon'],
   ],
+  evacuate: [
+    ['ferry evacuate /mnt/ferry --to /slow --dry-run', 'the plan: sizes, refusals, free space'],
+    ['ferry evacuate /mnt/ferry/cold --to /slow --parallel 2 --rate-limit 200M', 'two at a time, 200M/s for both'],
+    ['ferry evacuate /mnt/ferry --set-rate 50M', 'a new shared budget for the running moves'],
+    ['ferry cancel /mnt/ferry', 'running moves abort, moved ones stay'],
+  ],
 };
 
 function examplesText(examples: [string, string][]): string {
@@ -65,7 +72,7 @@ export function buildProgram(): Command {
     .description('live storage migration for running virtual machines')
     .version('0.1.0')
     .addHelpText('after', AFTER_HELP);
-  for (const command of [mountCommand(), unmountCommand(), migrateCommand(), cancelCommand(), statusCommand(), dirtyCommand(), demoCommand()]) {
+  for (const command of [mountCommand(), unmountCommand(), migrateCommand(), evacuateCommand(), cancelCommand(), statusCommand(), dirtyCommand(), demoCommand()]) {
     const examples = EXAMPLES[command.name()];
     if (examples) command.addHelpText('after', examplesText(examples));
     program.addCommand(styled(command, `ferry ${command.name()}`));

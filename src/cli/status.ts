@@ -42,6 +42,19 @@ interface MountStatus extends MountRecord {
   trackedFiles?: { path: string; size: number; dirtyBytes: number }[];
   mappings?: { virtual: string; backing: string }[];
   migrations?: MigrationStatus[];
+  evacuations?: EvacuationStatus[];
+}
+
+interface EvacuationStatus {
+  id: string;
+  path: string;
+  destination: string;
+  state: string;
+  parallel: number;
+  rateLimit: number;
+  homes: { name: string; bytes: number; state: string; phase?: string; progress?: ProgressFigures; reason?: string }[];
+  refused: { name: string; reason: string }[];
+  left: string[];
 }
 
 async function statusOf(record: MountRecord): Promise<MountStatus> {
@@ -58,7 +71,7 @@ async function statusOf(record: MountRecord): Promise<MountStatus> {
 /** 0 when all is well; else the code of the worst trouble: a mount down, then a migration waiting for a user. */
 function exitCodeOf(statuses: MountStatus[]): number {
   if (statuses.some((s) => s.state !== 'running')) return STATUS_EXIT.mountDown;
-  if (statuses.some((s) => s.migrations?.some(needsAttention))) return STATUS_EXIT.migrationNeedsAttention;
+  if (statuses.some((s) => s.migrations?.some(needsAttention) || s.evacuations?.some((e) => e.state === 'interrupted'))) return STATUS_EXIT.migrationNeedsAttention;
   return STATUS_EXIT.ok;
 }
 
@@ -140,6 +153,20 @@ function printHuman(s: MountStatus, all: boolean): void {
   const hidden = all ? new Set() : new Set(ended.slice(0, Math.max(0, ended.length - PAST_SHOWN)));
   for (const m of migrations) if (!hidden.has(m)) console.log(`  migration ${m.id}: ${m.path} → ${m.destination} (${migrationText(m)})`);
   if (hidden.size > 0) console.log(`  ${hidden.size} older migration${hidden.size === 1 ? '' : 's'} not shown (--all)`);
+  for (const e of s.evacuations ?? []) printEvacuation(e);
+}
+
+/** An evacuation and its per-home table. */
+function printEvacuation(e: EvacuationStatus): void {
+  const what = e.state === 'interrupted' ? 'INTERRUPTED by a crash: `ferry evacuate --resume` continues it, `ferry cancel` gives up the rest' : e.state;
+  const rate = e.rateLimit > 0 ? `, ${formatBytes(e.rateLimit)}/s shared` : '';
+  console.log(`  evacuation ${e.id}: ${e.path} → ${e.destination} (${what}; ${e.parallel} at a time${rate})`);
+  for (const h of e.homes) {
+    const doing = h.progress ? `, ${h.phase === 'bulk' ? 'bulk copy' : h.phase} (pass ${h.progress.pass + 1}): ${progressText(h.progress)}` : '';
+    console.log(`    ${h.name.padEnd(16)} ${h.state.padEnd(11)} ${formatBytes(h.bytes).padStart(10)}${doing}${h.reason ? `: ${h.reason}` : ''}`);
+  }
+  for (const r of e.refused) console.log(`    ${r.name.padEnd(16)} refused: ${r.reason}`);
+  for (const name of e.left) console.log(`    ${name.padEnd(16)} stays: did not fit`);
 }
 
 export function statusCommand(): Command {
@@ -156,7 +183,7 @@ export function statusCommand(): Command {
         'Exit status:',
         `  ${STATUS_EXIT.ok}  all mounts answer and no migration needs attention`,
         `  ${STATUS_EXIT.mountDown}  a mount is dead or unresponsive (\`ferry unmount --force <mountpoint>\` clears it)`,
-        `  ${STATUS_EXIT.migrationNeedsAttention}  a migration is interrupted (\`ferry migrate --resume\` or \`ferry cancel\`) or its abort is stuck (\`ferry cancel\`)`,
+        `  ${STATUS_EXIT.migrationNeedsAttention}  a migration or evacuation is interrupted (\`ferry migrate --resume\`, \`ferry evacuate --resume\` or \`ferry cancel\`) or an abort is stuck (\`ferry cancel\`)`,
         '  1  an error (a daemon that fails to answer is reported as unresponsive, exit 3)',
         "  2  bad input, such as a --state-dir that is not ferry's",
       ].join('\n'),

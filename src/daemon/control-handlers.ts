@@ -6,6 +6,7 @@ import { ControlError, booleanParam } from '../control/protocol.js';
 import type { MountRecord } from '../state/registry.js';
 import { errnoCode } from '../util/user-error.js';
 import type { Migration } from '../migrate/engine.js';
+import type { Evacuation } from '../evacuate/evacuation.js';
 import { summarize, virtualParam } from './migration-handlers.js';
 import { dataPathStatus } from '../fs/native-stats.js';
 
@@ -14,6 +15,7 @@ export interface DaemonView {
   fs: FsContext;
   startedAtMs: number;
   migrations: Migration[];
+  evacuations: Evacuation[];
   shutdown(reason: string): void;
 }
 
@@ -57,6 +59,7 @@ export async function statusOf(view: DaemonView) {
     dirtyBytes: files.reduce((sum, f) => sum + f.dirtyBytes, 0),
     mappings: fs.paths.list(),
     migrations: view.migrations.map(summarize),
+    evacuations: view.evacuations.map((e) => e.summary()),
   };
 }
 

@@ -21,6 +21,9 @@ import { createLogger, type LogFormat, type LogTarget } from './logger.js';
 import { exposure, octal, type Exposure } from './exposure.js';
 import { startWatchdog } from './watchdog.js';
 import { migrationHandlers } from './migration-handlers.js';
+import { evacuationHandlers } from './evacuation-handlers.js';
+import { Evacuation } from '../evacuate/evacuation.js';
+import { readRecords as readEvacuationRecords } from '../evacuate/record.js';
 import { DatastoreState, HEARTBEAT_MS } from '../state/datastore-state.js';
 import { Migration, type MountServices } from '../migrate/engine.js';
 import { recoverMigrations } from '../migrate/recovery.js';
@@ -168,6 +171,7 @@ async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
     sockets: new SocketInodes(),
   };
   const migrations: Migration[] = [];
+  const evacuations: Evacuation[] = [];
   const services: MountServices = {
     mountpoint,
     paths,
@@ -188,6 +192,12 @@ async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
   for (const left of interrupted) migrations.push(Migration.interrupted(left, services));
   // Listening first: an address that cannot be used is refused with nothing mounted.
   const metrics = opts.metrics ? await listenMetrics(opts.metrics, (err) => log.warn({ err }, 'a metrics scrape failed')) : undefined;
+  // Evacuations a crash left: interrupted, their homes read against what recovery made of their migrations.
+  for (const record of await readEvacuationRecords(state)) {
+    const evacuation = Evacuation.recover(record, services, migrations, (m) => migrations.push(m));
+    evacuations.push(evacuation);
+    log.warn({ evacuation: record.id, virtual: record.virtual }, 'evacuation interrupted by a crash: continue it with ferry evacuate --resume, or ferry cancel');
+  }
   const fuse = new Fuse(mountpoint, createOps(fsContext), { timeout: false, mountOptions: mountOptions(opts), debug: process.env.FERRY_FUSE_DEBUG === '1' });
   await new Promise<void>((resolve, reject) => {
     fuse.mount((err) => (err ? reject(new UserError(`cannot mount ${mountpoint}: ${err.message}`, 1)) : resolve()));
@@ -226,7 +236,9 @@ async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
     clearInterval(heartbeat);
     control.close();
     void metrics?.close();
-    // Running migrations abort (source intact); interrupted ones keep their partial copy for --resume.
+    // Evacuations stop first (no pending home starts); running migrations abort (source intact); interrupted ones
+    // keep their partial copy for --resume.
+    for (const e of evacuations) if (e.state === 'running') void e.cancel();
     void Promise.all(migrations.filter((m) => m.isRunning).map((m) => m.cancel())).then(() => fuse.unmount((err) => {
       if (err) {
         log.warn({ err: err.message }, 'fusermount failed, detaching lazily');
@@ -240,10 +252,12 @@ async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
     }));
   };
 
-  const view = { record, fs: fsContext, startedAtMs: Date.now(), shutdown, migrations };
+  const view = { record, fs: fsContext, startedAtMs: Date.now(), shutdown, migrations, evacuations };
+  const forMigrations = migrationHandlers(services, migrations);
   const handlers = {
     ...controlHandlers(view),
-    ...migrationHandlers(services, migrations),
+    ...forMigrations,
+    ...evacuationHandlers(services, migrations, evacuations, forMigrations),
   };
   const control = new ControlServer(handlers, log);
   try {

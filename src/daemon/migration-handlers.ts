@@ -5,7 +5,7 @@ import { RefusedError } from '../migrate/preflight.js';
 import type { Verb } from '../migrate/job.js';
 import { isReserved } from '../fs/reserved.js';
 
-function numberParam(params: Record<string, unknown>, name: string, fallback: number, min: number): number {
+export function numberParam(params: Record<string, unknown>, name: string, fallback: number, min: number): number {
   const value = params[name] ?? fallback;
   if (typeof value !== 'number' || !Number.isFinite(value) || value < min) throw new ControlError('EINVAL', `parameter '${name}' must be a number >= ${min}`);
   return value;
@@ -58,6 +58,18 @@ function resumeOptions(params: Record<string, unknown>): Partial<MigrationOption
   return changed;
 }
 
+/** The options of a new migration (each move of an evacuation gets them too). */
+export function migrationOptions(params: Record<string, unknown>): Omit<MigrationOptions, 'virtual' | 'dest'> {
+  return {
+    mode: modeParam(params),
+    guestIoPriority: booleanParam(params, 'guestIoPriority'),
+    maxDowntimeMs: numberParam(params, 'maxDowntimeMs', 5000, 1),
+    maxIterations: numberParam(params, 'maxIterations', 30, 1),
+    rateLimit: numberParam(params, 'rateLimit', 0, 0),
+    keepSource: booleanParam(params, 'keepSource'),
+  };
+}
+
 export function migrationHandlers(services: MountServices, migrations: Migration[]): Record<string, Handler> {
   /**
    * The migration of `path` a verb is about, asked through its job's verb table (src/migrate/job.ts): the newest
@@ -76,16 +88,7 @@ export function migrationHandlers(services: MountServices, migrations: Migration
       // The preflight looks at the backing store, where the record is: it is not the mount's to move.
       if (isReserved(virtualParam(params))) throw new ControlError('EREFUSED', `no such file or directory in the mount: ${virtualParam(params)}`);
       const migration = new Migration(
-        {
-          virtual: virtualParam(params),
-          dest: stringParam(params, 'to'),
-          mode: modeParam(params),
-          guestIoPriority: booleanParam(params, 'guestIoPriority'),
-          maxDowntimeMs: numberParam(params, 'maxDowntimeMs', 5000, 1),
-          maxIterations: numberParam(params, 'maxIterations', 30, 1),
-          rateLimit: numberParam(params, 'rateLimit', 0, 0),
-          keepSource: booleanParam(params, 'keepSource'),
-        },
+        { virtual: virtualParam(params), dest: stringParam(params, 'to'), ...migrationOptions(params) },
         services,
       );
       const detach = booleanParam(params, 'detach');

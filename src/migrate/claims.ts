@@ -42,15 +42,20 @@ export class Claims {
     if (![...this.held.values()].some((c) => c.virtual === claim.virtual)) this.paths.unpin(claim.virtual);
   }
 
-  private check(owner: object, claim: Claim): void {
+  /** Why a claim of `virtual` (and `dest`) would be refused now, or undefined: for plans that take nothing yet. */
+  conflict(virtual: string, dest?: string, owner?: object): string | undefined {
     for (const [other, held] of this.held) {
       if (other === owner) continue;
-      if (isWithin(held.virtual, claim.virtual) || isWithin(claim.virtual, held.virtual)) {
-        throw new RefusedError(`${claim.virtual} overlaps the running migration of ${held.virtual}`);
-      }
-      if (claim.dest && held.dest && (isWithin(held.dest, claim.dest) || isWithin(claim.dest, held.dest))) {
-        throw new RefusedError(`destination ${claim.dest} overlaps the destination of the migration of ${held.virtual} (${held.dest}): choose another directory`);
+      if (isWithin(held.virtual, virtual) || isWithin(virtual, held.virtual)) return `${virtual} overlaps the running migration of ${held.virtual}`;
+      if (dest && held.dest && (isWithin(held.dest, dest) || isWithin(dest, held.dest))) {
+        return `destination ${dest} overlaps the destination of the migration of ${held.virtual} (${held.dest}): choose another directory`;
       }
     }
+    return undefined;
+  }
+
+  private check(owner: object, claim: Claim): void {
+    const conflict = this.conflict(claim.virtual, claim.dest, owner);
+    if (conflict) throw new RefusedError(conflict);
   }
 }

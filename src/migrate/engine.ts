@@ -7,6 +7,7 @@ import { faultPoint } from '../util/faults.js';
 import { Beneath } from '../util/beneath.js';
 import { removeTree } from '../util/beneath-tree.js';
 import { Mover, CancelledError } from './mover.js';
+import type { TokenBucket } from './token-bucket.js';
 import { Figures } from './figures.js';
 import { Shadow } from './shadow.js';
 import { Steering, type PassFigures } from './policy.js';
@@ -129,6 +130,11 @@ export class Migration implements TrackingSession {
 
   setRateLimit(bytesPerSec: number): void {
     this.mover.rateLimit = bytesPerSec;
+  }
+
+  /** Set before `start`: every move of an evacuation takes from one budget (src/evacuate/). */
+  shareRateBudget(bucket: TokenBucket): void {
+    this.mover.share(bucket);
   }
 
   get rateLimit(): number {

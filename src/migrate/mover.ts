@@ -55,12 +55,18 @@ export class Mover {
   guestBusy: (() => boolean) | undefined;
   /** Time the copy paused for the guest's I/O since the mover was made (--guest-io-priority). */
   yieldedMs = 0;
-  private readonly bucket = new TokenBucket(1, 1);
+  /** Its own, or one shared by the movers of an evacuation (one budget for all its moves). */
+  private bucket = new TokenBucket(1, 1);
 
   constructor(
     private readonly signal: AbortSignal,
     private readonly io: FerryIo,
   ) {}
+
+  /** Paces this mover's throttled chunks through `bucket`, shared with other movers of the same rate. */
+  share(bucket: TokenBucket): void {
+    this.bucket = bucket;
+  }
 
   /** Returns the bytes read from the source (the work done, for throughput). */
   /**

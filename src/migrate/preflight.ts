@@ -63,6 +63,8 @@ export interface PreflightInput {
   tracking: boolean;
   /** The other ferry mounts on this host: their datastores and mountpoints are no place for a copy. */
   otherMounts: { datastore: string; mountpoint: string }[];
+  /** An evacuation's plan checks the destination's room for all its homes at once (src/evacuate/plan.ts). */
+  spaceCheckedByCaller?: boolean;
 }
 
 /** Space kept free beyond the subtree's allocated bytes: metadata, and writes during the copy. */
@@ -160,6 +162,7 @@ async function planSubtree(input: PreflightInput, source: string, site: Site): P
     throw new RefusedError(`${where} has ${split.stat.nlink} hard links, ${Number(split.stat.nlink) - split.paths.length} of them outside ${virtual}: moving it would split them (remove those links, or migrate a directory that holds them all)`);
   }
   const neededBytes = allocatedBytes(tree) + marginFor(allocatedBytes(tree));
+  if (input.spaceCheckedByCaller) return { virtual, source, site, isFile, destRoot, destDir, destDirExisted, tree, neededBytes };
   const fs = await fsp.statfs(dirname(destRoot));
   const freeBytes = fs.bavail * fs.bsize;
   if (freeBytes < neededBytes) {

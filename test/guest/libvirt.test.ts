@@ -10,7 +10,8 @@ import { join } from 'node:path';
 import { run, type Result } from '../helpers/cli.js';
 import { mountFerry, type TestMount } from '../helpers/mounts.js';
 import { waitFor } from '../helpers/migration.js';
-import { bootArgs, createImage, ensureGuestKit, goldenChecksum, imageChecksum, qemuMaxCpus, type GuestParams, type GuestReport } from '../helpers/guest.js';
+import { mostAtOnce } from '../helpers/evacuation.js';
+import { bootArgs, bootGuest, createImage, ensureGuestKit, goldenChecksum, imageChecksum, qemuMaxCpus, type GuestParams, type GuestReport } from '../helpers/guest.js';
 
 const MiB = 1 << 20;
 const REGION = 48 * MiB;
@@ -341,6 +342,67 @@ describe.skipIf(!libvirtInstalled)('a libvirt domain on a ferry mount', () => {
     expect(r.stderr).toBe("ferry: libvirt has no domain named 'ferry-test-no-such-domain' (see `virsh list --all`)\n");
     expect(r.code).toBe(2);
     expect(fs.existsSync(m.dest)).toBe(false);
+  });
+});
+
+describe.skipIf(!libvirtInstalled)('ferry evacuate with libvirt', () => {
+  it('two guests (one through libvirt) evacuated together while they write: zero guest I/O errors, checksums = golden', async () => {
+    const m = await vmHomeOnFerry();
+    await fsp.mkdir(join(m.datastore, 'vm2'), { mode: 0o755 });
+    await createImage(join(m.datastore, 'vm2', 'disk.raw'), 'raw', REGION);
+    const name = domainName();
+    const console1 = join(m.root, 'console-1.log');
+    const seeds = [311, 312];
+    await createDomain(m, name, { seed: seeds[0], seconds: 25, bs: 4096, region: REGION, fsync: 64, direct: true }, console1);
+    const plain = await bootGuest({ evidence: m.evidence, image: join(m.mountpoint, 'vm2/disk.raw'), params: { seed: seeds[1], seconds: 25, bs: 4096, region: REGION, fsync: 64 } });
+    await waitConsole(console1, 'FERRY-WORKLOAD-START');
+    await plain.started;
+    await new Promise((r) => setTimeout(r, 1000));
+
+    const r = await m.cli(['evacuate', m.mountpoint, '--to', join(m.root, 'b'), '--parallel', '2', '--json'], { LIBVIRT_DEFAULT_URI: URI });
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    const events = r.stdout.trim().split('\n').map((line) => JSON.parse(line) as Record<string, any>);
+    expect(events.at(-1)).toMatchObject({ type: 'done', state: 'done', moved: 2, failed: 0 });
+    expect(mostAtOnce(events)).toBe(2);
+    // Both moved while their guests still wrote.
+    expect(await fsp.readFile(console1, 'latin1')).not.toContain('FERRY-RESULT-BEGIN');
+    expect((await virsh(['domstate', name])).stdout.trim()).toBe('running');
+    expect((await virsh(['domblkerror', name])).stdout.trim()).toBe('No errors found');
+
+    const reports = [await guestReport(console1), (await plain.result).report];
+    for (const [i, report] of reports.entries()) {
+      expect(report.write.errors, `guest ${i + 1}`).toBe(0);
+      expect(report.write.fsync_errors, `guest ${i + 1}`).toBe(0);
+      expect(report.dmesg_io_errors, `guest ${i + 1}`).toBe(0);
+      const golden = await goldenChecksum({ seed: seeds[i], writes: report.write.writes, bs: 4096, region: REGION });
+      expect(report.checksum.fnv1a64, `guest ${i + 1}`).toBe(golden);
+      if (i === 0) await waitGone(name);
+      expect(await imageChecksum(join(m.root, 'b', `vm${i + 1}`, 'disk.raw'), 'raw', REGION), `vm${i + 1} at the destination`).toBe(golden);
+    }
+    expect(fs.existsSync(join(m.datastore, 'vm1'))).toBe(false);
+    expect(fs.existsSync(join(m.datastore, 'vm2'))).toBe(false);
+  });
+
+  it("plans only the homes of libvirt's domains directly under the directory; excluding them leaves nothing (exit 2)", async () => {
+    const m = await vmHomeOnFerry();
+    await fsp.mkdir(join(m.datastore, 'not-a-domain'));
+    await fsp.writeFile(join(m.datastore, 'not-a-domain', 'f'), 'x');
+    const name = domainName();
+    const xml = join(m.root, 'evacuate.xml');
+    await fsp.writeFile(xml, domainXml({ name, kernel: m.kernel, initrd: m.initrd, params: {}, disks: [m.disk], console: join(m.root, 'c.log') }));
+    defined.push(name);
+    expect((await virsh(['define', xml])).code).toBe(0);
+    const r = await m.cli(['evacuate', m.mountpoint, '--domains', '--to', join(m.root, 'b'), '--dry-run', '--json'], { LIBVIRT_DEFAULT_URI: URI });
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    const lines = r.stdout.trim().split('\n').map((line) => JSON.parse(line));
+    expect(lines.filter((l) => l.type === 'domain')).toEqual([{ type: 'domain', domain: name, home: m.home }]);
+    expect(lines.at(-1).homes.map((h: { name: string }) => h.name)).toEqual(['vm1']);
+    const none = await m.cli(['evacuate', m.mountpoint, '--domains', '--exclude', 'vm*', '--to', join(m.root, 'b')], { LIBVIRT_DEFAULT_URI: URI });
+    expect(none.stderr).toBe('ferry: nothing to evacuate in /: --exclude left out every home\n');
+    expect(none.code).toBe(2);
+    expect(fs.existsSync(join(m.root, 'b', 'vm1'))).toBe(false);
   });
 });
 

@@ -1,0 +1,47 @@
+import { spawn } from 'node:child_process';
+import { CLI } from './cli.js';
+import type { TestMount } from './mounts.js';
+
+export interface EvacuationRun {
+  code: number;
+  events: Record<string, any>[];
+  stderr: string;
+  /** The evacuation's own `done` (its totals): the one without a home. */
+  totals: Record<string, any> | undefined;
+}
+
+/** Runs `ferry evacuate --json` to the end, collecting its events (`onEvent` sees each as it comes). */
+export function evacuate(m: TestMount, dir: string, dest: string, args: string[] = [], onEvent?: (e: Record<string, any>) => void): { done: Promise<EvacuationRun>; pid: number } {
+  const child = spawn(process.execPath, [CLI, 'evacuate', dir, '--to', dest, '--json', '--state-dir', m.stateDir, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const events: Record<string, any>[] = [];
+  let buffered = '';
+  let stderr = '';
+  child.stdout.on('data', (d) => {
+    buffered += d;
+    let nl: number;
+    while ((nl = buffered.indexOf('\n')) >= 0) {
+      const event = JSON.parse(buffered.slice(0, nl));
+      buffered = buffered.slice(nl + 1);
+      events.push(event);
+      onEvent?.(event);
+    }
+  });
+  child.stderr.on('data', (d) => (stderr += d));
+  const done = new Promise<EvacuationRun>((resolve) =>
+    child.on('exit', (code) => resolve({ code: code ?? 1, events, stderr, totals: events.find((e) => e.type === 'done' && e.home === undefined) })),
+  );
+  return { done, pid: child.pid! };
+}
+
+/** The most moves running at once, from the evacuation's `started` and `finished` event times. */
+export function mostAtOnce(events: Record<string, any>[]): number {
+  const edges = events
+    .filter((e) => (e.type === 'started' || e.type === 'finished') && e.home !== undefined)
+    .map((e) => ({ at: e.at as number, delta: e.type === 'started' ? 1 : -1 }))
+    // A finish and a start at the same ms: the finish first (the worker starts its next home after it).
+    .sort((a, b) => a.at - b.at || a.delta - b.delta);
+  let now = 0;
+  let most = 0;
+  for (const { delta } of edges) most = Math.max(most, (now += delta));
+  return most;
+}
