@@ -1,7 +1,7 @@
 import type { DaemonView } from '../daemon/control-handlers.js';
 import { statusOf } from '../daemon/control-handlers.js';
 import { metricsRegistry } from './registry.js';
-import { latestMigrations, type Scrape } from './scrape.js';
+import { latestEvacuations, latestMigrations, type Scrape } from './scrape.js';
 
 /**
  * `ferry mount --metrics`: one scrape of the mount's figures, the same ones `ferry status --json` gives, in
@@ -13,7 +13,7 @@ export function metricsRenderer(view: DaemonView, perFile: boolean): () => Promi
   return async () => {
     const status = await statusOf(view);
     const { fs } = view;
-    current = { status, js: fs.counters, native: fs.native?.stats(), frozenSubtrees: fs.gate.frozenCount, migrations: latestMigrations(status.migrations) };
+    current = { status, js: fs.counters, native: fs.native?.stats(), frozenSubtrees: fs.gate.frozenCount, migrations: latestMigrations(status.migrations), evacuations: latestEvacuations(status.evacuations) };
     return { contentType: registry.contentType, text: await registry.metrics() };
   };
 }

@@ -122,6 +122,51 @@ const MIGRATION_METRICS: Definition[] = [
   perMigration('ferry_migration_mirror_added_latency_p99_seconds', 'Guest write latency that mirroring added, 99th percentile.', (m) => { const f = mirror(m); return f ? f.mirrorLatencyP99Ms / 1000 : undefined; }),
 ];
 
+type Evacuation = Scrape['evacuations'][number];
+const EVACUATION = ['mount', 'evacuation'];
+const EVACUATION_STATES = ['running', 'interrupted', 'cancelling', 'done', 'cancelled'] as const;
+const HOME_STATES = ['pending', 'running', 'interrupted', 'moved', 'failed', 'cancelled'] as const;
+const plannedBytes = (e: Evacuation) => e.homes.reduce((sum, h) => sum + h.bytes, 0);
+
+/** Evacuations (label `evacuation`: the directory emptied, as a path in the mount). */
+const EVACUATION_METRICS: Definition[] = [
+  {
+    name: 'ferry_evacuation_state',
+    help: "1 for the evacuation's state now, 0 for the others (running, interrupted, cancelling, done, cancelled).",
+    type: 'gauge',
+    labels: [...EVACUATION, 'state'],
+    read: (s, mount) => s.evacuations.flatMap((e) => EVACUATION_STATES.map((state): Sample => [{ ...mount, evacuation: e.path, state }, Number(e.state === state)])),
+  },
+  {
+    name: 'ferry_evacuation_homes',
+    help: 'Homes of the evacuation in each state (pending, running, interrupted, moved, failed, cancelled).',
+    type: 'gauge',
+    labels: [...EVACUATION, 'state'],
+    read: (s, mount) => s.evacuations.flatMap((e) => HOME_STATES.map((state): Sample => [{ ...mount, evacuation: e.path, state }, e.homes.filter((h) => h.state === state).length])),
+  },
+  {
+    name: 'ferry_evacuation_planned_bytes',
+    help: 'Allocated bytes of the homes the plan moves.',
+    type: 'gauge',
+    labels: EVACUATION,
+    read: (s, mount) => s.evacuations.map((e): Sample => [{ ...mount, evacuation: e.path }, plannedBytes(e)]),
+  },
+  {
+    name: 'ferry_evacuation_moved_bytes',
+    help: 'Allocated bytes (as planned) of the homes moved so far.',
+    type: 'gauge',
+    labels: EVACUATION,
+    read: (s, mount) => s.evacuations.map((e): Sample => [{ ...mount, evacuation: e.path }, e.homes.filter((h) => h.state === 'moved').reduce((sum, h) => sum + h.bytes, 0)]),
+  },
+  {
+    name: 'ferry_evacuation_rate_limit_bytes_per_second',
+    help: 'The copy budget all its moves share (absent: unlimited).',
+    type: 'gauge',
+    labels: EVACUATION,
+    read: (s, mount) => s.evacuations.flatMap((e): Sample[] => (e.rateLimit ? [[{ ...mount, evacuation: e.path }, e.rateLimit]] : [])),
+  },
+];
+
 /**
  * The registry of one mount's metrics. Every value is read at scrape time from the counters the daemon keeps anyway
  * (`scrape()` is called once per request before the registry is asked): the I/O path does no extra work.
@@ -129,7 +174,7 @@ const MIGRATION_METRICS: Definition[] = [
 export function metricsRegistry(current: () => Scrape, perFile: boolean): Registry {
   const registry = new Registry();
   const mountLabels = (): Labels => ({ mount: current().status.mountpoint });
-  for (const def of [...MOUNT_METRICS, ...(perFile ? [PER_FILE] : []), ...MIGRATION_METRICS]) {
+  for (const def of [...MOUNT_METRICS, ...(perFile ? [PER_FILE] : []), ...MIGRATION_METRICS, ...EVACUATION_METRICS]) {
     const samples = () => def.read(current(), mountLabels());
     if (def.type === 'counter') {
       new Counter({ name: def.name, help: def.help, labelNames: def.labels, registers: [registry], collect() {

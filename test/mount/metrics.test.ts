@@ -327,6 +327,33 @@ describe('ferry mount --metrics (issue 31)', () => {
     expect((await getText({ socketPath: socket })).status).toBe(200);
   });
 
+  it("an evacuation: its state, its homes by state and its bytes, as ferry status --json has them", async () => {
+    const root = await makeRoot();
+    const socket = join(root, 'metrics.sock');
+    const m = await mountFerry({ root, args: ['--metrics', `unix:${socket}`] });
+    mounts.push(m);
+    await fsp.mkdir(join(m.datastore, 'cold'));
+    for (const [name, size] of [['vm1', 2 * MiB], ['vm2', 3 * MiB]] as const) {
+      await fsp.mkdir(join(m.datastore, 'cold', name));
+      await fsp.writeFile(join(m.datastore, 'cold', name, 'disk.raw'), randomBytes(size));
+    }
+    await fsp.mkdir(join(root, 'slow'));
+    const evacuated = await m.cli(['evacuate', join(m.mountpoint, 'cold'), '--to', join(root, 'slow'), '--json']);
+    expect(evacuated.code, evacuated.stderr).toBe(0);
+    const status = JSON.parse((await m.cli(['status', m.mountpoint, '--json'])).stdout);
+    const evacuation = status.evacuations.find((e: { path: string }) => e.path === '/cold');
+    expect(evacuation.state).toBe('done');
+    const text = (await getText({ socketPath: socket })).body;
+    const labels = `mount="${m.mountpoint}",evacuation="/cold"`;
+    expect(sample(text, `ferry_evacuation_state{${labels},state="done"}`)).toBe(1);
+    expect(sample(text, `ferry_evacuation_homes{${labels},state="moved"}`)).toBe(2);
+    expect(sample(text, `ferry_evacuation_homes{${labels},state="pending"}`)).toBe(0);
+    const planned = evacuation.homes.reduce((sum: number, h: { bytes: number }) => sum + h.bytes, 0);
+    expect(planned).toBeGreaterThanOrEqual(5 * MiB);
+    expect(sample(text, `ferry_evacuation_planned_bytes{${labels}}`)).toBe(planned);
+    expect(sample(text, `ferry_evacuation_moved_bytes{${labels}}`)).toBe(planned);
+  });
+
   it('README lists every metric with its type, and the Grafana dashboard queries only metrics that exist', async () => {
     const root = await makeRoot();
     const m = await mountFerry({ root, args: ['--metrics', `unix:${join(root, 'metrics.sock')}`, '--metrics-per-file'] });
