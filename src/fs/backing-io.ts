@@ -4,6 +4,7 @@ import type { FerryIo } from 'fuse-native';
 import type { Handle } from './handles.js';
 import { ioError } from './errno.js';
 import { reopen } from '../util/beneath-tree.js';
+import { faultPoint } from '../util/faults.js';
 
 /**
  * The kernel already resolved O_APPEND's offset, O_CREAT/O_EXCL and O_TRUNC; the backing fd must write exactly
@@ -25,6 +26,7 @@ export function backingFlags(flags: number): number {
 export async function openDirect(fd: number, flags: number): Promise<number | undefined> {
   if (!(flags & C.O_DIRECT)) return undefined;
   try {
+    await faultPoint('open-direct');
     return await reopen(fd, backingFlags(flags) | C.O_DIRECT);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'EINVAL') return undefined;

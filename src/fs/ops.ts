@@ -47,6 +47,8 @@ export interface FsContext {
 }
 
 type Reply = (result: number) => void;
+/** A handle's backing fd, and its O_DIRECT twin when opened with O_DIRECT. */
+type BackingFds = [number, number | undefined];
 
 /**
  * Records the backing inode of a newly opened file (it keys a resumable migration's state) and makes its native
@@ -174,9 +176,8 @@ export function createOps(ctx: FsContext): FuseOps {
     });
   }
 
-  /** The backing fd `openFd` gives, and with O_DIRECT in `flags` its O_DIRECT twin (both closed on a failure). */
-  async function openBacking(flags: number, openFd: () => Promise<number>): Promise<[number, number | undefined]> {
-    const fd = await openFd();
+  /** `fd` and, with O_DIRECT in `flags`, its O_DIRECT twin; `fd` is closed when the twin fails. */
+  async function withDirect(fd: number, flags: number): Promise<BackingFds> {
     try {
       return [fd, await openDirect(fd, flags)];
     } catch (err) {
@@ -186,15 +187,15 @@ export function createOps(ctx: FsContext): FuseOps {
   }
 
   /**
-   * Answers an open or create with a handle on the backing fd `openFd` gives. The op leaves the gate only once the
+   * Answers an open or create with a handle on the backing fds `openFd` gives. The op leaves the gate only once the
    * handle is in the table: a switchover that freezes the path meanwhile must find it there to reopen it.
    */
-  function serveOpen(op: string, path: string, flags: number, uid: number, gid: number, pid: number, cb: (err: number, fh?: number, openFlags?: number) => void, openFd: () => Promise<number>): void {
+  function serveOpen(op: string, path: string, flags: number, uid: number, gid: number, pid: number, cb: (err: number, fh?: number, openFlags?: number) => void, openFd: () => Promise<BackingFds>): void {
     counters.count(op);
     const reserved = reservedErrno(op, path);
     if (reserved) return cb(reserved);
     gate.admit(path, undefined, (ticket) => {
-      openBacking(flags, openFd).then(
+      openFd().then(
         ([fd, directFd]) => addHandle(path, fd, directFd, flags, uid, gid, pid, (fh) => {
           gate.leave(ticket);
           cb(0, fh, ctx.openFlags(flags));
@@ -282,7 +283,7 @@ export function createOps(ctx: FsContext): FuseOps {
     },
 
     open(path, flags, uid, gid, pid, cb) {
-      serveOpen('open', path, flags, uid, gid, pid, cb, () => beneath(path, (root, rel) => at.open(root, rel, backingFlags(flags))));
+      serveOpen('open', path, flags, uid, gid, pid, cb, () => beneath(path, async (root, rel) => withDirect(await at.open(root, rel, backingFlags(flags)), flags)));
     },
 
     create(path, mode, flags, uid, gid, pid, cb) {
@@ -294,12 +295,13 @@ export function createOps(ctx: FsContext): FuseOps {
         const fd = await at.open(root, rel, openFlags, creationMode(mode, uid, gid) & 0o7777);
         try {
           await giveToCaller(at, root, rel, fd, uid, gid, mode);
-        } catch (chownErr) {
+          return [fd, await openDirect(fd, flags)];
+        } catch (err) {
+          // A create that fails leaves nothing behind.
           fs.closeSync(fd);
           await at.unlink(root, rel).catch(() => undefined);
-          throw chownErr;
+          throw err;
         }
-        return fd;
       })));
     },
 

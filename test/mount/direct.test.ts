@@ -165,3 +165,21 @@ describe(`O_DIRECT through a migration (${mode})`, () => {
     }
   });
 });
+
+describe(`O_DIRECT twin fails to open (${mode})`, () => {
+  let m: TestMount;
+  beforeAll(async () => {
+    m = await mountFerry({ env: { FERRY_FAULTS: 'open-direct=fail' } });
+  });
+  afterAll(async () => {
+    await m?.stop();
+  });
+
+  it('a create with O_DIRECT whose O_DIRECT fd cannot be opened fails with EIO and leaves no file behind', async () => {
+    const script = 'import os,sys\ntry:\n  os.open(sys.argv[1],os.O_CREAT|os.O_WRONLY|os.O_DIRECT,0o644)\nexcept OSError as e:\n  print(e.errno)';
+    const r = await run('python3', ['-c', script, join(m.mountpoint, 'new.img')]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout.trim()).toBe('5'); // EIO
+    expect(fs.existsSync(join(m.datastore, 'new.img'))).toBe(false);
+  });
+});
