@@ -3,6 +3,7 @@
 #endif
 // ferry's native data path: the worker side and the handle table (see data.h).
 #include "data.h"
+#include "direct.h"
 #include "window.h"
 
 #include <errno.h>
@@ -15,6 +16,10 @@
 
 typedef struct {
   _Atomic int fd;
+  // The handle was opened with O_DIRECT: its reads and writes go through direct.c (direct_fd -1: plain fd only).
+  // Changed with fd, by a move under the freeze.
+  _Atomic int direct_fd;
+  ferry_direct_t direct;
   ferry_file_t *file; // NULL: writes are not tracked
   bool unprivileged;  // opened for writing by a user other than root: a write must not keep setuid/setgid
 } handle_t;
@@ -86,7 +91,11 @@ int ferry_data_read (const char *path, char *buf, size_t len, off_t offset, uint
   int fd = atomic_load(&h->fd);
   ssize_t n = -1;
   size_t around = atomic_load_explicit(&read_around, memory_order_relaxed);
-  if (around > 0) {
+  if (atomic_load(&h->direct_fd) >= 0) {
+    // O_DIRECT: nothing of the backing file is read into (or around into) the host's page cache.
+    n = ferry_direct_pread(&h->direct, buf, len, offset);
+    if (n < 0) errno = (int) -n;
+  } else if (around > 0) {
     // RWF_NOWAIT reads only what is cached: EAGAIN means a miss.
     struct iovec iov = { buf, len };
     n = preadv2(fd, &iov, 1, offset, RWF_NOWAIT);
@@ -127,7 +136,12 @@ int ferry_data_write (const char *path, const char *buf, size_t len, off_t offse
   ferry_window_t *seen = f != NULL ? ferry_file_window(f) : NULL;
   uint64_t seq = seen != NULL ? ferry_order_begin(f) : 0;
   ssize_t n;
-  do n = pwrite(atomic_load(&h->fd), buf, len, offset); while (n < 0 && errno == EINTR);
+  if (atomic_load(&h->direct_fd) >= 0) {
+    n = ferry_direct_pwrite(&h->direct, buf, len, offset);
+    if (n < 0) errno = (int) -n;
+  } else {
+    do n = pwrite(atomic_load(&h->fd), buf, len, offset); while (n < 0 && errno == EINTR);
+  }
   int res = n < 0 ? -errno : (int) n;
   // Only after the backing write succeeded, and before the op leaves the gate.
   if (n > 0 && f != NULL) {
@@ -164,10 +178,16 @@ void ferry_data_read_around (size_t bytes) {
   atomic_store(&read_around, bytes);
 }
 
-int ferry_data_open (uint32_t fh, int fd, ferry_file_t *file, bool unprivileged) {
+static void set_fds (handle_t *h, int fd, int direct_fd) {
+  if (direct_fd >= 0) ferry_direct_init(&h->direct, fd, direct_fd);
+  atomic_store(&h->fd, fd);
+  atomic_store(&h->direct_fd, direct_fd);
+}
+
+int ferry_data_open (uint32_t fh, int fd, int direct_fd, ferry_file_t *file, bool unprivileged) {
   handle_t *h = calloc(1, sizeof(handle_t));
   if (h == NULL) return ENOMEM;
-  atomic_store(&h->fd, fd);
+  set_fds(h, fd, direct_fd);
   h->file = file;
   h->unprivileged = unprivileged;
   handle_t *old = atomic_exchange(&handles[fh], h);
@@ -175,9 +195,9 @@ int ferry_data_open (uint32_t fh, int fd, ferry_file_t *file, bool unprivileged)
   return 0;
 }
 
-void ferry_data_move (uint32_t fh, int fd) {
+void ferry_data_move (uint32_t fh, int fd, int direct_fd) {
   handle_t *h = atomic_load(&handles[fh]);
-  if (h != NULL) atomic_store(&h->fd, fd);
+  if (h != NULL) set_fds(h, fd, direct_fd);
 }
 
 void ferry_data_close (uint32_t fh) {

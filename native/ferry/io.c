@@ -3,6 +3,7 @@
 #endif
 // Fuse.io's syscalls (see io.h). Results: r->err (0 or -errno) and r->result / r->data.
 #include "io.h"
+#include "direct.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -325,3 +326,25 @@ void ferry_io_copy_sparse (ferry_io_t *r) {
   if (r->err == 0) r->result = done;
 }
 
+
+void ferry_io_direct_write (ferry_io_t *r) {
+  if (r->err) return;
+  ferry_direct_t d;
+  ferry_direct_init(&d, (int) r->fd_in, (int) r->fd_out);
+  ssize_t n = ferry_direct_pwrite(&d, r->data, r->len, (off_t) r->off_in);
+  if (n < 0) r->err = (int) n;
+  else r->result = n;
+}
+
+// Into page-aligned memory of its own, so that an aligned request is read directly.
+void ferry_io_direct_read (ferry_io_t *r) {
+  if (r->err) return;
+  void *mem;
+  if (posix_memalign(&mem, 4096, r->length > 0 ? (size_t) r->length : 1) != 0) { r->err = -ENOMEM; return; }
+  r->data = mem;
+  ferry_direct_t d;
+  ferry_direct_init(&d, (int) r->fd_in, (int) r->fd_out);
+  ssize_t n = ferry_direct_pread(&d, r->data, (size_t) r->length, (off_t) r->off_in);
+  if (n < 0) r->err = (int) n;
+  else r->len = (size_t) n;
+}

@@ -53,5 +53,9 @@ void ferry_io_seek (ferry_io_t *r);
 void ferry_io_fallocate (ferry_io_t *r);
 void ferry_io_copy_range (ferry_io_t *r);
 void ferry_io_copy_sparse (ferry_io_t *r);
+// The JS path's I/O on a handle opened with O_DIRECT (direct.h): fd_in the plain fd, fd_out the O_DIRECT one.
+// Write: data/len (page-aligned) at off_in, result the bytes written. Read (BUFFER): length bytes at off_in.
+void ferry_io_direct_write (ferry_io_t *r);
+void ferry_io_direct_read (ferry_io_t *r);
 
 #endif

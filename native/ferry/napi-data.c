@@ -235,25 +235,28 @@ static napi_value dp_order_end (napi_env env, napi_callback_info info) {
   return boolean(env, ferry_order_end(f, (uint64_t) seq));
 }
 
-// open(fh, fd, file | null, unprivileged) -> false when fh is out of range (the handle stays on the JS path).
+// open(fh, fd, directFd, file | null, unprivileged) -> false when fh is out of range (the handle stays on the JS
+// path). directFd: -1, or the file opened with O_DIRECT.
 static napi_value dp_open (napi_env env, napi_callback_info info) {
-  ARGS(4)
-  int64_t fh, fd;
+  ARGS(5)
+  int64_t fh, fd, direct_fd;
   bool unprivileged;
   if (!arg_int(env, argv[0], 0, UINT32_MAX, &fh) || !arg_int(env, argv[1], 0, INT32_MAX, &fd) ||
-      napi_get_value_bool(env, argv[3], &unprivileged) != napi_ok) THROW("ferry data: open(fh, fd, file, unprivileged)");
-  ferry_file_t *f = arg_external(env, argv[2]);
+      !arg_int(env, argv[2], -1, INT32_MAX, &direct_fd) ||
+      napi_get_value_bool(env, argv[4], &unprivileged) != napi_ok) THROW("ferry data: open(fh, fd, directFd, file, unprivileged)");
+  ferry_file_t *f = arg_external(env, argv[3]);
   if (fh >= FERRY_MAX_HANDLES) return boolean(env, false);
-  if (ferry_data_open((uint32_t) fh, (int) fd, f, unprivileged) != 0) THROW("ferry data: out of memory");
+  if (ferry_data_open((uint32_t) fh, (int) fd, (int) direct_fd, f, unprivileged) != 0) THROW("ferry data: out of memory");
   return boolean(env, true);
 }
 
-// move(fh, fd): the handle's backing fd becomes fd (switchover, with the path frozen and drained).
+// move(fh, fd, directFd): the handle's backing fds become these (switchover, with the path frozen and drained).
 static napi_value dp_move (napi_env env, napi_callback_info info) {
-  ARGS(2)
-  int64_t fh, fd;
-  if (!arg_int(env, argv[0], 0, UINT32_MAX, &fh) || !arg_int(env, argv[1], 0, INT32_MAX, &fd)) THROW("ferry data: move(fh, fd)");
-  if (fh < FERRY_MAX_HANDLES) ferry_data_move((uint32_t) fh, (int) fd);
+  ARGS(3)
+  int64_t fh, fd, direct_fd;
+  if (!arg_int(env, argv[0], 0, UINT32_MAX, &fh) || !arg_int(env, argv[1], 0, INT32_MAX, &fd) ||
+      !arg_int(env, argv[2], -1, INT32_MAX, &direct_fd)) THROW("ferry data: move(fh, fd, directFd)");
+  if (fh < FERRY_MAX_HANDLES) ferry_data_move((uint32_t) fh, (int) fd, (int) direct_fd);
   return undefined(env);
 }
 

@@ -6,6 +6,7 @@
 #endif
 #include "napi-glue.h"
 #include "io.h"
+#include "direct.h"
 
 #include <napi-macros.h>
 
@@ -63,6 +64,18 @@ static napi_status io_arg_buffer (napi_env env, napi_value v, ferry_io_t *r) {
   r->data = malloc(r->len ? r->len : 1);
   if (r->data == NULL) return napi_generic_failure;
   memcpy(r->data, buf, r->len);
+  return napi_ok;
+}
+
+// The JS path's write data, copied into page-aligned memory: an aligned request then goes to the O_DIRECT fd as it is.
+static napi_status io_arg_aligned_buffer (napi_env env, napi_value v, ferry_io_t *r) {
+  bool is_buffer = false;
+  void *buf, *mem;
+  if (napi_is_buffer(env, v, &is_buffer) != napi_ok || !is_buffer) return napi_invalid_arg;
+  if (napi_get_buffer_info(env, v, &buf, &r->len) != napi_ok) return napi_invalid_arg;
+  if (posix_memalign(&mem, 4096, r->len ? r->len : 1) != 0) return napi_generic_failure;
+  memcpy(mem, buf, r->len);
+  r->data = mem;
   return napi_ok;
 }
 
@@ -195,7 +208,19 @@ IO_METHOD(copy_range, 6, FERRY_IO_RES_NUMBER, ferry_io_copy_range, {
 IO_METHOD(copy_sparse, 6, FERRY_IO_RES_NUMBER, ferry_io_copy_sparse, {
   IO_FD(0, fd_in) IO_OFF(1, off_in) IO_FD(2, fd_out) IO_OFF(3, off_out) IO_OFF(4, length)
 })
+IO_METHOD(direct_write, 5, FERRY_IO_RES_NUMBER, ferry_io_direct_write, {
+  IO_FD(0, fd_in) IO_FD(1, fd_out) ok = ok && io_arg_aligned_buffer(env, argv[2], r) == napi_ok; IO_OFF(3, off_in)
+})
+IO_METHOD(direct_read, 5, FERRY_IO_RES_BUFFER, ferry_io_direct_read, { IO_FD(0, fd_in) IO_FD(1, fd_out) IO_INT(2, length, 0, 1 << 26) IO_OFF(3, off_in) })
 IO_METHOD(fallocate, 5, FERRY_IO_RES_NONE, ferry_io_fallocate, { IO_FD(0, fd_in) IO_INT(1, flags, 0, INT32_MAX) IO_OFF(2, off_in) IO_OFF(3, length) })
+
+// directFallbacks() -> requests on O_DIRECT handles that took the fallback (both data paths count here).
+static NAPI_METHOD(fuse_native_io_direct_fallbacks) {
+  (void) info;
+  napi_value n;
+  napi_create_double(env, (double) atomic_load(&ferry_direct_fallbacks), &n);
+  return n;
+}
 
 void ferry_io_export (napi_env env, napi_value exports) {
   NAPI_EXPORT_FUNCTION(fuse_native_io_open_beneath)
@@ -217,6 +242,9 @@ void ferry_io_export (napi_env env, napi_value exports) {
   NAPI_EXPORT_FUNCTION(fuse_native_io_copy_range)
   NAPI_EXPORT_FUNCTION(fuse_native_io_copy_sparse)
   NAPI_EXPORT_FUNCTION(fuse_native_io_fallocate)
+  NAPI_EXPORT_FUNCTION(fuse_native_io_direct_write)
+  NAPI_EXPORT_FUNCTION(fuse_native_io_direct_read)
+  NAPI_EXPORT_FUNCTION(fuse_native_io_direct_fallbacks)
   uint32_t io_SEEK_DATA = SEEK_DATA, io_SEEK_HOLE = SEEK_HOLE;
   uint32_t io_XATTR_CREATE = XATTR_CREATE, io_XATTR_REPLACE = XATTR_REPLACE;
   NAPI_EXPORT_UINT32(io_SEEK_DATA)

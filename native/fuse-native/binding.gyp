@@ -15,6 +15,7 @@
     "sources": [
       "fuse-native.c",
       "../ferry/data.c",
+      "../ferry/direct.c",
       "../ferry/gate.c",
       "../ferry/io.c",
       "../ferry/loop.c",

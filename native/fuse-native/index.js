@@ -698,6 +698,9 @@ Fuse.io = binding.fuse_native_io_seek ? {
   copyRange: binding.fuse_native_io_copy_range, // (fdIn, offIn, fdOut, offOut, length, cb(err, copied))
   copySparse: binding.fuse_native_io_copy_sparse, // same, into a fresh file: all-zero 4 KiB blocks stay holes; cb(err, bytesRead)
   fallocate: binding.fuse_native_io_fallocate, // (fd, mode, offset, length, cb(err)): the filesystem's errno as is
+  directWrite: binding.fuse_native_io_direct_write, // (fd, directFd, data, offset, cb(err, written)): through the O_DIRECT fd when aligned, else the fallback (ferry's native/ferry/direct.h)
+  directRead: binding.fuse_native_io_direct_read, // (fd, directFd, length, offset, cb(err, Buffer)): the same for a read
+  directFallbacks: binding.fuse_native_io_direct_fallbacks, // (): requests that took the fallback, both data paths
   punchHole: (fd, offset, length, cb) => binding.fuse_native_io_fallocate(fd, binding.io_FALLOC_FL_PUNCH_HOLE | binding.io_FALLOC_FL_KEEP_SIZE, offset, length, cb) // (fd, offset, length, cb(err))
 } : undefined
 

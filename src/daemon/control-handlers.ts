@@ -40,7 +40,7 @@ export async function statusOf(view: DaemonView) {
   }
   const openFiles = [...fs.handles.entries()].map(([fh, h]) => ({ fh, path: h.file.path, flags: h.flags }));
   // Ops answered in C count as reads and writes like those answered here; passed ones are counted here.
-  const dataPath = dataPathStatus(fs.native);
+  const dataPath = dataPathStatus(fs.native, fs.io);
   const ops = { ...fs.counters.ops };
   if (dataPath.readOps) ops.read = (ops.read ?? 0) + dataPath.readOps;
   if (dataPath.writeOps) ops.write = (ops.write ?? 0) + dataPath.writeOps;

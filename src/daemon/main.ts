@@ -244,7 +244,10 @@ async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
         log.warn({ err: err.message }, 'fusermount failed, detaching lazily');
         void lazyUnmount(mountpoint).catch(() => undefined);
       }
-      for (const [, handle] of fsContext.handles.entries()) closeSync(handle.fd);
+      for (const [, handle] of fsContext.handles.entries()) {
+        closeSync(handle.fd);
+        if (handle.directFd !== undefined) closeSync(handle.directFd);
+      }
       void removeRecord(opts.stateDir, record).finally(() => {
         log.info('unmounted');
         resolveStopped();

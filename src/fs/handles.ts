@@ -4,6 +4,8 @@ import type { Caller } from './privileges.js';
 
 export interface Handle {
   fd: number;
+  /** Opened with O_DIRECT: the backing file opened with O_DIRECT too (src/fs/direct.ts); reads and writes use both. */
+  directFd?: number;
   /** Flags the file was opened with, as the kernel passed them (for reopening elsewhere). */
   flags: number;
   file: TrackedFile;
@@ -30,16 +32,17 @@ export class HandleTable {
     const fh = this.free.length > 0 ? this.free.pop()! : this.slots.length;
     this.slots[fh] = handle;
     this.openCount++;
-    this.native?.open(fh, handle.fd, handle.file.native?.ref ?? null, handle.unprivilegedWriter !== undefined);
+    this.native?.open(fh, handle.fd, handle.directFd ?? -1, handle.file.native?.ref ?? null, handle.unprivilegedWriter !== undefined);
     return fh;
   }
 
-  /** Points an open handle at another backing fd (switchover, while its subtree is frozen and drained). */
-  setFd(fh: number, fd: number): void {
+  /** Points an open handle at other backing fds (switchover, while its subtree is frozen and drained). */
+  setFds(fh: number, fd: number, directFd: number | undefined): void {
     const handle = this.slots[fh];
     if (!handle) return;
     handle.fd = fd;
-    this.native?.move(fh, fd);
+    handle.directFd = directFd;
+    this.native?.move(fh, fd, directFd ?? -1);
   }
 
   get(fh: number): Handle | undefined {

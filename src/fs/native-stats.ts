@@ -1,4 +1,4 @@
-import type { FerryData } from 'fuse-native';
+import type { FerryData, FerryIo } from 'fuse-native';
 
 /** What `ferry status` reports of the data path: which one serves reads and writes, and the native side's figures. */
 export interface DataPathStatus {
@@ -18,6 +18,8 @@ export interface DataPathStatus {
   readLatencyP99Us: number;
   writeLatencyP50Us: number;
   writeLatencyP99Us: number;
+  /** Requests of O_DIRECT handles that could not go to the backing file's O_DIRECT fd (unaligned): the fallback. */
+  directFallback: number;
 }
 
 /** The upper bound (µs) of the log2 bucket holding the q-quantile. */
@@ -32,9 +34,10 @@ export function quantileUs(buckets: number[], q: number): number {
   return 2 ** (buckets.length - 1);
 }
 
-export function dataPathStatus(native: FerryData | undefined): DataPathStatus {
+export function dataPathStatus(native: FerryData | undefined, io: FerryIo): DataPathStatus {
+  const directFallback = io.directFallbacks();
   const zero = { readOps: 0, writeOps: 0, passedOps: 0, mirrorOps: 0, pollCaught: 0, pollVain: 0, readBytes: 0, writeBytes: 0, errors: 0, readLatencyP50Us: 0, readLatencyP99Us: 0, writeLatencyP50Us: 0, writeLatencyP99Us: 0 };
-  if (!native) return { mode: 'js', ...zero };
+  if (!native) return { mode: 'js', ...zero, directFallback };
   const s = native.stats();
   return {
     mode: 'native',
@@ -51,5 +54,6 @@ export function dataPathStatus(native: FerryData | undefined): DataPathStatus {
     readLatencyP99Us: quantileUs(s.readLatencyLog2Us, 0.99),
     writeLatencyP50Us: quantileUs(s.writeLatencyLog2Us, 0.5),
     writeLatencyP99Us: quantileUs(s.writeLatencyLog2Us, 0.99),
+    directFallback,
   };
 }

@@ -17,6 +17,7 @@ import type { SocketInodes } from './socket-inodes.js';
 import { faultPoint } from '../util/faults.js';
 import { Beneath, procPath } from '../util/beneath.js';
 import { RESERVED_NAME, reservedErrno } from './reserved.js';
+import { backingFlags, closeBacking, openDirect, readHandle, writeHandle } from './backing-io.js';
 
 /*
  * Every op reaches its backing object beneath the directory fd of the root that serves its path (the datastore, or
@@ -29,12 +30,6 @@ import { RESERVED_NAME, reservedErrno } from './reserved.js';
  */
 const BIGINT = { bigint: true } as const;
 const NO_ID = 0xffffffff;
-
-/**
- * The kernel already resolved O_APPEND's offset, O_CREAT/O_EXCL and O_TRUNC; the backing fd must write exactly
- * where the kernel said (so tracking sees the real offset) and buffers need no O_DIRECT alignment.
- */
-const KERNEL_HANDLED = C.O_APPEND | C.O_DIRECT | C.O_CREAT | C.O_EXCL | C.O_TRUNC | C.O_NOCTTY;
 
 export interface FsContext {
   paths: PathMap;
@@ -52,10 +47,8 @@ export interface FsContext {
 }
 
 type Reply = (result: number) => void;
-
-export function backingFlags(flags: number): number {
-  return flags & ~KERNEL_HANDLED;
-}
+/** A handle's backing fd, and its O_DIRECT twin when opened with O_DIRECT. */
+type BackingFds = [number, number | undefined];
 
 /**
  * Records the backing inode of a newly opened file (it keys a resumable migration's state) and makes its native
@@ -176,24 +169,34 @@ export function createOps(ctx: FsContext): FuseOps {
   }
 
   /** An open backing file as a handle of the mount: tracked, its writer known, registered with the data path. */
-  function addHandle(path: string, fd: number, flags: number, uid: number, gid: number, pid: number, done: (fh: number) => void): void {
+  function addHandle(path: string, fd: number, directFd: number | undefined, flags: number, uid: number, gid: number, pid: number, done: (fh: number) => void): void {
     const file = tracker.acquire(path);
     learnFile(fd, file, () => {
-      unprivilegedWriter(flags, uid, gid, pid, (writer) => done(handles.add({ fd, flags, file, unprivilegedWriter: writer })));
+      unprivilegedWriter(flags, uid, gid, pid, (writer) => done(handles.add({ fd, directFd, flags, file, unprivilegedWriter: writer })));
     });
   }
 
+  /** `fd` and, with O_DIRECT in `flags`, its O_DIRECT twin; `fd` is closed when the twin fails. */
+  async function withDirect(fd: number, flags: number): Promise<BackingFds> {
+    try {
+      return [fd, await openDirect(fd, flags)];
+    } catch (err) {
+      fs.closeSync(fd);
+      throw err;
+    }
+  }
+
   /**
-   * Answers an open or create with a handle on the backing fd `openFd` gives. The op leaves the gate only once the
+   * Answers an open or create with a handle on the backing fds `openFd` gives. The op leaves the gate only once the
    * handle is in the table: a switchover that freezes the path meanwhile must find it there to reopen it.
    */
-  function serveOpen(op: string, path: string, flags: number, uid: number, gid: number, pid: number, cb: (err: number, fh?: number, openFlags?: number) => void, openFd: () => Promise<number>): void {
+  function serveOpen(op: string, path: string, flags: number, uid: number, gid: number, pid: number, cb: (err: number, fh?: number, openFlags?: number) => void, openFd: () => Promise<BackingFds>): void {
     counters.count(op);
     const reserved = reservedErrno(op, path);
     if (reserved) return cb(reserved);
     gate.admit(path, undefined, (ticket) => {
       openFd().then(
-        (fd) => addHandle(path, fd, flags, uid, gid, pid, (fh) => {
+        ([fd, directFd]) => addHandle(path, fd, directFd, flags, uid, gid, pid, (fh) => {
           gate.leave(ticket);
           cb(0, fh, ctx.openFlags(flags));
         }),
@@ -280,7 +283,7 @@ export function createOps(ctx: FsContext): FuseOps {
     },
 
     open(path, flags, uid, gid, pid, cb) {
-      serveOpen('open', path, flags, uid, gid, pid, cb, () => beneath(path, (root, rel) => at.open(root, rel, backingFlags(flags))));
+      serveOpen('open', path, flags, uid, gid, pid, cb, () => beneath(path, async (root, rel) => withDirect(await at.open(root, rel, backingFlags(flags)), flags)));
     },
 
     create(path, mode, flags, uid, gid, pid, cb) {
@@ -292,12 +295,13 @@ export function createOps(ctx: FsContext): FuseOps {
         const fd = await at.open(root, rel, openFlags, creationMode(mode, uid, gid) & 0o7777);
         try {
           await giveToCaller(at, root, rel, fd, uid, gid, mode);
-        } catch (chownErr) {
+          return [fd, await openDirect(fd, flags)];
+        } catch (err) {
+          // A create that fails leaves nothing behind.
           fs.closeSync(fd);
           await at.unlink(root, rel).catch(() => undefined);
-          throw chownErr;
+          throw err;
         }
-        return fd;
       })));
     },
 
@@ -306,7 +310,7 @@ export function createOps(ctx: FsContext): FuseOps {
       if (!handle) return cb(-E.EBADF);
       counters.count('read');
       gate.admit(path, undefined, (ticket) => {
-        fs.read(handle.fd, buf, 0, len, pos, (err, bytes) => {
+        readHandle(ctx.io, handle, buf, len, pos, (err, bytes) => {
           gate.leave(ticket);
           if (err) {
             counters.errors++;
@@ -341,7 +345,7 @@ export function createOps(ctx: FsContext): FuseOps {
       function writeBacking(ticket: number): void {
         const file = handle!.file;
         const order = tracker.beginWrite(file);
-        fs.write(handle!.fd, buf, 0, len, pos, (err, bytes) => {
+        writeHandle(ctx.io, handle!, buf, len, pos, (err, bytes) => {
           if (err) {
             tracker.endWrite(file, order, pos, 0);
             gate.leave(ticket);
@@ -401,7 +405,7 @@ export function createOps(ctx: FsContext): FuseOps {
           gate.leave(ticket);
           return cb(-E.EBADF);
         }
-        fs.close(handle.fd, (err) => {
+        closeBacking(handle, (err) => {
           gate.leave(ticket);
           cb(err ? toErrno(err) : 0);
         });

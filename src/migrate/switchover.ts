@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import type { IoGate, Freeze } from '../fs/gate.js';
 import type { HandleTable, Handle } from '../fs/handles.js';
 import type { SocketInodes } from '../fs/socket-inodes.js';
-import { backingFlags } from '../fs/ops.js';
+import { backingFlags, openDirect } from '../fs/backing-io.js';
 import type { Beneath } from '../util/beneath.js';
 import { fstatBig } from '../util/beneath-tree.js';
 import { isWithin } from '../util/paths.js';
@@ -72,7 +72,7 @@ export async function switchover(deps: SwitchoverDeps, attempt: number): Promise
     if (!deps.committed() && Date.now() > deadline) throw new DeadlineError(`the freeze overran ${deps.maxDowntimeMs} ms in step ${name}`);
     return result;
   };
-  const reopened: { fh: number; handle: Handle; fd: number }[] = [];
+  const reopened: { fh: number; handle: Handle; fd: number; directFd: number | undefined }[] = [];
   let downtimeMs: number | undefined;
   try {
     // Once: with the mount frozen nothing may move the subtree, and a walk that saw it move fails the migration.
@@ -93,7 +93,12 @@ export async function switchover(deps: SwitchoverDeps, attempt: number): Promise
         const rel = st.dev === tree.dev ? shadow.placedPath(st.ino) : undefined;
         if (rel === undefined) throw Object.assign(new Error(`${handle.file.path} is open but its inode ${st.ino} has no copy`), { code: 'EINVARIANT' });
         const fd = await shadow.openFile(rel, backingFlags(handle.flags));
-        reopened.push({ fh, handle, fd });
+        // An O_DIRECT handle is O_DIRECT on the destination too (per its filesystem's alignment: direct.h).
+        const directFd = await openDirect(fd, handle.flags).catch((err: unknown) => {
+          closeQuietly(fd);
+          throw err;
+        });
+        reopened.push({ fh, handle, fd, directFd });
       }
     });
     const sockets = await Promise.all(tree.specials.filter((s) => s.stat.isSocket()).map(async (s) => [s.stat, await shadow.lstat(s.rel)] as const));
@@ -102,9 +107,9 @@ export async function switchover(deps: SwitchoverDeps, attempt: number): Promise
     await step('commitMs', () => deps.commit());
     for (const [from, to] of sockets) deps.sockets.moved(from, to);
     // Infallible from here: every destination fd is already open.
-    for (const { fh, handle, fd } of reopened) {
-      closeQuietly(handle.fd);
-      deps.handles.setFd(fh, fd);
+    for (const { fh, handle, fd, directFd } of reopened) {
+      closeQuietly(handle.fd, handle.directFd);
+      deps.handles.setFds(fh, fd, directFd);
     }
     // The files are other inodes now: a later migration must key them by their new numbers.
     for (const file of deps.attached) file.ino = undefined;
@@ -112,7 +117,7 @@ export async function switchover(deps: SwitchoverDeps, attempt: number): Promise
     await faultPoint('after-commit');
     deps.copier.passes.push({ type: 'pass', pass: deps.copier.passes.length, mode: deps.mirroring() ? 'mirror' : 'iterative', ...deps.mirrors.figures(), dirtyBytes: copied, copiedBytes: copied, throughputBytesPerSec: Math.round(deps.copier.throughput), estimatedSwitchoverMs: 0, durationMs: Date.now() - frozenAt, yieldedToGuestMs: 0 });
   } catch (err) {
-    if (!deps.committed()) for (const { fd } of reopened) closeQuietly(fd);
+    if (!deps.committed()) for (const { fd, directFd } of reopened) closeQuietly(fd, directFd);
     if (!(err instanceof DeadlineError) || deps.committed()) throw err;
     // Nothing is lost before the commit: the copy so far is a pass like any other.
     deps.emit({ type: 'switchover', attempt, outcome: 'abandoned', frozenMs: Date.now() - frozenAt, steps });
@@ -128,6 +133,6 @@ export async function switchover(deps: SwitchoverDeps, attempt: number): Promise
   return downtimeMs;
 }
 
-function closeQuietly(fd: number): void {
-  close(fd, () => undefined);
+function closeQuietly(...fds: (number | undefined)[]): void {
+  for (const fd of fds) if (fd !== undefined) close(fd, () => undefined);
 }

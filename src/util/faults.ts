@@ -3,7 +3,8 @@
  * makes the daemon kill itself (as kill -9 would), stall, or fail (`fail`: the step at the point throws EIO) at a
  * named point of a migration (journaled: the journal written, the destination's root not made yet; root-made: the root made, the journal not yet naming it), of its walk (walk-listed: a directory listed, its entries not yet opened;
  * walk-readlink: a symlink's target about to be read), of the commit (commit-save, commit-saved, commit-restore), of
- * an abort's undo (aborting, undo-barred, undo-removed) or of a FUSE op (create); `@N`: only the Nth time the point
+ * an abort's undo (aborting, undo-barred, undo-removed) or of a FUSE op (create;
+ * open-direct: an O_DIRECT handle's second fd, at an open, a create or a switchover's reopen); `@N`: only the Nth time the point
  * is reached (default: every time). Unset in normal use.
  * The point names are an interface (tests outside the repo use them): keep them.
  */
