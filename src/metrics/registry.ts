@@ -80,6 +80,13 @@ const MOUNT_METRICS: Definition[] = [
     labels: ['mount'],
     read: (s, mount) => (s.native ? [[mount, s.native.passedOps]] : []),
   },
+  {
+    name: 'ferry_direct_fallbacks_total',
+    help: 'O_DIRECT requests the backing filesystem could not take directly (unaligned): written through its page cache, synced and dropped.',
+    type: 'counter',
+    labels: ['mount'],
+    read: (s, mount) => [[mount, s.status.dataPath.directFallback]],
+  },
   { name: 'ferry_open_files', help: 'Files open through the mount (handles).', type: 'gauge', labels: ['mount'], read: (s, mount) => [[mount, s.status.openFiles.length]] },
   { name: 'ferry_dirty_bytes', help: 'Bytes in dirty blocks of all files, clipped to each file size.', type: 'gauge', labels: ['mount'], read: (s, mount) => [[mount, s.status.dirtyBytes]] },
   { name: 'ferry_dirty_files', help: 'Files with dirty blocks.', type: 'gauge', labels: ['mount'], read: (s, mount) => [[mount, s.status.trackedFiles.length]] },
