@@ -94,6 +94,7 @@ const ratios = [];
 const times = (a, b) => `${(a / b).toFixed(2)}×`;
 if (byId.ferry && byId.bindfs) ratios.push(['ferry/bindfs', 'ferry', 'bindfs', times]);
 if (byId.ferry && byId.passthrough_ll) ratios.push(['ferry/passthrough_ll', 'ferry', 'passthrough_ll', times]);
+if (byId.ferry && byId['passthrough_ll-nodirect']) ratios.push(['ferry/passthrough_ll-nodirect', 'ferry', 'passthrough_ll-nodirect', times]);
 if (byId['ferry-mmap'] && byId.bindfs) ratios.push(['ferry-mmap/bindfs', 'ferry-mmap', 'bindfs', times]);
 if (byId['ferry-mmap'] && byId.passthrough_ll) ratios.push(['ferry-mmap/passthrough_ll', 'ferry-mmap', 'passthrough_ll', times]);
 if (byId.ferry && byId['ferry-js']) ratios.push(['native/JS', 'ferry', 'ferry-js', times]);
@@ -123,6 +124,7 @@ console.log(`### fio: MB/s or IOPS (p50 / p99 latency, µs), ${of}; ${plan.direc
 console.log();
 printTable(header, rows, (i) => (i === 0 ? 'l' : 'r'));
 console.log();
+for (const t of plan.targets.filter((x) => x.skip)) console.log(`${t.label}: n/a, skipped: ${t.skip}.`);
 if (plan.direct) console.log('No warm rows: with O_DIRECT nothing reads a cache (they are run with buffered I/O only).');
 if (plan.jobs.some((j) => j.warm)) {
   console.log('warm: caches dropped, the file read once through the target (dd bs=1M), then the fio job at once with invalidate=0.');

@@ -12,6 +12,11 @@
 #                            bindfs daemons have). Mounted as root by libfuse 3 itself (mount(2)): fuse3's
 #                            fusermount3 is not needed, and must not be installed on Debian 12 (it replaces the
 #                            `fuse` package whose fusermount ferry and bindfs use).
+#            passthrough_ll-nodirect  the same example with one change made by this script at build time: O_DIRECT
+#                            dropped from the flags it opens backing files with (as bindfs, and ferry until issue 29's
+#                            step 8, do). Not in the default set: for FERRY_BENCH_DIRECT=1 runs, where the example as
+#                            shipped fails every O_DIRECT write with EINVAL (it writes from libfuse's receive buffer,
+#                            whose payload is not page-aligned) and is skipped.
 #            ferry-js        `ferry mount` with dirty tracking, on the JavaScript data path (FERRY_NATIVE=0)
 #            ferry           `ferry mount` with dirty tracking (default 64K blocks, 128K read-around), native data path
 #            ferry-notrack   `ferry mount --no-track`, native data path
@@ -44,7 +49,7 @@
 #   FERRY_BENCH_DIR       parent of the scratch directory (default /var/tmp; the root disk, not a tmpfs)
 #   FERRY_BENCH_TMPFS=1   mount a tmpfs inside the scratch directory and keep the backing files there
 #   FERRY_BENCH_DIRECT=1  direct=1 (checked on every target first; a target without O_DIRECT is skipped)
-#   FERRY_BENCH_RUNTIME   seconds per fio job (default 10; 9 jobs x 7 targets x 3 rounds: about 35 minutes)
+#   FERRY_BENCH_RUNTIME   seconds per fio job (default 10; 9 jobs x 7 targets x 3 rounds: about 45 minutes)
 #   FERRY_BENCH_ROUNDS    rounds (default 3; the table shows the median and the range of the rounds)
 #   FERRY_BENCH_SIZE      file size per target (default 1G; fio/numfmt suffixes K M G)
 #   FERRY_BENCH_MEM_SIZE  file size of the memory figure (default 1G, as issue 29 asks; 0: no memory figure)
@@ -96,7 +101,7 @@ if [ "$mem_arg" = 0 ]; then mem_size=0; else
   ((mem_size >= 1 << 20 && mem_size % (1 << 20) == 0)) || die "FERRY_BENCH_MEM_SIZE must be 0 or a whole number of MiB"
 fi
 for t in "${targets[@]}"; do
-  case $t in native | bindfs | passthrough_ll | ferry-js | ferry | ferry-notrack | ferry-mmap | ferry-noreadaround | ferry-before) ;;
+  case $t in native | bindfs | passthrough_ll | passthrough_ll-nodirect | ferry-js | ferry | ferry-notrack | ferry-mmap | ferry-noreadaround | ferry-before) ;;
     *) die "unknown target '$t'" ;;
   esac
   if [ "$t" = ferry-before ]; then
@@ -110,7 +115,7 @@ grep -q '^fuse ' /proc/modules 2>/dev/null || [ -e /dev/fuse ] || modprobe fuse 
 
 # passthrough_ll's source: Debian's libfuse3-dev ships it (plain or gzipped) with passthrough_helpers.h.
 pll_examples=/usr/share/doc/libfuse3-dev/examples
-if [[ " ${targets[*]} " == *" passthrough_ll "* ]]; then
+if [[ " ${targets[*]} " == *" passthrough_ll"* ]]; then
   for cmd in cc pkg-config; do command -v "$cmd" >/dev/null || die "$cmd is missing (scripts/setup.sh installs it)"; done
   pkg-config --exists fuse3 || die "libfuse3-dev is missing (scripts/setup.sh installs it; not fuse3, which removes fuse)"
   for f in passthrough_ll.c passthrough_helpers.h; do
@@ -266,6 +271,7 @@ for t in "${targets[@]}"; do
     native) kind_of[$t]=native label_of[$t]="native" ;;
     bindfs) kind_of[$t]=bindfs label_of[$t]="bindfs" ;;
     passthrough_ll) kind_of[$t]=passthrough label_of[$t]="passthrough_ll (libfuse $(pkg-config --modversion fuse3), cache=never)" ;;
+    passthrough_ll-nodirect) kind_of[$t]=passthrough label_of[$t]="passthrough_ll, O_DIRECT not forwarded" ;;
     ferry-js) kind_of[$t]=ferry label_of[$t]="ferry JS path" ;;
     ferry) kind_of[$t]=ferry label_of[$t]="ferry native" ;;
     ferry-notrack) kind_of[$t]=ferry label_of[$t]="ferry native --no-track" ;;
@@ -295,15 +301,22 @@ for t in "${targets[@]}"; do
   fi
 done
 
-pll_cmd=""
-if [[ " ${targets[*]} " == *" passthrough_ll "* ]]; then # built here, from the packaged example, every run
+pll_cmds=()
+if [[ " ${targets[*]} " == *" passthrough_ll"* ]]; then # built here, from the packaged example, every run
   mkdir -p "$scratch/pll"
   for f in passthrough_ll.c passthrough_helpers.h; do
     if [ -f "$pll_examples/$f" ]; then cp "$pll_examples/$f" "$scratch/pll/"; else zcat "$pll_examples/$f.gz" >"$scratch/pll/$f"; fi
   done
-  # shellcheck disable=SC2046 # pkg-config prints word lists
-  cc -O2 -Wall -o "$scratch/pll/passthrough_ll" "$scratch/pll/passthrough_ll.c" $(pkg-config fuse3 --cflags --libs) \
-    2>"$scratch/pll/cc.log" || { cat "$scratch/pll/cc.log" >&2; die "building passthrough_ll failed"; }
+  # The -nodirect variant: O_DIRECT dropped from both opens of a backing file (lo_create, lo_open), nothing else.
+  sed '/fi->flags/s/& ~O_NOFOLLOW/\& ~(O_NOFOLLOW | O_DIRECT)/' "$scratch/pll/passthrough_ll.c" >"$scratch/pll/passthrough_ll-nodirect.c"
+  [ "$(grep -c 'O_NOFOLLOW | O_DIRECT' "$scratch/pll/passthrough_ll-nodirect.c")" = 2 ] ||
+    die "passthrough_ll.c changed: the -nodirect edit (two opens with fi->flags & ~O_NOFOLLOW) no longer applies"
+  for t in "${targets[@]}"; do
+    [ "${kind_of[$t]}" = passthrough ] || continue
+    # shellcheck disable=SC2046 # pkg-config prints word lists
+    cc -O2 -Wall -o "$scratch/pll/$t" "$scratch/pll/$t.c" $(pkg-config fuse3 --cflags --libs) 2>"$scratch/pll/cc.log" ||
+      { cat "$scratch/pll/cc.log" >&2; die "building $t failed"; }
+  done
 fi
 
 bindfs_cmd=""
@@ -317,19 +330,19 @@ for t in "${targets[@]}"; do
       run_bounded 60 bindfs "$store/$t" "$m" || die "bindfs mount failed"
       daemon_pid[$t]=$(pid_of_cmdline bindfs "$store/$t" "$m") || note "cannot find the bindfs process"
       ;;
-    passthrough_ll)
+    passthrough_ll | passthrough_ll-nodirect)
       # -f: in the foreground of a background job, so its pid is ours to end; no -s: the multi-threaded loop.
       # setsid: a session (and scheduler autogroup) of its own, as the ferry and bindfs daemons have; fio's
       # autogroup is the script's. setsid execs in place here (a background job is no process-group leader).
-      pll_cmd="setsid passthrough_ll -f -o source=$store/$t,cache=never $m"
+      pll_cmds+=("setsid $t -f -o source=$store/$t,cache=never $m")
       mounted+=("$t")
-      setsid "$scratch/pll/passthrough_ll" -f -o "source=$store/$t,cache=never" "$m" >"$scratch/pll/$t.log" 2>&1 &
+      setsid "$scratch/pll/$t" -f -o "source=$store/$t,cache=never" "$m" >"$scratch/pll/$t.log" 2>&1 &
       daemon_pid[$t]=$!
       for _ in $(seq 100); do is_mounted "$m" && break; kill -0 "${daemon_pid[$t]}" 2>/dev/null || break; sleep 0.1; done
-      is_mounted "$m" || { cat "$scratch/pll/$t.log" >&2; die "passthrough_ll mount failed"; }
-      [ "$(cat "/proc/${daemon_pid[$t]}/comm" 2>/dev/null)" = passthrough_ll ] ||
-        daemon_pid[$t]=$(pid_of_cmdline "$scratch/pll/passthrough_ll" -f -o "source=$store/$t,cache=never" "$m") ||
-        note "cannot find the passthrough_ll process"
+      is_mounted "$m" || { cat "$scratch/pll/$t.log" >&2; die "$t mount failed"; }
+      [ "$(cat "/proc/${daemon_pid[$t]}/comm" 2>/dev/null)" = "${t:0:15}" ] ||
+        daemon_pid[$t]=$(pid_of_cmdline "$scratch/pll/$t" -f -o "source=$store/$t,cache=never" "$m") ||
+        note "cannot find the $t process"
       ;;
     ferry-js | ferry | ferry-notrack | ferry-mmap | ferry-noreadaround | ferry-before)
       args=(mount "$store/$t" "$m" --state-dir "$state")
@@ -539,7 +552,9 @@ echo "- versions: $(fio --version), bindfs $(bindfs --version 2>&1 | awk '{print
 echo "- I/O: $([ "$direct" = 1 ] && echo 'O_DIRECT (direct=1): no warm rows (nothing reads a cache)' || echo 'buffered (direct=0)'); 16 in flight = $qd16_desc; one $(numfmt --to=iec "$size") file per target, laid out beforehand"
 echo "- rounds: $rounds; within a round every job runs on every target in turn, the targets' order rotating by one each round"
 [ -z "$bindfs_cmd" ] || echo "- bindfs: \`$bindfs_cmd\` (default options: single-threaded, O_DIRECT not forwarded, xattrs mirrored)"
-[ -z "$pll_cmd" ] || echo "- passthrough_ll: \`$pll_cmd\`, built from $pll_examples/passthrough_ll.c (libfuse3-dev $(dpkg-query -W -f '${Version}' libfuse3-dev 2>/dev/null)) with \`cc -O2 -Wall ... \$(pkg-config fuse3 --cflags --libs)\` (multi-threaded loop, direct_io on every open, timeouts 0)"
+for c in "${pll_cmds[@]}"; do
+  echo "- passthrough_ll: \`$c\`, built from $pll_examples/passthrough_ll.c (libfuse3-dev $(dpkg-query -W -f '${Version}' libfuse3-dev 2>/dev/null)) with \`cc -O2 -Wall ... \$(pkg-config fuse3 --cflags --libs)\` (multi-threaded loop, direct_io on every open, timeouts 0)$([[ $c == *-nodirect* ]] && echo '; -nodirect: O_DIRECT dropped from its two backing opens')"
+done
 for c in "${ferry_cmds[@]}"; do echo "- ferry: \`$c\`"; done
 echo "- fio, per job and target (caches dropped before each run; warm jobs: then \`dd if=<target>/bench.dat of=/dev/null bs=1M\` first):"
 echo '  ```'
