@@ -243,11 +243,16 @@ trap 'exit 143' TERM
 trap 'exit 129' HUP
 
 run_bounded() { # <seconds> [--stderr file] cmd...: in the background so traps fire at once; 124/137 = timed out
-  local limit=$1 rc=0 errfile=/dev/stderr
+  local limit=$1 rc=0
   shift
-  if [ "$1" = --stderr ]; then errfile=$2; shift 2; fi
-  # The child's stderr only: a trap running meanwhile must still print to ours.
-  timeout -k 10 "$limit" "$@" 2>"$errfile" &
+  if [ "$1" = --stderr ]; then
+    # The child's stderr only: a trap running meanwhile must still print to ours.
+    timeout -k 10 "$limit" "${@:3}" 2>"$2" &
+  else
+    # Inherited, not 2>/dev/stderr: that reopens our stderr, and when it is a file, truncates it (the lines
+    # written so far became NUL bytes in a `bash io.sh 2>log`).
+    timeout -k 10 "$limit" "$@" &
+  fi
   child=$!
   wait "$child" || rc=$?
   child=""
