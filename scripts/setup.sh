@@ -10,7 +10,7 @@ flock 9
 
 missing=()
 need_cmd() { command -v "$1" >/dev/null 2>&1 || missing+=("$2"); }
-need_lib() { ldconfig -p | grep -q "$1" || missing+=("$2"); }
+need_lib() { grep -q "$1" <(ldconfig -p) || missing+=("$2"); } # not `ldconfig -p | grep -q`: grep leaving early gives ldconfig SIGPIPE, and pipefail reports the lib missing
 need_pkg() { dpkg -s "$1" >/dev/null 2>&1 || missing+=("$1"); }
 
 need_lib 'libfuse.so.2 ' libfuse2
@@ -39,6 +39,13 @@ need_pkg libvirt-daemon-driver-qemu
 need_cmd virsh libvirt-clients
 # Debian's Prometheus (and promtool) for test/mount/metrics.test.ts: it scrapes `ferry mount --metrics` for real.
 need_cmd prometheus prometheus
+# bench:io's passthrough_ll baseline is built from libfuse3-dev's example source. Not fuse3: on Debian 12 it
+# conflicts with (removes) `fuse`, whose fusermount ferry and bindfs use; libfuse 3 mounts as root without it.
+need_pkg libfuse3-dev
+need_cmd pkg-config pkg-config
+need_cmd cc gcc
+# bench:io's memory figure: page-cache residency of a file.
+need_cmd fincore util-linux
 for extra in ${FERRY_EXTRA_PACKAGES:-}; do dpkg -s "$extra" >/dev/null 2>&1 || missing+=("$extra"); done
 
 if ((${#missing[@]})); then
