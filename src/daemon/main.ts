@@ -193,7 +193,8 @@ async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
   // Listening first: an address that cannot be used is refused with nothing mounted.
   const metrics = opts.metrics ? await listenMetrics(opts.metrics, (err) => log.warn({ err }, 'a metrics scrape failed')) : undefined;
   // Evacuations a crash left: interrupted, their homes read against what recovery made of their migrations.
-  for (const record of await readEvacuationRecords(state)) {
+  const evacuationRecords = await readEvacuationRecords(state);
+  for (const record of evacuationRecords) {
     const evacuation = Evacuation.recover(record, services, migrations, (m) => migrations.push(m));
     evacuations.push(evacuation);
     log.warn({ evacuation: record.id, virtual: record.virtual }, 'evacuation interrupted by a crash: continue it with ferry evacuate --resume, or ferry cancel');
@@ -280,9 +281,17 @@ async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
     process.exitCode = 1;
   });
   // Said at the mount, where a boot or a restart after a crash shows it (mount -a, the journal), not found later.
-  const left = interrupted.map(({ journal }) => {
-    const path = join(mountpoint, journal.virtual);
-    return `the migration of ${path} to ${journal.dest} was interrupted by a crash: resume it with \`ferry migrate ${path} --resume\`, or \`ferry cancel ${path}\``;
-  });
+  // A home of an interrupted evacuation is resumed with it, not on its own.
+  const inEvacuation = new Set(evacuationRecords.flatMap((r) => r.homes.flatMap((h) => (h.migration ? [h.migration] : []))));
+  const left = [
+    ...evacuationRecords.map((r) => {
+      const path = r.virtual === '/' ? mountpoint : join(mountpoint, r.virtual);
+      return `the evacuation of ${path} to ${r.dest} was interrupted by a crash: continue it with \`ferry evacuate ${path} --resume\`, or \`ferry cancel ${path}\``;
+    }),
+    ...interrupted.filter(({ journal }) => !inEvacuation.has(journal.id)).map(({ journal }) => {
+      const path = join(mountpoint, journal.virtual);
+      return `the migration of ${path} to ${journal.dest} was interrupted by a crash: resume it with \`ferry migrate ${path} --resume\`, or \`ferry cancel ${path}\``;
+    }),
+  ];
   return { record, stopped, exposed, notices: [recordNotice, missing, ...left].filter((line) => line !== undefined) };
 }

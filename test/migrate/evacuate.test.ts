@@ -84,6 +84,11 @@ async function evacuationCrashed(): Promise<{ m: TestMount; homes: Homes; dest: 
     expect((await m.cli(['unmount', m.mountpoint, '--force'])).code).toBe(0);
     const again = await m.remount();
     expect(again.code, again.stderr).toBe(0);
+    // Said at the mount (a boot, a restart by systemd): the evacuation, not its homes one by one, is what to resume.
+    const esc = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+    const mnt = esc(m.mountpoint);
+    expect(again.stderr).toMatch(new RegExp(`^ferry: warning: the evacuation of ${mnt} to ${esc(dest)} was interrupted by a crash: continue it with \`ferry evacuate ${mnt} --resume\`, or \`ferry cancel ${mnt}\`$`, 'm'));
+    expect(again.stderr).not.toContain('ferry migrate');
     return { m, homes, dest };
 }
 
