@@ -4,6 +4,7 @@
 // worker to read ENODEV ends the session, and the loop cancels and joins the rest.
 #include "loop.h"
 #include "data.h"
+#include "negotiate.h"
 #include "pool.h"
 
 #include <fuse_lowlevel.h>
@@ -21,6 +22,9 @@
 #define FERRY_LOOP_GROW_NS 1000000
 #define FERRY_OPENS_MAX 256
 #define FERRY_FOPEN_PARALLEL_DIRECT_WRITES (1 << 6)
+
+_Static_assert(sizeof(struct fuse_in_header) + sizeof(struct fuse_write_in) == FERRY_WRITE_PAYLOAD_OFFSET,
+               "a WRITE's payload must start where negotiate.h places it");
 
 typedef struct {
   struct fuse_session *se;
@@ -96,8 +100,9 @@ bool ferry_loop_in_rename (void) {
 
 static void *worker (void *arg) {
   loop_t *loop = (loop_t *) arg;
-  size_t size = fuse_chan_bufsize(loop->ch);
-  char *mem = malloc(size);
+  // Sized for 1 MiB requests from the first one on: the INIT reply raises max_write (see negotiate.h).
+  size_t size = FERRY_RECV_SIZE;
+  char *mem = ferry_recv_alloc();
   // Cancelled (at unmount) only while waiting for a request, never mid-request.
   pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
   long served_ns = -1; // how long the last request took to answer (-1: it got no reply)
@@ -106,7 +111,7 @@ static void *worker (void *arg) {
     struct fuse_chan *ch = loop->ch;
     struct fuse_buf buf = { .mem = mem, .size = size };
     int res;
-    pthread_cleanup_push(free, mem);
+    pthread_cleanup_push(ferry_recv_free, mem);
     pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, NULL);
     res = fuse_session_receive_buf(loop->se, &buf, &ch);
     pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
@@ -128,7 +133,7 @@ static void *worker (void *arg) {
     if (counted) ferry_pool_done(&loop->pool);
     served_ns = counted ? (ended.tv_sec - began.tv_sec) * 1000000000L + (ended.tv_nsec - began.tv_nsec) : -1;
   }
-  free(mem);
+  ferry_recv_free(mem);
   // Unmounted (the read gave ENODEV, which also ends the session) or failed.
   fuse_session_exit(loop->se);
   ferry_pool_gone(&loop->pool);
