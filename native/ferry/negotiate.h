@@ -1,7 +1,7 @@
 // What ferry's request loop (loop.c) negotiates with the kernel beyond libfuse 2.9 (protocol 7.19): receive
-// buffers for 1 MiB requests, with each WRITE's payload on a page boundary. Header only (no libfuse types), so
-// the C unit tests build it without libfuse. native-notes/io-routes.md has the experiments behind every number
-// here.
+// buffers for 1 MiB requests, with each WRITE's payload on a page boundary, and the INIT reply that asks for
+// them. Header only (no libfuse types), so the C unit tests build it without libfuse.
+// native-notes/io-routes.md has the experiments behind every number here.
 //
 // Owns nothing shared: each worker allocates and frees its own buffer.
 #ifndef FERRY_NEGOTIATE_H
@@ -9,6 +9,7 @@
 
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 // The largest WRITE (and READ) the kernel may send once max_write and max_pages say 1 MiB.
@@ -19,6 +20,36 @@
 // sizeof(struct fuse_in_header) + sizeof(struct fuse_write_in) at minor >= 9 (loop.c asserts it): where a
 // WRITE's payload starts in the buffer.
 #define FERRY_WRITE_PAYLOAD_OFFSET 80
+// Pages per request (the kernel caps it by /proc/sys/fs/fuse/max_pages_limit, 256 by default).
+#define FERRY_MAX_PAGES 256
+
+// INIT flags (include/uapi/linux/fuse.h) that libfuse 2.9's fuse_kernel.h does not know.
+#define FERRY_INIT_MAX_PAGES (1u << 22) // 7.28: max_pages in the reply
+
+// fuse_init_out as the kernel reads it since 7.28 (64 bytes); libfuse 2.9 sends the first 24.
+typedef struct {
+  uint32_t major, minor, max_readahead, flags;
+  uint16_t max_background, congestion_threshold;
+  uint32_t max_write, time_gran;
+  uint16_t max_pages, map_alignment;
+  uint32_t flags2, max_stack_depth;
+  uint16_t request_timeout, unused[11];
+} ferry_init_out_t;
+_Static_assert(sizeof(ferry_init_out_t) == 64, "fuse_init_out is 64 bytes");
+#define FERRY_LIBFUSE_INIT_OUT_SIZE 24
+
+// The INIT reply the kernel gets: libfuse's 24-byte one (its flags, minor 19, readahead) in the 64-byte layout
+// (a shorter reply leaves max_pages 0, and the kernel then sends 4 KiB requests), with what ferry adds, each
+// flag only if `offered` (the INIT request's flags) has it.
+static inline void ferry_init_reply (ferry_init_out_t *out, const void *libfuse_reply, uint32_t offered) {
+  memset(out, 0, sizeof(*out));
+  memcpy(out, libfuse_reply, FERRY_LIBFUSE_INIT_OUT_SIZE);
+  if (offered & FERRY_INIT_MAX_PAGES) {
+    out->flags |= FERRY_INIT_MAX_PAGES;
+    out->max_pages = FERRY_MAX_PAGES;
+    out->max_write = FERRY_MAX_WRITE;
+  }
+}
 
 static inline size_t ferry_page_size (void) {
   long page = sysconf(_SC_PAGESIZE);

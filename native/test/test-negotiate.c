@@ -15,3 +15,26 @@ void test_negotiate_recv_buffer (void) {
   ferry_recv_free(mem);
   ferry_recv_free(NULL);
 }
+
+// libfuse 2.9's 24-byte reply (minor 19, max_write 128 KiB): what the kernel gets instead.
+static const ferry_init_out_t libfuse_reply = { .major = 7, .minor = 19, .max_readahead = 131072, .flags = 0x31, .max_write = 131072 };
+
+// Offered: the layout grows to 64 bytes with max_pages and 1 MiB writes; libfuse's own fields stay.
+void test_negotiate_init_offered (void) {
+  ferry_init_out_t out;
+  memset(&out, 0xff, sizeof(out));
+  ferry_init_reply(&out, &libfuse_reply, 0xffffffffu);
+  CHECK(out.major == 7 && out.minor == 19 && out.max_readahead == 131072);
+  CHECK((out.flags & 0x31) == 0x31);
+  CHECK(out.flags & FERRY_INIT_MAX_PAGES);
+  CHECK(out.max_pages == FERRY_MAX_PAGES && out.max_write == FERRY_MAX_WRITE);
+  CHECK(out.time_gran == 0 && out.flags2 == 0 && out.max_stack_depth == 0 && out.map_alignment == 0);
+}
+
+// Not offered (an older kernel): no flag it did not offer, and libfuse's max_write, which its buffers fit.
+void test_negotiate_init_not_offered (void) {
+  ferry_init_out_t out;
+  ferry_init_reply(&out, &libfuse_reply, 0x31);
+  CHECK(out.flags == 0x31);
+  CHECK(out.max_pages == 0 && out.max_write == 131072);
+}

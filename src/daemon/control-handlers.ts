@@ -1,4 +1,5 @@
 import type { BigIntStats } from 'node:fs';
+import type { FerryRequestStats } from 'fuse-native';
 import type { FsContext } from '../fs/ops.js';
 import { Beneath } from '../util/beneath.js';
 import type { Handler } from '../control/server.js';
@@ -14,6 +15,8 @@ export interface DaemonView {
   fs: FsContext;
   startedAtMs: number;
   migrations: Migration[];
+  /** The request loop's figures (both data paths). */
+  requests(): FerryRequestStats;
   shutdown(reason: string): void;
 }
 
@@ -58,6 +61,7 @@ export function controlHandlers(view: DaemonView): Record<string, Handler> {
         uptimeMs: Date.now() - view.startedAtMs,
         tracking: fs.tracker.enabled,
         dataPath,
+        requests: view.requests(),
         ops,
         totalOps: fs.counters.totalOps + dataPath.readOps + dataPath.writeOps,
         errors: fs.counters.errors + dataPath.errors,

@@ -1,0 +1,67 @@
+// What ferry's request loop negotiates with the kernel beyond libfuse 2.9 (native/ferry/negotiate.h,
+// native-notes/io-routes.md): the size of the requests and how many arrive at once. Each case counts requests
+// (the daemon's op counters and the loop's largest request) and compares bytes; none times anything.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { mountFerry, type TestMount } from '../helpers/mounts.js';
+import { run } from '../helpers/cli.js';
+import { findMount } from '../../src/util/mounts.js';
+
+const MiB = 1 << 20;
+
+describe('requests (direct_io opens)', () => {
+  let m: TestMount;
+  const inMount = (p: string) => join(m.mountpoint, p);
+  const inStore = (p: string) => join(m.datastore, p);
+
+  beforeAll(async () => {
+    m = await mountFerry();
+  });
+  afterAll(async () => {
+    await m?.stop();
+  });
+
+  it('1 MiB requests: a 1 MiB O_DIRECT write and read each arrive as one request of 1048576 bytes', async () => {
+    const data = randomBytes(MiB);
+    await fsp.writeFile(join(m.root, 'src'), data);
+    const before = await m.status();
+    const w = await run('dd', [`if=${join(m.root, 'src')}`, `of=${inMount('big')}`, 'bs=1M', 'count=1', 'oflag=direct', 'status=none']);
+    expect(w).toEqual({ code: 0, stdout: '', stderr: '' });
+    const written = await m.status();
+    expect([written.ops.write - (before.ops.write ?? 0), written.requests?.largestWrite]).toEqual([1, MiB]);
+    expect(fs.readFileSync(inStore('big')).equals(data)).toBe(true);
+
+    const r = await run('dd', [`if=${inMount('big')}`, `of=${join(m.root, 'back')}`, 'bs=1M', 'count=1', 'iflag=direct', 'status=none']);
+    expect(r).toEqual({ code: 0, stdout: '', stderr: '' });
+    const read = await m.status();
+    expect([read.ops.read - (written.ops.read ?? 0), read.requests?.largestRead]).toEqual([1, MiB]);
+    expect(fs.readFileSync(join(m.root, 'back')).equals(data)).toBe(true);
+  });
+});
+
+describe('requests (page-cached opens, --mmap)', () => {
+  let m: TestMount;
+  const inMount = (p: string) => join(m.mountpoint, p);
+  const inStore = (p: string) => join(m.datastore, p);
+
+  beforeAll(async () => {
+    m = await mountFerry({ args: ['--mmap'] });
+  });
+  afterAll(async () => {
+    await m?.stop();
+  });
+
+  it("sequential reads arrive as 1 MiB requests: the FUSE bdi's readahead is raised to 1 MiB", async () => {
+    const { minor } = (await findMount(m.mountpoint))!;
+    const data = randomBytes(16 * MiB);
+    await fsp.writeFile(inStore('seq'), data);
+    const r = await run('dd', [`if=${inMount('seq')}`, `of=${join(m.root, 'seq')}`, 'bs=1M', 'status=none']);
+    expect(r).toEqual({ code: 0, stdout: '', stderr: '' });
+    expect(fs.readFileSync(join(m.root, 'seq')).equals(data)).toBe(true);
+    expect((await m.status()).requests.largestRead).toBe(MiB);
+    expect(fs.readFileSync(`/sys/class/bdi/0:${minor}/read_ahead_kb`, 'utf8').trim()).toBe('1024');
+  });
+});
