@@ -24,7 +24,12 @@
 #define FERRY_MAX_PAGES 256
 
 // INIT flags (include/uapi/linux/fuse.h) that libfuse 2.9's fuse_kernel.h does not know.
+#define FERRY_INIT_ASYNC_DIO (1u << 15) // 7.22: one submitter's O_DIRECT AIO sent in parallel, not one at a time
 #define FERRY_INIT_MAX_PAGES (1u << 22) // 7.28: max_pages in the reply
+// Background requests (async reads, async direct I/O) the kernel keeps in flight: libfuse 2.9 says 0, which
+// leaves the kernel's 12, short of a guest's 16-deep queue. Congestion at 3/4 of it, as the kernel's default.
+#define FERRY_MAX_BACKGROUND 32
+#define FERRY_CONGESTION_THRESHOLD 24
 
 // fuse_init_out as the kernel reads it since 7.28 (64 bytes); libfuse 2.9 sends the first 24.
 typedef struct {
@@ -44,6 +49,9 @@ _Static_assert(sizeof(ferry_init_out_t) == 64, "fuse_init_out is 64 bytes");
 static inline void ferry_init_reply (ferry_init_out_t *out, const void *libfuse_reply, uint32_t offered) {
   memset(out, 0, sizeof(*out));
   memcpy(out, libfuse_reply, FERRY_LIBFUSE_INIT_OUT_SIZE);
+  out->flags |= offered & FERRY_INIT_ASYNC_DIO;
+  out->max_background = FERRY_MAX_BACKGROUND;
+  out->congestion_threshold = FERRY_CONGESTION_THRESHOLD;
   if (offered & FERRY_INIT_MAX_PAGES) {
     out->flags |= FERRY_INIT_MAX_PAGES;
     out->max_pages = FERRY_MAX_PAGES;

@@ -19,7 +19,8 @@ void test_negotiate_recv_buffer (void) {
 // libfuse 2.9's 24-byte reply (minor 19, max_write 128 KiB): what the kernel gets instead.
 static const ferry_init_out_t libfuse_reply = { .major = 7, .minor = 19, .max_readahead = 131072, .flags = 0x31, .max_write = 131072 };
 
-// Offered: the layout grows to 64 bytes with max_pages and 1 MiB writes; libfuse's own fields stay.
+// Offered: the layout grows to 64 bytes with max_pages and 1 MiB writes, async direct I/O with 32 background
+// requests; libfuse's own fields stay.
 void test_negotiate_init_offered (void) {
   ferry_init_out_t out;
   memset(&out, 0xff, sizeof(out));
@@ -27,6 +28,8 @@ void test_negotiate_init_offered (void) {
   CHECK(out.major == 7 && out.minor == 19 && out.max_readahead == 131072);
   CHECK((out.flags & 0x31) == 0x31);
   CHECK(out.flags & FERRY_INIT_MAX_PAGES);
+  CHECK(out.flags & FERRY_INIT_ASYNC_DIO);
+  CHECK(out.max_background == FERRY_MAX_BACKGROUND && out.congestion_threshold == FERRY_CONGESTION_THRESHOLD);
   CHECK(out.max_pages == FERRY_MAX_PAGES && out.max_write == FERRY_MAX_WRITE);
   CHECK(out.time_gran == 0 && out.flags2 == 0 && out.max_stack_depth == 0 && out.map_alignment == 0);
 }

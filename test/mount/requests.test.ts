@@ -40,6 +40,27 @@ describe('requests (direct_io opens)', () => {
     expect([read.ops.read - (written.ops.read ?? 0), read.requests?.largestRead]).toEqual([1, MiB]);
     expect(fs.readFileSync(join(m.root, 'back')).equals(data)).toBe(true);
   });
+
+  it('async direct I/O: one submitter with 16 O_DIRECT writes queued (libaio) has at least 8 in flight (libfuse 2.9: 1)', async () => {
+    const data = randomBytes(16 * MiB);
+    await fsp.writeFile(inStore('aio'), data);
+    const { minor } = (await findMount(m.mountpoint))!;
+    const connections = '/sys/fs/fuse/connections';
+    const mountedHere = fs.readdirSync(connections).length === 0 && (await run('mount', ['-t', 'fusectl', 'fusectl', connections])).code === 0;
+    try {
+      const fio = run('fio', ['--name=aio', `--filename=${inMount('aio')}`, '--rw=randwrite', '--bs=4k', '--ioengine=libaio', '--iodepth=16',
+        '--direct=1', '--time_based', '--runtime=3', '--size=16M', '--allow_file_create=0', '--output=/dev/null']);
+      await new Promise((r) => setTimeout(r, 1000));
+      // Requests the kernel has sent and the daemon not yet answered.
+      let most = 0;
+      for (const until = Date.now() + 1000; Date.now() < until; ) most = Math.max(most, Number(await fsp.readFile(`${connections}/${minor}/waiting`, 'utf8')));
+      expect((await fio).code).toBe(0);
+      expect(most).toBeGreaterThanOrEqual(8);
+      expect(fs.readFileSync(inMount('aio')).equals(fs.readFileSync(inStore('aio')))).toBe(true);
+    } finally {
+      if (mountedHere) await run('umount', [connections]);
+    }
+  });
 });
 
 describe('requests (page-cached opens, --mmap)', () => {
