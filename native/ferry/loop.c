@@ -39,6 +39,7 @@ typedef struct {
   atomic_bool init_pending;
   uint64_t init_unique;
   uint32_t init_offered;
+  atomic_bool killpriv_v2; // the INIT reply left setuid/setgid to ferry (see ferry_setattr_as_chown)
 } loop_t;
 
 ferry_loop_stats_t ferry_loop_stats;
@@ -88,6 +89,7 @@ static int init_reply_send (loop_t *loop, const struct iovec iov[], size_t count
   if (out.error != 0 || count != 2 || iov[1].iov_len != FERRY_LIBFUSE_INIT_OUT_SIZE) return fuse_chan_send(loop->ch, iov, count);
   ferry_init_out_t init;
   ferry_init_reply(&init, iov[1].iov_base, loop->init_offered);
+  atomic_store(&loop->killpriv_v2, (init.flags & FERRY_INIT_HANDLE_KILLPRIV_V2) != 0);
   out.len = sizeof(out) + sizeof(init);
   struct iovec copy[2] = { { &out, sizeof(out) }, { &init, sizeof(init) } };
   return fuse_chan_send(loop->ch, copy, 2);
@@ -162,6 +164,10 @@ static void *worker (void *arg) {
       atomic_store(&loop->init_pending, true);
     }
     if (in != NULL) note_request(in);
+    if (opcode == FUSE_SETATTR && atomic_load(&loop->killpriv_v2)) {
+      struct fuse_setattr_in *arg = (struct fuse_setattr_in *) (mem + sizeof(struct fuse_in_header));
+      ferry_setattr_as_chown(&arg->valid, &arg->uid, &arg->gid);
+    }
     if (counted) ferry_pool_took(&loop->pool);
     struct timespec began, ended;
     clock_gettime(CLOCK_MONOTONIC, &began);

@@ -7,6 +7,7 @@
 #ifndef FERRY_NEGOTIATE_H
 #define FERRY_NEGOTIATE_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,10 @@
 // INIT flags (include/uapi/linux/fuse.h) that libfuse 2.9's fuse_kernel.h does not know.
 #define FERRY_INIT_ASYNC_DIO (1u << 15) // 7.22: one submitter's O_DIRECT AIO sent in parallel, not one at a time
 #define FERRY_INIT_MAX_PAGES (1u << 22) // 7.28: max_pages in the reply
+// 7.33: the server drops setuid/setgid on write, truncate and O_TRUNC open, and the kernel stops asking for
+// security.capability (a GETXATTR) before every page-cached write. ferry drops them itself for every caller
+// but root (src/fs/privileges.ts), as the kernel's rule for local filesystems says.
+#define FERRY_INIT_HANDLE_KILLPRIV_V2 (1u << 28)
 // Background requests (async reads, async direct I/O) the kernel keeps in flight: libfuse 2.9 says 0, which
 // leaves the kernel's 12, short of a guest's 16-deep queue. Congestion at 3/4 of it, as the kernel's default.
 #define FERRY_MAX_BACKGROUND 32
@@ -49,7 +54,7 @@ _Static_assert(sizeof(ferry_init_out_t) == 64, "fuse_init_out is 64 bytes");
 static inline void ferry_init_reply (ferry_init_out_t *out, const void *libfuse_reply, uint32_t offered) {
   memset(out, 0, sizeof(*out));
   memcpy(out, libfuse_reply, FERRY_LIBFUSE_INIT_OUT_SIZE);
-  out->flags |= offered & FERRY_INIT_ASYNC_DIO;
+  out->flags |= offered & (FERRY_INIT_ASYNC_DIO | FERRY_INIT_HANDLE_KILLPRIV_V2);
   out->max_background = FERRY_MAX_BACKGROUND;
   out->congestion_threshold = FERRY_CONGESTION_THRESHOLD;
   if (offered & FERRY_INIT_MAX_PAGES) {
@@ -57,6 +62,24 @@ static inline void ferry_init_reply (ferry_init_out_t *out, const void *libfuse_
     out->max_pages = FERRY_MAX_PAGES;
     out->max_write = FERRY_MAX_WRITE;
   }
+}
+
+// SETATTR's valid bits (fuse_setattr_in) that matter below.
+#define FERRY_FATTR_UID (1u << 1)
+#define FERRY_FATTR_GID (1u << 2)
+#define FERRY_FATTR_FH (1u << 6)
+#define FERRY_FATTR_LOCKOWNER (1u << 9)
+#define FERRY_FATTR_KILL_SUIDGID (1u << 11)
+
+// With HANDLE_KILLPRIV_V2 a chown(-1, -1) reaches the server as a SETATTR that sets nothing: the kernel drops
+// its ATTR_KILL_SUID/SGID and sends FATTR_KILL_SUIDGID only when an owner changes, and libfuse 2.9 then calls
+// no op, where ext4 drops setuid (and setgid with group execute). Such a request becomes a chown to (-1, -1),
+// which the daemon's backing chown answers by that same rule. Returns whether it rewrote.
+static inline bool ferry_setattr_as_chown (uint32_t *valid, uint32_t *uid, uint32_t *gid) {
+  if ((*valid & ~(FERRY_FATTR_FH | FERRY_FATTR_LOCKOWNER | FERRY_FATTR_KILL_SUIDGID)) != 0) return false;
+  *valid |= FERRY_FATTR_UID | FERRY_FATTR_GID;
+  *uid = *gid = UINT32_MAX;
+  return true;
 }
 
 static inline size_t ferry_page_size (void) {

@@ -68,8 +68,12 @@ describe('requests (page-cached opens, --mmap)', () => {
   const inMount = (p: string) => join(m.mountpoint, p);
   const inStore = (p: string) => join(m.datastore, p);
 
+  const asNobody = (...cmd: string[]) => run('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', ...cmd]);
+
   beforeAll(async () => {
-    m = await mountFerry({ args: ['--mmap'] });
+    m = await mountFerry({ args: ['--mmap', '--allow-other'] });
+    await fsp.chmod(m.root, 0o755);
+    await fsp.chmod(m.datastore, 0o777);
   });
   afterAll(async () => {
     await m?.stop();
@@ -84,5 +88,47 @@ describe('requests (page-cached opens, --mmap)', () => {
     expect(fs.readFileSync(join(m.root, 'seq')).equals(data)).toBe(true);
     expect((await m.status()).requests.largestRead).toBe(MiB);
     expect(fs.readFileSync(`/sys/class/bdi/0:${minor}/read_ahead_kb`, 'utf8').trim()).toBe('1024');
+  });
+
+  it('1000 buffered 4 KiB writes cost at most one getxattr (the kernel leaves suid/sgid to ferry: HANDLE_KILLPRIV_V2)', async () => {
+    await fsp.writeFile(inStore('buffered'), Buffer.alloc(4 * MiB));
+    const before = await m.status();
+    const w = await run('dd', ['if=/dev/urandom', `of=${inMount('buffered')}`, 'bs=4k', 'count=1000', 'conv=notrunc', 'status=none']);
+    expect(w).toEqual({ code: 0, stdout: '', stderr: '' });
+    const after = await m.status();
+    expect(after.ops.write - (before.ops.write ?? 0)).toBe(1000);
+    expect((after.ops.getxattr ?? 0) - (before.ops.getxattr ?? 0)).toBeLessThanOrEqual(1);
+    expect(fs.readFileSync(inMount('buffered')).equals(fs.readFileSync(inStore('buffered')))).toBe(true);
+  });
+
+  it("a buffered write by another user drops setuid and setgid, as ext4 does; root's keeps them", async () => {
+    for (const [mode, after] of [
+      [0o4777, 0o777],
+      [0o2777, 0o777],
+      [0o6777, 0o777],
+      [0o2767, 0o767], // setgid without group execute too: nobody is not in the file's group
+    ]) {
+      await fsp.writeFile(inMount('suid'), 'x');
+      await fsp.chmod(inMount('suid'), mode);
+      expect((await asNobody('sh', '-c', `echo more >> ${inMount('suid')}`)).code).toBe(0);
+      expect([mode.toString(8), fs.statSync(inStore('suid')).mode & 0o7777]).toEqual([mode.toString(8), after]);
+      expect(fs.readFileSync(inStore('suid'), 'utf8')).toBe('xmore\n');
+      await fsp.unlink(inMount('suid'));
+    }
+    await fsp.writeFile(inMount('suid'), 'x');
+    await fsp.chmod(inMount('suid'), 0o6755);
+    await fsp.appendFile(inMount('suid'), 'by root');
+    expect(fs.statSync(inStore('suid')).mode & 0o7777).toBe(0o6755);
+  });
+
+  it('a truncate or O_TRUNC open by another user drops setuid and setgid, as ext4 does', async () => {
+    for (const cmd of [['truncate', '-s', '0'], ['sh', '-c', 'printf y > "$0"']]) {
+      await fsp.writeFile(inMount('trunc'), 'x');
+      await fsp.chmod(inMount('trunc'), 0o6777);
+      const r = await asNobody(...cmd, inMount('trunc'));
+      expect([cmd[0], r.code, r.stderr]).toEqual([cmd[0], 0, '']);
+      expect([cmd[0], fs.statSync(inStore('trunc')).mode & 0o7777]).toEqual([cmd[0], 0o777]);
+      await fsp.unlink(inMount('trunc'));
+    }
   });
 });
