@@ -4,6 +4,7 @@
 // worker to read ENODEV ends the session, and the loop cancels and joins the rest.
 #include "loop.h"
 #include "data.h"
+#include "negotiate.h"
 #include "pool.h"
 
 #include <fuse_lowlevel.h>
@@ -22,6 +23,9 @@
 #define FERRY_OPENS_MAX 256
 #define FERRY_FOPEN_PARALLEL_DIRECT_WRITES (1 << 6)
 
+_Static_assert(sizeof(struct fuse_in_header) + sizeof(struct fuse_write_in) == FERRY_WRITE_PAYLOAD_OFFSET,
+               "a WRITE's payload must start where negotiate.h places it");
+
 typedef struct {
   struct fuse_session *se;
   struct fuse_chan *ch;
@@ -31,7 +35,25 @@ typedef struct {
   pthread_mutex_t opens_mu;
   atomic_int nopens;
   uint64_t opens[FERRY_OPENS_MAX]; // uniques of OPEN and CREATE requests awaiting their reply
+  // The INIT request awaiting its reply (the session's first request), and the flags the kernel offered in it.
+  atomic_bool init_pending;
+  uint64_t init_unique;
+  uint32_t init_offered;
+  atomic_bool killpriv_v2; // the INIT reply left setuid/setgid to ferry (see ferry_setattr_as_chown)
 } loop_t;
+
+ferry_loop_stats_t ferry_loop_stats;
+
+static void note_largest (_Atomic uint32_t *largest, uint32_t size) {
+  uint32_t seen = atomic_load(largest);
+  while (size > seen && !atomic_compare_exchange_weak(largest, &seen, size)) {}
+}
+
+// Sizes of the READ and WRITE requests as the kernel sent them (whoever answers them: C, JS or libfuse).
+static void note_request (const struct fuse_in_header *in) {
+  if (in->opcode == FUSE_READ) note_largest(&ferry_loop_stats.largest_read, ((const struct fuse_read_in *) (in + 1))->size);
+  else if (in->opcode == FUSE_WRITE) note_largest(&ferry_loop_stats.largest_write, ((const struct fuse_write_in *) (in + 1))->size);
+}
 
 static void note_open (loop_t *loop, uint64_t unique) {
   pthread_mutex_lock(&loop->opens_mu);
@@ -60,6 +82,19 @@ static bool take_open (loop_t *loop, uint64_t unique) {
   return found;
 }
 
+// libfuse 2.9's INIT reply (24 bytes) sent as the 64-byte one with what negotiate.h adds. The workers' buffers
+// already hold the larger requests it allows: they were sized before the INIT request was read.
+static int init_reply_send (loop_t *loop, const struct iovec iov[], size_t count) {
+  struct fuse_out_header out = *(const struct fuse_out_header *) iov[0].iov_base;
+  if (out.error != 0 || count != 2 || iov[1].iov_len != FERRY_LIBFUSE_INIT_OUT_SIZE) return fuse_chan_send(loop->ch, iov, count);
+  ferry_init_out_t init;
+  ferry_init_reply(&init, iov[1].iov_base, loop->init_offered);
+  atomic_store(&loop->killpriv_v2, (init.flags & FERRY_INIT_HANDLE_KILLPRIV_V2) != 0);
+  out.len = sizeof(out) + sizeof(init);
+  struct iovec copy[2] = { { &out, sizeof(out) }, { &init, sizeof(init) } };
+  return fuse_chan_send(loop->ch, copy, 2);
+}
+
 // Every reply passes here on its way to the kernel. A successful OPEN or CREATE
 // reply with FOPEN_DIRECT_IO also gets FOPEN_PARALLEL_DIRECT_WRITES (Linux 6.2,
 // unknown to libfuse 2.9): without it the kernel holds the inode lock across
@@ -67,8 +102,12 @@ static bool take_open (loop_t *loop, uint64_t unique) {
 static int reply_send (struct fuse_chan *ch, const struct iovec iov[], size_t count) {
   loop_t *loop = (loop_t *) fuse_chan_data(ch);
   // fuse_reply_none sends nothing (count 0): it only lets go of the request.
-  const struct fuse_out_header *out = count > 0 ? (const struct fuse_out_header *) iov[0].iov_base : NULL;
-  if (out != NULL && iov[0].iov_len >= sizeof(*out) && take_open(loop, out->unique) && out->error == 0 && count >= 2 && count <= 4) {
+  const struct fuse_out_header *out = count > 0 && iov[0].iov_len >= sizeof(struct fuse_out_header) ? (const struct fuse_out_header *) iov[0].iov_base : NULL;
+  if (out != NULL && atomic_load(&loop->init_pending) && out->unique == loop->init_unique) {
+    atomic_store(&loop->init_pending, false);
+    return init_reply_send(loop, iov, count);
+  }
+  if (out != NULL && take_open(loop, out->unique) && out->error == 0 && count >= 2 && count <= 4) {
     const struct iovec *last = &iov[count - 1];
     char arg[512];
     // struct fuse_open_out ends the reply (CREATE puts its entry first): fh, open_flags, padding.
@@ -96,8 +135,9 @@ bool ferry_loop_in_rename (void) {
 
 static void *worker (void *arg) {
   loop_t *loop = (loop_t *) arg;
-  size_t size = fuse_chan_bufsize(loop->ch);
-  char *mem = malloc(size);
+  // Sized for 1 MiB requests from the first one on: the INIT reply raises max_write (see negotiate.h).
+  size_t size = FERRY_RECV_SIZE;
+  char *mem = ferry_recv_alloc();
   // Cancelled (at unmount) only while waiting for a request, never mid-request.
   pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
   long served_ns = -1; // how long the last request took to answer (-1: it got no reply)
@@ -106,7 +146,7 @@ static void *worker (void *arg) {
     struct fuse_chan *ch = loop->ch;
     struct fuse_buf buf = { .mem = mem, .size = size };
     int res;
-    pthread_cleanup_push(free, mem);
+    pthread_cleanup_push(ferry_recv_free, mem);
     pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, NULL);
     res = fuse_session_receive_buf(loop->se, &buf, &ch);
     pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
@@ -118,6 +158,16 @@ static void *worker (void *arg) {
     uint32_t opcode = in != NULL ? in->opcode : 0;
     bool counted = opcode != FUSE_FORGET && opcode != FUSE_BATCH_FORGET;
     if ((opcode == FUSE_OPEN || opcode == FUSE_CREATE) && loop->reply_ch != NULL) note_open(loop, in->unique);
+    if (opcode == FUSE_INIT && loop->reply_ch != NULL) {
+      loop->init_unique = in->unique;
+      loop->init_offered = ((const struct fuse_init_in *) (in + 1))->flags;
+      atomic_store(&loop->init_pending, true);
+    }
+    if (in != NULL) note_request(in);
+    if (opcode == FUSE_SETATTR && atomic_load(&loop->killpriv_v2)) {
+      struct fuse_setattr_in *arg = (struct fuse_setattr_in *) (mem + sizeof(struct fuse_in_header));
+      ferry_setattr_as_chown(&arg->valid, &arg->uid, &arg->gid);
+    }
     if (counted) ferry_pool_took(&loop->pool);
     struct timespec began, ended;
     clock_gettime(CLOCK_MONOTONIC, &began);
@@ -128,7 +178,7 @@ static void *worker (void *arg) {
     if (counted) ferry_pool_done(&loop->pool);
     served_ns = counted ? (ended.tv_sec - began.tv_sec) * 1000000000L + (ended.tv_nsec - began.tv_nsec) : -1;
   }
-  free(mem);
+  ferry_recv_free(mem);
   // Unmounted (the read gave ENODEV, which also ends the session) or failed.
   fuse_session_exit(loop->se);
   ferry_pool_gone(&loop->pool);

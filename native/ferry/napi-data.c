@@ -4,6 +4,7 @@
 // The work itself is in data.c, maps.c, gate.c, window.c, busy-poll.c.
 #include "napi-glue.h"
 #include "data.h"
+#include "loop.h"
 #include "window.h"
 
 #include <stdio.h>
@@ -454,12 +455,22 @@ static napi_value dp_stats (napi_env env, napi_callback_info info) {
   return obj;
 }
 
+// requests() -> { largestRead, largestWrite }: the request loop's figures (loop.h), on either data path.
+static napi_value dp_requests (napi_env env, napi_callback_info info) {
+  (void) info;
+  napi_value obj;
+  napi_create_object(env, &obj);
+  set_number(env, obj, "largestRead", (double) atomic_load(&ferry_loop_stats.largest_read));
+  set_number(env, obj, "largestWrite", (double) atomic_load(&ferry_loop_stats.largest_write));
+  return obj;
+}
+
 void ferry_data_export (napi_env env, napi_value exports) {
   static const struct { const char *name; napi_callback fn; } methods[] = {
     { "enable", dp_enable }, { "readAround", dp_read_around }, { "busyPoll", dp_busy_poll }, { "newMap", dp_new_map }, { "newFile", dp_new_file }, { "install", dp_install },
     { "mark", dp_mark }, { "clearFrom", dp_clear_from }, { "jsWrites", dp_js_writes }, { "intent", dp_intent },
     { "bytesWritten", dp_bytes_written }, { "orderBegin", dp_order_begin }, { "orderEnd", dp_order_end }, { "open", dp_open }, { "move", dp_move }, { "close", dp_close },
-    { "freeze", dp_freeze }, { "thaw", dp_thaw }, { "drain", dp_drain }, { "stats", dp_stats },
+    { "freeze", dp_freeze }, { "thaw", dp_thaw }, { "drain", dp_drain }, { "stats", dp_stats }, { "requests", dp_requests },
     { "windowNew", dp_window_new }, { "windowAttach", dp_window_attach }, { "windowPlan", dp_window_plan },
     { "windowState", dp_window_state }, { "windowStats", dp_window_stats },
   };

@@ -1,4 +1,5 @@
 import type { BigIntStats } from 'node:fs';
+import type { FerryRequestStats } from 'fuse-native';
 import type { FsContext } from '../fs/ops.js';
 import { Beneath } from '../util/beneath.js';
 import type { Handler } from '../control/server.js';
@@ -16,6 +17,8 @@ export interface DaemonView {
   startedAtMs: number;
   migrations: Migration[];
   evacuations: Evacuation[];
+  /** The request loop's figures (both data paths). */
+  requests(): FerryRequestStats;
   shutdown(reason: string): void;
 }
 
@@ -49,6 +52,7 @@ export async function statusOf(view: DaemonView) {
     uptimeMs: Date.now() - view.startedAtMs,
     tracking: fs.tracker.enabled,
     dataPath,
+    requests: view.requests(),
     ops,
     totalOps: fs.counters.totalOps + dataPath.readOps + dataPath.writeOps,
     errors: fs.counters.errors + dataPath.errors,

@@ -2,6 +2,7 @@ import { closeSync, constants as C } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { loadFuse, nativeDataPath } from '../fs/fuse.js';
+import { raiseReadahead } from '../fs/readahead.js';
 import { createOps, type FsContext } from '../fs/ops.js';
 import { PathMap } from '../fs/path-map.js';
 import { HandleTable } from '../fs/handles.js';
@@ -62,7 +63,8 @@ export interface DaemonOptions {
 }
 
 /**
- * FUSE options: 128 KiB requests (libfuse 2's cap) instead of 4 KiB writes; inode numbers from the datastore;
+ * FUSE options: 1 MiB requests instead of 4 KiB writes (max_write is libfuse 2's own cap of 128 KiB, which
+ * ferry's request loop raises to 1 MiB in the INIT reply: native/ferry/negotiate.h); inode numbers from the datastore;
  * kernel permission checks whenever other users may enter. Attributes are not cached: libfuse 2.9 gives each
  * name of a hard-linked file its own kernel inode, so a cached link count, ctime or mode would go stale through
  * the other name (guest data I/O never asks for attributes: every open is direct_io). Nor are names: after a
@@ -73,7 +75,7 @@ export interface DaemonOptions {
  * resolves a path.
  */
 function mountOptions(opts: DaemonOptions): string[] {
-  const options = ['big_writes', 'max_write=131072', 'max_read=131072', 'use_ino', 'attr_timeout=0', 'entry_timeout=0', 'fsname=ferry', 'subtype=ferry'];
+  const options = ['big_writes', 'max_write=131072', 'max_read=1048576', 'use_ino', 'attr_timeout=0', 'entry_timeout=0', 'fsname=ferry', 'subtype=ferry'];
   if (opts.allowOther) options.push('allow_other', 'default_permissions');
   return options;
 }
@@ -209,6 +211,7 @@ async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
 
   // This daemon's entry in the mount table: its session lasts as long as that mount is in use.
   const mounted = await findMount(mountpoint);
+  if (mounted) await raiseReadahead(mounted.minor).catch((err: unknown) => log.warn({ err: errorMessage(err) }, 'cannot raise the readahead: page-cached reads stay at 128 KiB requests'));
 
   const record: MountRecord = {
     id: mountId(mountpoint),
@@ -256,7 +259,7 @@ async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
     }));
   };
 
-  const view = { record, fs: fsContext, startedAtMs: Date.now(), shutdown, migrations, evacuations };
+  const view = { record, fs: fsContext, startedAtMs: Date.now(), shutdown, migrations, evacuations, requests: () => Fuse.data.requests() };
   const forMigrations = migrationHandlers(services, migrations);
   const handlers = {
     ...controlHandlers(view),

@@ -138,6 +138,12 @@ declare module 'fuse-native' {
     pollVain: number;
     inflight: number;
   }
+  /** What the request loop has seen (native/ferry/loop.c), whichever data path answers. */
+  export interface FerryRequestStats {
+    /** The largest READ and WRITE request the kernel sent, bytes. */
+    largestRead: number;
+    largestWrite: number;
+  }
   /** ferry's native data path (change 010, native/ferry/data.c). */
   export interface FerryData {
     enable(blockSize: number): void;
@@ -169,6 +175,7 @@ declare module 'fuse-native' {
     thaw(prefix: string): void;
     drain(cb: () => void): void;
     stats(): FerryDataStats;
+    requests(): FerryRequestStats;
     windowNew(fd: number): NativeWindowRef;
     windowAttach(file: NativeFileRef, window: NativeWindowRef | null, slot: number): void;
     /** null: planning (every write is copied again later); arrays: the chunks of the copy, all pending. */

@@ -70,9 +70,10 @@ const O_ACCMODE = 3;
 /**
  * A write by anyone but root (who holds CAP_FSETID) drops setuid, and setgid as `killedBits` says, as local
  * filesystems do: otherwise any user allowed to write a setuid-root program could make it run their code as root.
- * The kernel leaves this to a FUSE server that writes with direct_io, and on a truncation or fallocate drops only
- * what FUSE's older rule says (setgid only with group execute). Every open for writing by a user other than root
- * keeps its caller, with its groups read then, whatever the mode is now: root may set the bits later.
+ * The kernel leaves this to the FUSE server: ferry's INIT reply says FUSE_HANDLE_KILLPRIV_V2
+ * (native/ferry/negotiate.h), so it drops nothing itself on a write, truncation or fallocate. Every open for
+ * writing by a user other than root keeps its caller, with its groups read then, whatever the mode is now: root
+ * may set the bits later.
  */
 function unprivilegedWriter(flags: number, uid: number, gid: number, pid: number, done: (writer: Caller | undefined) => void): void {
   if (uid === 0 || (flags & O_ACCMODE) === C.O_RDONLY) return done(undefined);
@@ -423,8 +424,7 @@ export function createOps(ctx: FsContext): FuseOps {
           const file = tracker.acquire(path);
           file.ino ??= st.ino;
           const oldSize = Number(st.size);
-          // Before the change, as for a write. The kernel's own chmod came first, in the same request; it leaves
-          // setgid without group execute.
+          // Before the change, as for a write: with FUSE_HANDLE_KILLPRIV_V2 the kernel drops neither bit itself.
           const mode = Number(st.mode);
           if (uid !== 0 && hasPrivileges(mode)) {
             const kill = killedBits({ mode, gid: Number(st.gid) }, await callerOf(uid, gid, pid));
