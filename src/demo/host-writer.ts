@@ -48,8 +48,12 @@ export async function startWriter(opts: WriterOptions): Promise<Writer> {
     async stop() {
       child.kill('SIGTERM');
       const code = await exited;
-      if (code !== 0) throw new Error(`the writer exited ${code}: ${err.trim()}`);
-      return JSON.parse(out.trim().split('\n').at(-1)!) as WriterReport;
+      // A writer whose every write failed (its mount's daemon killed) ends by itself; our SIGTERM can then land as
+      // Node, exiting, has put back the signal's default action. Its report is printed only after its model is on
+      // disk, so a report line means it finished, whatever ended the process.
+      const report = out.trim().split('\n').at(-1) ?? '';
+      if (code !== 0 && !report.startsWith('{')) throw new Error(`the writer exited ${code}: ${err.trim()}`);
+      return JSON.parse(report) as WriterReport;
     },
   };
 }
