@@ -1,5 +1,4 @@
-import { spawn } from 'node:child_process';
-import { CLI } from './cli.js';
+import { runJson } from './migration.js';
 import type { TestMount } from './mounts.js';
 
 export interface EvacuationRun {
@@ -12,25 +11,8 @@ export interface EvacuationRun {
 
 /** Runs `ferry evacuate --json` to the end, collecting its events (`onEvent` sees each as it comes). */
 export function evacuate(m: TestMount, dir: string, dest: string, args: string[] = [], onEvent?: (e: Record<string, any>) => void): { done: Promise<EvacuationRun>; pid: number } {
-  const child = spawn(process.execPath, [CLI, 'evacuate', dir, '--to', dest, '--json', '--state-dir', m.stateDir, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const events: Record<string, any>[] = [];
-  let buffered = '';
-  let stderr = '';
-  child.stdout.on('data', (d) => {
-    buffered += d;
-    let nl: number;
-    while ((nl = buffered.indexOf('\n')) >= 0) {
-      const event = JSON.parse(buffered.slice(0, nl));
-      buffered = buffered.slice(nl + 1);
-      events.push(event);
-      onEvent?.(event);
-    }
-  });
-  child.stderr.on('data', (d) => (stderr += d));
-  const done = new Promise<EvacuationRun>((resolve) =>
-    child.on('exit', (code) => resolve({ code: code ?? 1, events, stderr, totals: events.find((e) => e.type === 'done' && e.home === undefined) })),
-  );
-  return { done, pid: child.pid! };
+  const { done, pid } = runJson(m, ['evacuate', dir, '--to', dest, ...args], onEvent);
+  return { done: done.then((run) => ({ ...run, totals: run.events.find((e) => e.type === 'done' && e.home === undefined) })), pid };
 }
 
 /** The most moves running at once, from the evacuation's `started` and `finished` event times. */

@@ -10,9 +10,15 @@ export interface MigrationRun {
   final: Record<string, any> | undefined;
 }
 
-/** Runs `ferry migrate --json` to the end, collecting its events. */
-export function migrate(m: TestMount, path: string, dest: string, args: string[] = [], onEvent?: (e: Record<string, any>) => void): { done: Promise<MigrationRun>; pid: number } {
-  const child = spawn(process.execPath, [CLI, 'migrate', path, '--to', dest, '--json', '--state-dir', m.stateDir, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+export interface JsonRun {
+  code: number;
+  events: Record<string, any>[];
+  stderr: string;
+}
+
+/** Runs a `ferry ... --json` command of the mount to the end, collecting its events (`onEvent` sees each as it comes). */
+export function runJson(m: TestMount, args: string[], onEvent?: (e: Record<string, any>) => void): { done: Promise<JsonRun>; pid: number } {
+  const child = spawn(process.execPath, [CLI, ...args, '--json', '--state-dir', m.stateDir], { stdio: ['ignore', 'pipe', 'pipe'] });
   const events: Record<string, any>[] = [];
   let buffered = '';
   let stderr = '';
@@ -27,10 +33,14 @@ export function migrate(m: TestMount, path: string, dest: string, args: string[]
     }
   });
   child.stderr.on('data', (d) => (stderr += d));
-  const done = new Promise<MigrationRun>((resolve) =>
-    child.on('exit', (code) => resolve({ code: code ?? 1, events, stderr, final: events.filter((e) => e.type === 'done' || e.type === 'error').at(-1) })),
-  );
+  const done = new Promise<JsonRun>((resolve) => child.on('exit', (code) => resolve({ code: code ?? 1, events, stderr })));
   return { done, pid: child.pid! };
+}
+
+/** Runs `ferry migrate --json` to the end, collecting its events. */
+export function migrate(m: TestMount, path: string, dest: string, args: string[] = [], onEvent?: (e: Record<string, any>) => void): { done: Promise<MigrationRun>; pid: number } {
+  const { done, pid } = runJson(m, ['migrate', path, '--to', dest, ...args], onEvent);
+  return { done: done.then((run) => ({ ...run, final: run.events.filter((e) => e.type === 'done' || e.type === 'error').at(-1) })), pid };
 }
 
 export async function waitFor(predicate: () => boolean | Promise<boolean>, timeoutMs = 30_000, what = 'condition'): Promise<void> {
