@@ -380,7 +380,8 @@ describe('ferry migrate: clean aborts (VM stays on the source, partial copy remo
   });
 
   it('a writer faster than the rate-limited copy: no convergence, with both rates named', async () => {
-    const m = await setup(32);
+    // 16 MiB at 4M/s: every pass takes ~4 s and the writer redirties the whole disk within it.
+    const m = await setup(16);
     const writer = await startWriter({ file: join(m.mountpoint, 'vm1/disk.img'), modelOut: join(m.root, 'model'), seed: 3, maxWrite: 512 * 1024, bytesPerSec: 24 * MiB });
     const run = await migrate(m, join(m.mountpoint, 'vm1'), m.dest, ['--mode', 'iterative', '--rate-limit', '4M', '--max-downtime', '100ms', '--max-iterations', '6']).done;
     const report = await writer.stop();
