@@ -13,9 +13,11 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-// The largest READ and WRITE requests the kernel has sent (bytes): what the INIT reply negotiated, as seen.
+// The largest READ and WRITE requests the kernel has sent (bytes): what the INIT reply negotiated, as seen; and the
+// INTERRUPT requests the loop dropped (see loop.c).
 typedef struct {
   _Atomic uint32_t largest_read, largest_write;
+  _Atomic uint64_t interrupts;
 } ferry_loop_stats_t;
 
 extern ferry_loop_stats_t ferry_loop_stats;
