@@ -50,6 +50,7 @@ int ferry_data_write (const char *path, const char *buf, size_t len, off_t offse
 // The same for the request loop's fast path (fast.h), which has no path: FERRY_DATA_PASS also while any subtree
 // is frozen (the request then goes to libfuse, whose ferry_data_read/write checks the path).
 int ferry_data_fast_read (char *buf, size_t len, off_t offset, uint64_t fh);
+int ferry_data_fast_write (const char *buf, size_t len, off_t offset, uint64_t fh);
 // Before a worker sleeps in read(2) on the FUSE device `fd`: maybe watch it a while (busy-poll.h).
 void ferry_data_poll (int fd, long served_ns);
 

@@ -1,4 +1,4 @@
-// The request loop's READ fast path (see fast.h).
+// The request loop's READ/WRITE fast path (see fast.h).
 #include "fast.h"
 #include "data.h"
 
@@ -29,11 +29,10 @@ static char *reply_buffer (void) {
   return reply = p;
 }
 
-// res < 0: an error reply (-errno), else res bytes of data. A failed write is not the request's to report: ENOENT
-// means the kernel gave up on the request (libfuse ignores it too), ENODEV the unmount the next read sees.
-static void send_reply (int fd, uint64_t unique, int res, const void *data) {
-  size_t len = res > 0 ? (size_t) res : 0;
-  struct fuse_out_header out = { .len = (uint32_t) (sizeof(out) + len), .error = res < 0 ? res : 0, .unique = unique };
+// error: 0 or -errno (then no data). A failed write is not the request's to report: ENOENT means the kernel gave up
+// on the request (libfuse ignores it too), ENODEV is the unmount the next read sees.
+static void send_reply (int fd, uint64_t unique, int error, const void *data, size_t len) {
+  struct fuse_out_header out = { .len = (uint32_t) (sizeof(out) + len), .error = error, .unique = unique };
   struct iovec iov[2] = { { &out, sizeof(out) }, { (void *) data, len } };
   ssize_t n;
   do n = writev(fd, iov, len > 0 ? 2 : 1); while (n < 0 && errno == EINTR);
@@ -48,7 +47,17 @@ bool ferry_fast_serve (int fd, const char *req, size_t got) {
     if (buf == NULL) return false;
     int res = ferry_data_fast_read(buf, arg->size, (off_t) arg->offset, arg->fh);
     if (res == FERRY_DATA_PASS) return false;
-    send_reply(fd, in->unique, res, buf);
+    send_reply(fd, in->unique, res < 0 ? res : 0, buf, res < 0 ? 0 : (size_t) res);
+    return true;
+  }
+  if (in->opcode == FUSE_WRITE && got >= sizeof(*in) + sizeof(struct fuse_write_in)) {
+    const struct fuse_write_in *arg = (const struct fuse_write_in *) (in + 1);
+    // The payload follows (page-aligned in the loop's buffers, negotiate.h); anything else is libfuse's to judge.
+    if (got - sizeof(*in) - sizeof(*arg) != arg->size) return false;
+    int res = ferry_data_fast_write((const char *) (arg + 1), arg->size, (off_t) arg->offset, arg->fh);
+    if (res == FERRY_DATA_PASS) return false;
+    struct fuse_write_out out = { .size = res < 0 ? 0 : (uint32_t) res };
+    send_reply(fd, in->unique, res < 0 ? res : 0, &out, res < 0 ? 0 : sizeof(out));
     return true;
   }
   return false;

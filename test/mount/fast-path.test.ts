@@ -86,6 +86,29 @@ describe(`fast path (${mode})`, () => {
     }
   });
 
+  it('1000 O_DIRECT writes are answered by the fast path, byte-exact and tracked', async () => {
+    const data = randomBytes(4 * MiB);
+    fs.writeFileSync(join(m.root, 'w.src'), data);
+    fs.writeFileSync(join(m.mountpoint, 'w.img'), Buffer.alloc(4 * MiB)); // created and tracked through the mount
+    await m.cli(['dirty', join(m.mountpoint, 'w.img'), '--clear']);
+    const before = (await m.status()).dataPath;
+    const r = await run('dd', [`if=${join(m.root, 'w.src')}`, `of=${join(m.mountpoint, 'w.img')}`, 'bs=4k', 'count=1000', 'oflag=direct', 'conv=notrunc', 'status=none']);
+    expect(r.code, r.stderr).toBe(0);
+    const back = fs.readFileSync(join(m.datastore, 'w.img'));
+    expect(back.subarray(0, 1000 * 4 * KiB).equals(data.subarray(0, 1000 * 4 * KiB))).toBe(true);
+    expect(back.subarray(1000 * 4 * KiB).equals(Buffer.alloc(4 * MiB - 1000 * 4 * KiB))).toBe(true);
+    const after = (await m.status()).dataPath;
+    const report = await m.dirty('w.img');
+    expect(report.extents).toEqual([[0, Math.ceil((1000 * 4 * KiB) / report.blockSize) * report.blockSize]]);
+    if (mode === 'native') {
+      expect(after.fastPathWrites - before.fastPathWrites).toBeGreaterThanOrEqual(1000);
+      expect(after.writeOps - before.writeOps).toBe(after.fastPathWrites - before.fastPathWrites);
+      expect(after.writeBytes - before.writeBytes).toBe(1000 * 4 * KiB);
+    } else {
+      expect([after.fastPathReads, after.fastPathWrites]).toEqual([0, 0]);
+    }
+  });
+
   it('readers and writers hit by signals mid-request: no hang, right bytes, every INTERRUPT dropped', async () => {
     const data = randomBytes(4 * MiB);
     const file = join(m.mountpoint, 's.img');
@@ -127,8 +150,8 @@ describe(`fast path (${mode})`, () => {
   });
 
   it('no request takes the fast path while its subtree is frozen; they do again after the switchover', async () => {
-    // Each file copied under the freeze is held 1.5 s.
-    const t = await mountFerry({ env: { FERRY_FAULTS: 'switchover=pause:1500@1' } });
+    // Each file copied under the freeze is held 3 s (within --max-downtime): long enough for two `ferry status`.
+    const t = await mountFerry({ env: { FERRY_FAULTS: 'switchover=pause:3000@1' } });
     try {
       fs.mkdirSync(join(t.mountpoint, 'vm1'));
       const data = randomBytes(4 * MiB);
@@ -143,19 +166,22 @@ describe(`fast path (${mode})`, () => {
       await sleep(300);
       const fast = async () => (await t.status()).dataPath as Record<string, number>;
       const start = await fast();
-      let frozen: Promise<[Record<string, number>, Record<string, number>]> | undefined;
-      const r = await migrate(t, join(t.mountpoint, 'vm1'), join(t.root, 'd/vm1'), [], (e) => {
-        // The first file of the switchover pass is held 1.5 s with the subtree frozen and drained.
+      let frozen: Promise<{ a: Record<string, number>; b: Record<string, number>; bDone: number }> | undefined;
+      let committedAt = 0;
+      const r = await migrate(t, join(t.mountpoint, 'vm1'), join(t.root, 'd/vm1'), ['--max-downtime', '10s'], (e) => {
+        if (e.type === 'phase' && e.phase === 'committed') committedAt = e.at;
+        // The first file of the switchover pass is held with the subtree frozen and drained.
         if (e.type === 'phase' && e.phase === 'switchover' && !frozen) frozen = (async () => {
           await sleep(300);
           const a = await fast();
-          await sleep(700);
-          return [a, await fast()];
+          await sleep(300);
+          return { a, b: await fast(), bDone: Date.now() };
         })();
       }).done;
       expect(r.code, r.stderr).toBe(0);
       expect(frozen, 'the switchover phase was reported').toBeDefined();
-      const [a, b] = await frozen!;
+      const { a, b, bDone } = await frozen!;
+      expect(bDone, 'both samples taken before the commit (a loaded machine: status took too long)').toBeLessThan(committedAt);
       await sleep(300);
       const end = await fast();
       reader.kill('SIGTERM');
