@@ -68,7 +68,7 @@ describe(`fast path (${mode})`, () => {
     await m?.stop();
   });
 
-  it('1000 O_DIRECT reads are answered by the fast path, byte-exact', async () => {
+  it('1000 O_DIRECT reads are answered by the fast path (native path; JS: none), byte-exact', async () => {
     const data = randomBytes(4 * MiB);
     fs.writeFileSync(join(m.datastore, 'r.img'), data);
     const before = (await m.status()).dataPath;
@@ -86,7 +86,7 @@ describe(`fast path (${mode})`, () => {
     }
   });
 
-  it('1000 O_DIRECT writes are answered by the fast path, byte-exact and tracked', async () => {
+  it('1000 O_DIRECT writes are answered by the fast path (native path; JS: none), byte-exact and tracked', async () => {
     const data = randomBytes(4 * MiB);
     fs.writeFileSync(join(m.root, 'w.src'), data);
     fs.writeFileSync(join(m.mountpoint, 'w.img'), Buffer.alloc(4 * MiB)); // created and tracked through the mount
