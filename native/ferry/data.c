@@ -79,14 +79,8 @@ static void mirror_write (ferry_file_t *f, ferry_window_t *w, int slot, const ch
   atomic_fetch_add_explicit(&ferry_data_stats.mirror_ops, 1, memory_order_relaxed);
 }
 
-int ferry_data_read (const char *path, char *buf, size_t len, off_t offset, uint64_t fh) {
-  handle_t *h = handle_of(fh);
-  if (h == NULL) return FERRY_DATA_PASS;
-  int index = ferry_gate_admit(&ferry_gate, path);
-  if (index < 0) {
-    atomic_fetch_add_explicit(&ferry_data_stats.passed_ops, 1, memory_order_relaxed);
-    return FERRY_DATA_PASS;
-  }
+// A read admitted at the gate under `index`, by either entry; leaves the gate.
+static int serve_read (handle_t *h, char *buf, size_t len, off_t offset, int index) {
   uint64_t started = now_ns();
   int fd = atomic_load(&h->fd);
   ssize_t n = -1;
@@ -109,6 +103,28 @@ int ferry_data_read (const char *path, char *buf, size_t len, off_t offset, uint
   return res;
 }
 
+int ferry_data_read (const char *path, char *buf, size_t len, off_t offset, uint64_t fh) {
+  handle_t *h = handle_of(fh);
+  if (h == NULL) return FERRY_DATA_PASS;
+  int index = ferry_gate_admit(&ferry_gate, path);
+  if (index < 0) {
+    atomic_fetch_add_explicit(&ferry_data_stats.passed_ops, 1, memory_order_relaxed);
+    return FERRY_DATA_PASS;
+  }
+  return serve_read(h, buf, len, offset, index);
+}
+
+// Without a path the gate admits only while nothing is frozen (ferry_gate_is_frozen(NULL) is true). Not counted as
+// passed: the request goes to libfuse, whose call of ferry_data_read counts it if it passes there too.
+int ferry_data_fast_read (char *buf, size_t len, off_t offset, uint64_t fh) {
+  handle_t *h = handle_of(fh);
+  if (h == NULL) return FERRY_DATA_PASS;
+  int index = ferry_gate_admit(&ferry_gate, NULL);
+  if (index < 0) return FERRY_DATA_PASS;
+  atomic_fetch_add_explicit(&ferry_data_stats.fast_reads, 1, memory_order_relaxed);
+  return serve_read(h, buf, len, offset, index);
+}
+
 // A write by a user other than root to a setuid/setgid file goes to JS, which drops the bits before the data is
 // written (as the kernel's file_remove_privs does before a local write); a chmod may have set them since the open.
 static bool keeps_privileges (handle_t *h) {
@@ -117,19 +133,14 @@ static bool keeps_privileges (handle_t *h) {
   return fstat(atomic_load(&h->fd), &st) != 0 || (S_ISREG(st.st_mode) && (st.st_mode & (S_ISUID | S_ISGID)));
 }
 
-int ferry_data_write (const char *path, const char *buf, size_t len, off_t offset, uint64_t fh) {
-  handle_t *h = handle_of(fh);
-  if (h == NULL) return FERRY_DATA_PASS;
-  int index = ferry_gate_admit(&ferry_gate, path);
-  if (index >= 0 && (keeps_privileges(h) ||
-      (len > 0 && h->file != NULL && !ferry_file_write_stays_native(h->file, offset, len, block_shift)))) {
+// A write admitted at the gate under `index`, by either entry; leaves the gate. FERRY_DATA_PASS: JavaScript must
+// see it. fast: the fast path's counter, counted inside the gate (a drain's caller sees it final).
+static int serve_write (handle_t *h, const char *buf, size_t len, off_t offset, int index, _Atomic uint64_t *fast) {
+  if (keeps_privileges(h) || (len > 0 && h->file != NULL && !ferry_file_write_stays_native(h->file, offset, len, block_shift))) {
     ferry_gate_leave(&ferry_gate, index);
-    index = -1;
-  }
-  if (index < 0) {
-    atomic_fetch_add_explicit(&ferry_data_stats.passed_ops, 1, memory_order_relaxed);
     return FERRY_DATA_PASS;
   }
+  if (fast != NULL) atomic_fetch_add_explicit(fast, 1, memory_order_relaxed);
   uint64_t started = now_ns();
   ferry_file_t *f = h->file;
   // Only a window open when the write started may get its mirror (a later one is only marked).
@@ -159,6 +170,23 @@ int ferry_data_write (const char *path, const char *buf, size_t len, off_t offse
   account(&ferry_data_stats.write, res, started);
   ferry_gate_leave(&ferry_gate, index);
   return res;
+}
+
+int ferry_data_write (const char *path, const char *buf, size_t len, off_t offset, uint64_t fh) {
+  handle_t *h = handle_of(fh);
+  if (h == NULL) return FERRY_DATA_PASS;
+  int index = ferry_gate_admit(&ferry_gate, path);
+  int res = index < 0 ? FERRY_DATA_PASS : serve_write(h, buf, len, offset, index, NULL);
+  if (res == FERRY_DATA_PASS) atomic_fetch_add_explicit(&ferry_data_stats.passed_ops, 1, memory_order_relaxed);
+  return res;
+}
+
+// As ferry_data_fast_read: admitted only while nothing is frozen, and a pass is counted by libfuse's way.
+int ferry_data_fast_write (const char *buf, size_t len, off_t offset, uint64_t fh) {
+  handle_t *h = handle_of(fh);
+  if (h == NULL) return FERRY_DATA_PASS;
+  int index = ferry_gate_admit(&ferry_gate, NULL);
+  return index < 0 ? FERRY_DATA_PASS : serve_write(h, buf, len, offset, index, &ferry_data_stats.fast_writes);
 }
 
 void ferry_data_poll (int fd, long served_ns) {

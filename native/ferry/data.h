@@ -36,6 +36,8 @@ typedef struct {
 typedef struct {
   ferry_op_stats_t read, write;
   _Atomic uint64_t passed_ops, mirror_ops;
+  // Of read.ops and write.ops: those the request loop's fast path answered (fast.h), without libfuse.
+  _Atomic uint64_t fast_reads, fast_writes;
 } ferry_data_stats_t;
 
 extern ferry_gate_t ferry_gate;
@@ -45,6 +47,10 @@ extern ferry_data_stats_t ferry_data_stats;
 // Worker side.
 int ferry_data_read (const char *path, char *buf, size_t len, off_t offset, uint64_t fh);
 int ferry_data_write (const char *path, const char *buf, size_t len, off_t offset, uint64_t fh);
+// The same for the request loop's fast path (fast.h), which has no path: FERRY_DATA_PASS also while any subtree
+// is frozen (the request then goes to libfuse, whose ferry_data_read/write checks the path).
+int ferry_data_fast_read (char *buf, size_t len, off_t offset, uint64_t fh);
+int ferry_data_fast_write (const char *buf, size_t len, off_t offset, uint64_t fh);
 // Before a worker sleeps in read(2) on the FUSE device `fd`: maybe watch it a while (busy-poll.h).
 void ferry_data_poll (int fd, long served_ns);
 

@@ -4,6 +4,7 @@
 // worker to read ENODEV ends the session, and the loop cancels and joins the rest.
 #include "loop.h"
 #include "data.h"
+#include "fast.h"
 #include "negotiate.h"
 #include "pool.h"
 
@@ -172,7 +173,15 @@ static void *worker (void *arg) {
     struct timespec began, ended;
     clock_gettime(CLOCK_MONOTONIC, &began);
     serving = opcode;
-    fuse_session_process_buf(loop->se, &buf, loop->reply_ch != NULL ? loop->reply_ch : ch);
+    if (opcode == FUSE_INTERRUPT) {
+      // Dropped, unanswered: the kernel needs no reply (Documentation/filesystems/fuse.rst: a filesystem may ignore
+      // INTERRUPT). ferry mounts without libfuse's `intr`, so libfuse would only mark a request it knows as
+      // interrupted, and queue one for a request it does not know, a fast-path one, until some later request
+      // (fuse_lowlevel.c check_interrupt): a leak while only fast-path requests come.
+      atomic_fetch_add_explicit(&ferry_loop_stats.interrupts, 1, memory_order_relaxed);
+    } else if (in == NULL || !ferry_fast_serve(fuse_chan_fd(loop->ch), mem, (size_t) res)) {
+      fuse_session_process_buf(loop->se, &buf, loop->reply_ch != NULL ? loop->reply_ch : ch);
+    }
     serving = 0;
     clock_gettime(CLOCK_MONOTONIC, &ended);
     if (counted) ferry_pool_done(&loop->pool);

@@ -1,5 +1,6 @@
 // The FUSE request loop, in place of libfuse 2.9's fuse_loop_mt: a worker pool that grows by pool.h's rule,
-// busy polling between requests (busy-poll.h), parallel direct writes (see loop.c), and what libfuse 2.9 cannot
+// busy polling between requests (busy-poll.h), parallel direct writes (see loop.c), READ/WRITE on native handles
+// answered without libfuse (fast.h), INTERRUPTs dropped (see loop.c), and what libfuse 2.9 cannot
 // negotiate in the INIT reply (negotiate.h).
 //
 // Owns the workers and the reply channel. Threads: the mount's own thread runs ferry_loop_run, which starts,
@@ -13,9 +14,11 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-// The largest READ and WRITE requests the kernel has sent (bytes): what the INIT reply negotiated, as seen.
+// The largest READ and WRITE requests the kernel has sent (bytes): what the INIT reply negotiated, as seen; and the
+// INTERRUPT requests the loop dropped (see loop.c).
 typedef struct {
   _Atomic uint32_t largest_read, largest_write;
+  _Atomic uint64_t interrupts;
 } ferry_loop_stats_t;
 
 extern ferry_loop_stats_t ferry_loop_stats;

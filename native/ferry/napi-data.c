@@ -449,19 +449,22 @@ static napi_value dp_stats (napi_env env, napi_callback_info info) {
   set_op_stats(env, obj, "write", &ferry_data_stats.write);
   set_number(env, obj, "passedOps", (double) atomic_load(&ferry_data_stats.passed_ops));
   set_number(env, obj, "mirrorOps", (double) atomic_load(&ferry_data_stats.mirror_ops));
+  set_number(env, obj, "fastPathReads", (double) atomic_load(&ferry_data_stats.fast_reads));
+  set_number(env, obj, "fastPathWrites", (double) atomic_load(&ferry_data_stats.fast_writes));
   set_number(env, obj, "pollCaught", (double) atomic_load(&ferry_poller.caught));
   set_number(env, obj, "pollVain", (double) atomic_load(&ferry_poller.vain));
   set_number(env, obj, "inflight", (double) (atomic_load(&ferry_gate.inflight[0]) + atomic_load(&ferry_gate.inflight[1])));
   return obj;
 }
 
-// requests() -> { largestRead, largestWrite }: the request loop's figures (loop.h), on either data path.
+// requests() -> { largestRead, largestWrite, interrupts }: the request loop's figures (loop.h), on either data path.
 static napi_value dp_requests (napi_env env, napi_callback_info info) {
   (void) info;
   napi_value obj;
   napi_create_object(env, &obj);
   set_number(env, obj, "largestRead", (double) atomic_load(&ferry_loop_stats.largest_read));
   set_number(env, obj, "largestWrite", (double) atomic_load(&ferry_loop_stats.largest_write));
+  set_number(env, obj, "interrupts", (double) atomic_load(&ferry_loop_stats.interrupts));
   return obj;
 }
 

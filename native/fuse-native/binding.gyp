@@ -16,6 +16,7 @@
       "fuse-native.c",
       "../ferry/data.c",
       "../ferry/direct.c",
+      "../ferry/fast.c",
       "../ferry/gate.c",
       "../ferry/io.c",
       "../ferry/loop.c",

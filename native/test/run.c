@@ -15,7 +15,7 @@
   X(intent_vouching, 0) X(intent_epoch, 1) \
   X(window_fates, 0) X(window_mirror_after_chunk, 1) X(window_mirror_vs_copier, 1) \
   X(busy_poll_backoff, 0) X(busy_poll_one_poller, 1) \
-  X(pool_growth, 1) X(direct_routes, 0) \
+  X(pool_growth, 1) X(direct_routes, 0) X(fast_read_reply, 0) X(fast_write_reply, 0) X(fast_freeze_drains, 1) \
   X(negotiate_recv_buffer, 0) X(negotiate_init_offered, 0) X(negotiate_init_not_offered, 0) X(negotiate_setattr_as_chown, 0)
 
 #define DECLARE(name, c) void test_##name (void);

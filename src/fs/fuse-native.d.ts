@@ -133,6 +133,9 @@ declare module 'fuse-native' {
     passedOps: number;
     /** Guest writes the native path also wrote to a migration's destination (mirror mode). */
     mirrorOps: number;
+    /** Of readOps and writeOps: those the request loop's fast path answered (native/ferry/fast.h). */
+    fastPathReads: number;
+    fastPathWrites: number;
     /** Requests a polling worker caught, and polls that ended with none. */
     pollCaught: number;
     pollVain: number;
@@ -143,6 +146,8 @@ declare module 'fuse-native' {
     /** The largest READ and WRITE request the kernel sent, bytes. */
     largestRead: number;
     largestWrite: number;
+    /** INTERRUPT requests the loop dropped unanswered (native/ferry/loop.c). */
+    interrupts: number;
   }
   /** ferry's native data path (change 010, native/ferry/data.c). */
   export interface FerryData {

@@ -8,6 +8,9 @@ export interface DataPathStatus {
   writeOps: number;
   passedOps: number;
   mirrorOps: number;
+  /** Of readOps and writeOps: those the request loop's fast path answered without libfuse (native/ferry/fast.h). */
+  fastPathReads: number;
+  fastPathWrites: number;
   /** Requests a polling FUSE worker caught without sleeping, and polls that ended with none. */
   pollCaught: number;
   pollVain: number;
@@ -36,7 +39,7 @@ export function quantileUs(buckets: number[], q: number): number {
 
 export function dataPathStatus(native: FerryData | undefined, io: FerryIo): DataPathStatus {
   const directFallback = io.directFallbacks();
-  const zero = { readOps: 0, writeOps: 0, passedOps: 0, mirrorOps: 0, pollCaught: 0, pollVain: 0, readBytes: 0, writeBytes: 0, errors: 0, readLatencyP50Us: 0, readLatencyP99Us: 0, writeLatencyP50Us: 0, writeLatencyP99Us: 0 };
+  const zero = { readOps: 0, writeOps: 0, passedOps: 0, mirrorOps: 0, fastPathReads: 0, fastPathWrites: 0, pollCaught: 0, pollVain: 0, readBytes: 0, writeBytes: 0, errors: 0, readLatencyP50Us: 0, readLatencyP99Us: 0, writeLatencyP50Us: 0, writeLatencyP99Us: 0 };
   if (!native) return { mode: 'js', ...zero, directFallback };
   const s = native.stats();
   return {
@@ -45,6 +48,8 @@ export function dataPathStatus(native: FerryData | undefined, io: FerryIo): Data
     writeOps: s.writeOps,
     passedOps: s.passedOps,
     mirrorOps: s.mirrorOps,
+    fastPathReads: s.fastPathReads,
+    fastPathWrites: s.fastPathWrites,
     pollCaught: s.pollCaught,
     pollVain: s.pollVain,
     readBytes: s.readBytes,
