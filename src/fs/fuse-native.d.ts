@@ -167,8 +167,11 @@ declare module 'fuse-native' {
     orderEnd(file: NativeFileRef, seq: number): boolean;
     /** false: fh is beyond the native handle table (the handle stays on the JS path). */
     /** unprivileged: opened for writing by a user other than root (its writes to a setuid/setgid file go to JS). */
-    /** directFd: the file opened with O_DIRECT for a handle opened with O_DIRECT, else -1. */
-    open(fh: number, fd: number, directFd: number, file: NativeFileRef | null, unprivileged: boolean): boolean;
+    /**
+     * directFd: the file opened with O_DIRECT (a handle opened with O_DIRECT, or page-cached), else -1; its reads
+     * take it, and its writes too when directWrites (opened with O_DIRECT).
+     */
+    open(fh: number, fd: number, directFd: number, file: NativeFileRef | null, unprivileged: boolean, directWrites: boolean): boolean;
     move(fh: number, fd: number, directFd: number): void;
     close(fh: number): void;
     freeze(prefix: string): void;

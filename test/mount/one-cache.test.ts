@@ -76,7 +76,9 @@ describe(`one cache: page-cached reads leave nothing in the backing file's cache
     const data = randomBytes(4 * MiB);
     fs.writeFileSync(backing, data);
     await dropCache(backing);
-    // Unaligned and page-sized writes through a page-cached open: they stay buffered on the backing file.
+    // Unaligned and page-sized writes through a page-cached open: they stay buffered on the backing file (its
+    // O_DIRECT twin is for reads), so none of them takes direct.c's fallback.
+    const fallbacks = (await m.status()).dataPath.directFallback;
     const fd = fs.openSync(join(m.mountpoint, 'written.img'), 'r+');
     const patches: [number, Buffer][] = [[300, randomBytes(100)], [MiB, randomBytes(65536)], [3 * MiB + 4000, randomBytes(9000)]];
     for (const [offset, bytes] of patches) {
@@ -88,6 +90,7 @@ describe(`one cache: page-cached reads leave nothing in the backing file's cache
     // see the dirty backing pages (the kernel writes them back first).
     expect(await readThrough(join(m.mountpoint, 'written.img'))).toBe(sha(data));
     expect(fs.readFileSync(backing).equals(data)).toBe(true);
+    expect((await m.status()).dataPath.directFallback).toBe(fallbacks);
   });
 });
 
