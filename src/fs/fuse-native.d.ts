@@ -85,12 +85,12 @@ declare module 'fuse-native' {
     /** fallocate(2) with `mode` as given; the filesystem's errno as is (EOPNOTSUPP for a mode it lacks). */
     fallocate(fd: number, mode: number, offset: number, length: number, cb: (err: number) => void): void;
     /**
-     * I/O of a handle opened with O_DIRECT (native/ferry/direct.h): through `directFd` (the file opened with O_DIRECT)
+     * I/O of a handle with an O_DIRECT twin (native/ferry/direct.h): through `directFd` (the file opened with O_DIRECT)
      * when offset and length are aligned for it, else through `fd` with the fallback (written back, pages dropped).
      */
     directWrite(fd: number, directFd: number, data: Buffer, offset: number, cb: (err: number, written?: number) => void): void;
     directRead(fd: number, directFd: number, length: number, offset: number, cb: (err: number, data?: Buffer) => void): void;
-    /** Requests of O_DIRECT handles that took the fallback since the process started (both data paths). */
+    /** Requests of handles with an O_DIRECT twin that took the fallback since the process started (both data paths). */
     directFallbacks(): number;
     /** fallocate(PUNCH_HOLE | KEEP_SIZE). */
     punchHole(fd: number, offset: number, length: number, cb: (err: number) => void): void;
