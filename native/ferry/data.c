@@ -16,10 +16,12 @@
 
 typedef struct {
   _Atomic int fd;
-  // The handle was opened with O_DIRECT: its reads and writes go through direct.c (direct_fd -1: plain fd only).
-  // Changed with fd, by a move under the freeze.
+  // The backing file opened with O_DIRECT (-1: plain fd only), for a handle opened with O_DIRECT or a page-cached
+  // one: its reads go through direct.c. Changed with fd, by a move under the freeze.
   _Atomic int direct_fd;
   ferry_direct_t direct;
+  // Opened with O_DIRECT: writes take direct_fd too (a page-cached handle's stay buffered). Set at open, never changed.
+  bool direct_writes;
   ferry_file_t *file; // NULL: writes are not tracked
   bool unprivileged;  // opened for writing by a user other than root: a write must not keep setuid/setgid
 } handle_t;
@@ -86,7 +88,8 @@ static int serve_read (handle_t *h, char *buf, size_t len, off_t offset, int ind
   ssize_t n = -1;
   size_t around = atomic_load_explicit(&read_around, memory_order_relaxed);
   if (atomic_load(&h->direct_fd) >= 0) {
-    // O_DIRECT: nothing of the backing file is read into (or around into) the host's page cache.
+    // O_DIRECT, or page-cached (the FUSE inode's cache is the one cache): nothing of the backing file is read into
+    // (or around into) the host's page cache.
     n = ferry_direct_pread(&h->direct, buf, len, offset);
     if (n < 0) errno = (int) -n;
   } else if (around > 0) {
@@ -147,7 +150,7 @@ static int serve_write (handle_t *h, const char *buf, size_t len, off_t offset, 
   ferry_window_t *seen = f != NULL ? ferry_file_window(f) : NULL;
   uint64_t seq = seen != NULL ? ferry_order_begin(f) : 0;
   ssize_t n;
-  if (atomic_load(&h->direct_fd) >= 0) {
+  if (h->direct_writes && atomic_load(&h->direct_fd) >= 0) {
     n = ferry_direct_pwrite(&h->direct, buf, len, offset);
     if (n < 0) errno = (int) -n;
   } else {
@@ -212,10 +215,11 @@ static void set_fds (handle_t *h, int fd, int direct_fd) {
   atomic_store(&h->direct_fd, direct_fd);
 }
 
-int ferry_data_open (uint32_t fh, int fd, int direct_fd, ferry_file_t *file, bool unprivileged) {
+int ferry_data_open (uint32_t fh, int fd, int direct_fd, bool direct_writes, ferry_file_t *file, bool unprivileged) {
   handle_t *h = calloc(1, sizeof(handle_t));
   if (h == NULL) return ENOMEM;
   set_fds(h, fd, direct_fd);
+  h->direct_writes = direct_writes;
   h->file = file;
   h->unprivileged = unprivileged;
   handle_t *old = atomic_exchange(&handles[fh], h);

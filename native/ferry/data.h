@@ -62,9 +62,9 @@ unsigned ferry_data_block_shift (void);
 void ferry_data_read_around (size_t bytes);
 // fh < FERRY_MAX_HANDLES. file NULL: writes are not tracked. unprivileged: opened for writing by a user other
 // than root (a write to a setuid/setgid file then goes to JS, which drops the bits first). direct_fd: the same file
-// opened with O_DIRECT for a handle opened with O_DIRECT (its reads and writes go through direct.h), else -1.
-// 0 or ENOMEM.
-int ferry_data_open (uint32_t fh, int fd, int direct_fd, ferry_file_t *file, bool unprivileged);
+// opened with O_DIRECT for a handle opened with O_DIRECT or a page-cached one (its reads go through direct.h, and
+// its writes too when direct_writes: opened with O_DIRECT), else -1. 0 or ENOMEM.
+int ferry_data_open (uint32_t fh, int fd, int direct_fd, bool direct_writes, ferry_file_t *file, bool unprivileged);
 // The handle's backing fds become fd and direct_fd (switchover, with the path frozen and drained).
 void ferry_data_move (uint32_t fh, int fd, int direct_fd);
 // At release, when the kernel sends no more ops for fh.

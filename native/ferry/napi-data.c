@@ -236,18 +236,19 @@ static napi_value dp_order_end (napi_env env, napi_callback_info info) {
   return boolean(env, ferry_order_end(f, (uint64_t) seq));
 }
 
-// open(fh, fd, directFd, file | null, unprivileged) -> false when fh is out of range (the handle stays on the JS
-// path). directFd: -1, or the file opened with O_DIRECT.
+// open(fh, fd, directFd, file | null, unprivileged, directWrites) -> false when fh is out of range (the handle
+// stays on the JS path). directFd: -1, or the file opened with O_DIRECT (reads; writes too when directWrites).
 static napi_value dp_open (napi_env env, napi_callback_info info) {
-  ARGS(5)
+  ARGS(6)
   int64_t fh, fd, direct_fd;
-  bool unprivileged;
+  bool unprivileged, direct_writes;
   if (!arg_int(env, argv[0], 0, UINT32_MAX, &fh) || !arg_int(env, argv[1], 0, INT32_MAX, &fd) ||
       !arg_int(env, argv[2], -1, INT32_MAX, &direct_fd) ||
-      napi_get_value_bool(env, argv[4], &unprivileged) != napi_ok) THROW("ferry data: open(fh, fd, directFd, file, unprivileged)");
+      napi_get_value_bool(env, argv[4], &unprivileged) != napi_ok ||
+      napi_get_value_bool(env, argv[5], &direct_writes) != napi_ok) THROW("ferry data: open(fh, fd, directFd, file, unprivileged, directWrites)");
   ferry_file_t *f = arg_external(env, argv[3]);
   if (fh >= FERRY_MAX_HANDLES) return boolean(env, false);
-  if (ferry_data_open((uint32_t) fh, (int) fd, (int) direct_fd, f, unprivileged) != 0) THROW("ferry data: out of memory");
+  if (ferry_data_open((uint32_t) fh, (int) fd, (int) direct_fd, direct_writes, f, unprivileged) != 0) THROW("ferry data: out of memory");
   return boolean(env, true);
 }
 

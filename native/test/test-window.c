@@ -131,7 +131,7 @@ void test_window_mirror_vs_copier (void) {
   ferry_file_t f;
   CHECK(ferry_file_init(&f) == 0);
   ferry_file_install(&f, 0, calloc(FILE_BLOCKS / 8, 1), FILE_BLOCKS / 8, NULL, false);
-  CHECK(ferry_data_open(FH, src, -1, &f, false) == 0);
+  CHECK(ferry_data_open(FH, src, -1, false, &f, false) == 0);
   ferry_window_t *w = ferry_window_new(dst);
   ferry_file_attach_window(&f, w, 0);
   enum { N = 4 };

@@ -17,14 +17,33 @@ export function backingFlags(flags: number): number {
   return flags & ~KERNEL_HANDLED;
 }
 
+/** linux/fuse.h's FOPEN_DIRECT_IO (kernel ABI): the open's reply bypasses the FUSE inode's page cache. */
+const FOPEN_DIRECT_IO = 1;
+
 /**
- * For an open with O_DIRECT through the mount, the same inode opened again with O_DIRECT (through the plain fd's
- * /proc link, never a name): a cache=none guest's I/O keeps out of the host's page cache (issue 29 goal 3).
- * undefined without O_DIRECT, or when the backing filesystem refuses O_DIRECT (EINVAL): the handle then has only
- * its plain fd, as before.
+ * Which of a handle's I/O takes its O_DIRECT twin (native-notes/io-routes.md, goals 2 and 3):
+ * - 'all': opened with O_DIRECT: a cache=none guest's reads and writes keep out of the host's page cache;
+ * - 'reads': page-cached (the open's reply has no direct_io): the FUSE inode's page cache is the one cache, so the
+ *   daemon's reads must not fill the backing file's as well; writes stay buffered on the plain fd (a follow-up);
+ * - 'none': a direct_io open without O_DIRECT (served from the backing's cache, with read-around), or a
+ *   page-cached write-only one (the kernel sends it no READ).
+ * Keyed on `fuseOpenFlags`, the open's reply as the one function that decides it computed it.
  */
-export async function openDirect(fd: number, flags: number): Promise<number | undefined> {
-  if (!(flags & C.O_DIRECT)) return undefined;
+export type DirectUse = 'all' | 'reads' | 'none';
+
+export function directUse(flags: number, fuseOpenFlags: number): DirectUse {
+  if (flags & C.O_DIRECT) return 'all';
+  if (fuseOpenFlags & FOPEN_DIRECT_IO || (flags & (C.O_WRONLY | C.O_RDWR)) === C.O_WRONLY) return 'none';
+  return 'reads';
+}
+
+/**
+ * The same inode opened again with O_DIRECT (through the plain fd's /proc link, never a name), for a handle whose
+ * `use` is not 'none'. undefined otherwise, or when the backing filesystem refuses O_DIRECT (EINVAL): the handle
+ * then has only its plain fd, as before.
+ */
+export async function openDirect(fd: number, flags: number, use: DirectUse): Promise<number | undefined> {
+  if (use === 'none') return undefined;
   try {
     await faultPoint('open-direct');
     return await reopen(fd, backingFlags(flags) | C.O_DIRECT);
@@ -37,7 +56,7 @@ export async function openDirect(fd: number, flags: number): Promise<number | un
 type Done = (err: Error | null, bytes: number) => void;
 
 /**
- * The JS path's read of a handle: an O_DIRECT one through Fuse.io's direct read (aligned requests direct, others the
+ * The JS path's read of a handle: one with an O_DIRECT twin (opened with O_DIRECT, or page-cached) through Fuse.io's direct read (aligned requests direct, others the
  * counted fallback; native/ferry/direct.h), which reads into aligned memory of its own: Node's Buffers are not.
  */
 export function readHandle(io: FerryIo, handle: Handle, buf: Buffer, len: number, pos: number, done: Done): void {
@@ -49,9 +68,12 @@ export function readHandle(io: FerryIo, handle: Handle, buf: Buffer, len: number
   });
 }
 
-/** The JS path's write of a handle; an O_DIRECT one's data is copied into aligned memory by Fuse.io. */
+/**
+ * The JS path's write of a handle; an O_DIRECT one's data is copied into aligned memory by Fuse.io. A page-cached
+ * handle's writes stay buffered (its twin is for reads).
+ */
 export function writeHandle(io: FerryIo, handle: Handle, buf: Buffer, len: number, pos: number, done: Done): void {
-  if (handle.directFd === undefined) return fs.write(handle.fd, buf, 0, len, pos, done);
+  if (handle.directFd === undefined || handle.directUse !== 'all') return fs.write(handle.fd, buf, 0, len, pos, done);
   io.directWrite(handle.fd, handle.directFd, buf.subarray(0, len), pos, (err, written) => {
     done(err ? ioError(err, 'write') : null, written ?? 0);
   });

@@ -85,12 +85,12 @@ declare module 'fuse-native' {
     /** fallocate(2) with `mode` as given; the filesystem's errno as is (EOPNOTSUPP for a mode it lacks). */
     fallocate(fd: number, mode: number, offset: number, length: number, cb: (err: number) => void): void;
     /**
-     * I/O of a handle opened with O_DIRECT (native/ferry/direct.h): through `directFd` (the file opened with O_DIRECT)
+     * I/O of a handle with an O_DIRECT twin (native/ferry/direct.h): through `directFd` (the file opened with O_DIRECT)
      * when offset and length are aligned for it, else through `fd` with the fallback (written back, pages dropped).
      */
     directWrite(fd: number, directFd: number, data: Buffer, offset: number, cb: (err: number, written?: number) => void): void;
     directRead(fd: number, directFd: number, length: number, offset: number, cb: (err: number, data?: Buffer) => void): void;
-    /** Requests of O_DIRECT handles that took the fallback since the process started (both data paths). */
+    /** Requests of handles with an O_DIRECT twin that took the fallback since the process started (both data paths). */
     directFallbacks(): number;
     /** fallocate(PUNCH_HOLE | KEEP_SIZE). */
     punchHole(fd: number, offset: number, length: number, cb: (err: number) => void): void;
@@ -172,8 +172,11 @@ declare module 'fuse-native' {
     orderEnd(file: NativeFileRef, seq: number): boolean;
     /** false: fh is beyond the native handle table (the handle stays on the JS path). */
     /** unprivileged: opened for writing by a user other than root (its writes to a setuid/setgid file go to JS). */
-    /** directFd: the file opened with O_DIRECT for a handle opened with O_DIRECT, else -1. */
-    open(fh: number, fd: number, directFd: number, file: NativeFileRef | null, unprivileged: boolean): boolean;
+    /**
+     * directFd: the file opened with O_DIRECT (a handle opened with O_DIRECT, or page-cached), else -1; its reads
+     * take it, and its writes too when directWrites (opened with O_DIRECT).
+     */
+    open(fh: number, fd: number, directFd: number, file: NativeFileRef | null, unprivileged: boolean, directWrites: boolean): boolean;
     move(fh: number, fd: number, directFd: number): void;
     close(fh: number): void;
     freeze(prefix: string): void;

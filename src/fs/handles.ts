@@ -1,10 +1,13 @@
 import type { FerryData } from 'fuse-native';
 import type { TrackedFile } from '../track/tracked-file.js';
 import type { Caller } from './privileges.js';
+import type { DirectUse } from './backing-io.js';
 
 export interface Handle {
   fd: number;
-  /** Opened with O_DIRECT: the backing file opened with O_DIRECT too (src/fs/direct.ts); reads and writes use both. */
+  /** What `directFd` is for, decided at open and kept through switchovers (src/fs/backing-io.ts). */
+  directUse: DirectUse;
+  /** The backing file opened with O_DIRECT too (`directUse` not 'none', and the filesystem took it). */
   directFd?: number;
   /** Flags the file was opened with, as the kernel passed them (for reopening elsewhere). */
   flags: number;
@@ -32,7 +35,7 @@ export class HandleTable {
     const fh = this.free.length > 0 ? this.free.pop()! : this.slots.length;
     this.slots[fh] = handle;
     this.openCount++;
-    this.native?.open(fh, handle.fd, handle.directFd ?? -1, handle.file.native?.ref ?? null, handle.unprivilegedWriter !== undefined);
+    this.native?.open(fh, handle.fd, handle.directFd ?? -1, handle.file.native?.ref ?? null, handle.unprivilegedWriter !== undefined, handle.directUse === 'all');
     return fh;
   }
 

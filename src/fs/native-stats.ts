@@ -21,7 +21,10 @@ export interface DataPathStatus {
   readLatencyP99Us: number;
   writeLatencyP50Us: number;
   writeLatencyP99Us: number;
-  /** Requests of O_DIRECT handles that could not go to the backing file's O_DIRECT fd (unaligned): the fallback. */
+  /**
+   * Requests of handles with an O_DIRECT backing fd (O_DIRECT opens; page-cached ones' reads) that could not go
+   * through it (unaligned): the fallback.
+   */
   directFallback: number;
 }
 

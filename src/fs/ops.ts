@@ -17,7 +17,7 @@ import type { SocketInodes } from './socket-inodes.js';
 import { faultPoint } from '../util/faults.js';
 import { Beneath, procPath } from '../util/beneath.js';
 import { RESERVED_NAME, reservedErrno } from './reserved.js';
-import { backingFlags, closeBacking, openDirect, readHandle, writeHandle } from './backing-io.js';
+import { backingFlags, closeBacking, directUse, openDirect, readHandle, writeHandle, type DirectUse } from './backing-io.js';
 
 /*
  * Every op reaches its backing object beneath the directory fd of the root that serves its path (the datastore, or
@@ -47,7 +47,7 @@ export interface FsContext {
 }
 
 type Reply = (result: number) => void;
-/** A handle's backing fd, and its O_DIRECT twin when opened with O_DIRECT. */
+/** A handle's backing fd, and its O_DIRECT twin (`directUse`). */
 type BackingFds = [number, number | undefined];
 
 /**
@@ -170,17 +170,17 @@ export function createOps(ctx: FsContext): FuseOps {
   }
 
   /** An open backing file as a handle of the mount: tracked, its writer known, registered with the data path. */
-  function addHandle(path: string, fd: number, directFd: number | undefined, flags: number, uid: number, gid: number, pid: number, done: (fh: number) => void): void {
+  function addHandle(path: string, [fd, directFd]: BackingFds, use: DirectUse, flags: number, uid: number, gid: number, pid: number, done: (fh: number) => void): void {
     const file = tracker.acquire(path);
     learnFile(fd, file, () => {
-      unprivilegedWriter(flags, uid, gid, pid, (writer) => done(handles.add({ fd, directFd, flags, file, unprivilegedWriter: writer })));
+      unprivilegedWriter(flags, uid, gid, pid, (writer) => done(handles.add({ fd, directUse: use, directFd, flags, file, unprivilegedWriter: writer })));
     });
   }
 
-  /** `fd` and, with O_DIRECT in `flags`, its O_DIRECT twin; `fd` is closed when the twin fails. */
-  async function withDirect(fd: number, flags: number): Promise<BackingFds> {
+  /** `fd` and its O_DIRECT twin for `use`; `fd` is closed when the twin fails. */
+  async function withDirect(fd: number, flags: number, use: DirectUse): Promise<BackingFds> {
     try {
-      return [fd, await openDirect(fd, flags)];
+      return [fd, await openDirect(fd, flags, use)];
     } catch (err) {
       fs.closeSync(fd);
       throw err;
@@ -189,17 +189,20 @@ export function createOps(ctx: FsContext): FuseOps {
 
   /**
    * Answers an open or create with a handle on the backing fds `openFd` gives. The op leaves the gate only once the
-   * handle is in the table: a switchover that freezes the path meanwhile must find it there to reopen it.
+   * handle is in the table: a switchover that freezes the path meanwhile must find it there to reopen it. The reply's
+   * FUSE flags decide what the handle's O_DIRECT twin is for.
    */
-  function serveOpen(op: string, path: string, flags: number, uid: number, gid: number, pid: number, cb: (err: number, fh?: number, openFlags?: number) => void, openFd: () => Promise<BackingFds>): void {
+  function serveOpen(op: string, path: string, flags: number, uid: number, gid: number, pid: number, cb: (err: number, fh?: number, openFlags?: number) => void, openFd: (use: DirectUse) => Promise<BackingFds>): void {
     counters.count(op);
     const reserved = reservedErrno(op, path);
     if (reserved) return cb(reserved);
+    const openFlags = ctx.openFlags(flags);
+    const use = directUse(flags, openFlags);
     gate.admit(path, undefined, (ticket) => {
-      openFd().then(
-        ([fd, directFd]) => addHandle(path, fd, directFd, flags, uid, gid, pid, (fh) => {
+      openFd(use).then(
+        (fds) => addHandle(path, fds, use, flags, uid, gid, pid, (fh) => {
           gate.leave(ticket);
-          cb(0, fh, ctx.openFlags(flags));
+          cb(0, fh, openFlags);
         }),
         (err: unknown) => {
           gate.leave(ticket);
@@ -284,7 +287,7 @@ export function createOps(ctx: FsContext): FuseOps {
     },
 
     open(path, flags, uid, gid, pid, cb) {
-      serveOpen('open', path, flags, uid, gid, pid, cb, () => beneath(path, async (root, rel) => withDirect(await at.open(root, rel, backingFlags(flags)), flags)));
+      serveOpen('open', path, flags, uid, gid, pid, cb, (use) => beneath(path, async (root, rel) => withDirect(await at.open(root, rel, backingFlags(flags)), flags, use)));
     },
 
     create(path, mode, flags, uid, gid, pid, cb) {
@@ -292,11 +295,11 @@ export function createOps(ctx: FsContext): FuseOps {
       // the backing since is someone else's: opening it would give it to the caller (the chown below), and a
       // failed chown would remove it. EEXIST then, even without O_EXCL: nothing of it changes.
       const openFlags = backingFlags(flags) | C.O_CREAT | C.O_EXCL;
-      serveOpen('create', path, flags, uid, gid, pid, cb, () => faultPoint('create').then(() => beneath(path, async (root, rel) => {
+      serveOpen('create', path, flags, uid, gid, pid, cb, (use) => faultPoint('create').then(() => beneath(path, async (root, rel) => {
         const fd = await at.open(root, rel, openFlags, creationMode(mode, uid, gid) & 0o7777);
         try {
           await giveToCaller(at, root, rel, fd, uid, gid, mode);
-          return [fd, await openDirect(fd, flags)];
+          return [fd, await openDirect(fd, flags, use)];
         } catch (err) {
           // A create that fails leaves nothing behind.
           fs.closeSync(fd);

@@ -82,7 +82,7 @@ const MOUNT_METRICS: Definition[] = [
   },
   {
     name: 'ferry_direct_fallbacks_total',
-    help: 'O_DIRECT requests the backing filesystem could not take directly (unaligned): written through its page cache, synced and dropped.',
+    help: 'Requests of O_DIRECT opens (and reads of page-cached ones) the backing filesystem could not take directly (unaligned): served through its page cache, synced and dropped.',
     type: 'counter',
     labels: ['mount'],
     read: (s, mount) => [[mount, s.status.dataPath.directFallback]],

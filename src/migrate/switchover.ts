@@ -93,8 +93,9 @@ export async function switchover(deps: SwitchoverDeps, attempt: number): Promise
         const rel = st.dev === tree.dev ? shadow.placedPath(st.ino) : undefined;
         if (rel === undefined) throw Object.assign(new Error(`${handle.file.path} is open but its inode ${st.ino} has no copy`), { code: 'EINVARIANT' });
         const fd = await shadow.openFile(rel, backingFlags(handle.flags));
-        // An O_DIRECT handle is O_DIRECT on the destination too (per its filesystem's alignment: direct.h).
-        const directFd = await openDirect(fd, handle.flags).catch((err: unknown) => {
+        // An O_DIRECT or page-cached handle gets its twin on the destination too (per its filesystem's alignment:
+        // direct.h).
+        const directFd = await openDirect(fd, handle.flags, handle.directUse).catch((err: unknown) => {
           closeQuietly(fd);
           throw err;
         });
