@@ -10,7 +10,9 @@
 // Env: FERRY_BENCH_DIR (default /var/tmp), FERRY_BENCH_ROUNDS (3), FERRY_BENCH_FORMATS ("raw qcow2"),
 // FERRY_BENCH_DISK_MIB (1024: virtual size), FERRY_BENCH_DATA_MIB (512: data in the image before the guest
 // starts), FERRY_BENCH_REGION_MIB (256: where the guest writes), FERRY_BENCH_SECONDS (guest run; must outlast
-// the migration), FERRY_BENCH_BEFORE (seconds of guest writes before the migration starts, default 6).
+// the migration), FERRY_BENCH_BEFORE (seconds of guest writes before the migration starts, default 6),
+// FERRY_BENCH_RATE_MIB (the guest's write rate, paced to a schedule: the same for every mover, so that the total
+// compares the movers and not how much each lets the guest write; default unpaced).
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { createCipheriv } from 'node:crypto';
 import fs from 'node:fs';
@@ -37,6 +39,7 @@ const DATA = positiveEnv('FERRY_BENCH_DATA_MIB', 512) * MiB;
 const REGION = positiveEnv('FERRY_BENCH_REGION_MIB', 256) * MiB;
 const SECONDS = positiveEnv('FERRY_BENCH_SECONDS', 24);
 const BEFORE = positiveEnv('FERRY_BENCH_BEFORE', 6);
+const RATE = process.env.FERRY_BENCH_RATE_MIB === undefined ? 0 : positiveEnv('FERRY_BENCH_RATE_MIB', 0) * MiB;
 const FORMATS = (process.env.FERRY_BENCH_FORMATS ?? 'raw qcow2').split(/\s+/).filter(Boolean);
 const SEED = 17;
 const BS = 4096;
@@ -268,7 +271,7 @@ async function runOnce(format, mover, image, baseRaw, tag) {
       image: path.join(home, disk),
       format,
       cache: 'none',
-      params: { seed: SEED, seconds: SECONDS, bs: BS, region: REGION, direct: true },
+      params: { seed: SEED, seconds: SECONDS, bs: BS, region: REGION, direct: true, ...(RATE && { rate: RATE }) },
       trace: path.join(dir, 'trace.raw'),
       timeoutMs: (SECONDS + 300) * 1000,
       qemuArgs: ['-name', 'bench,debug-threads=on', '-qmp', `unix:${qmpSocket},server=on,wait=off`],
@@ -348,7 +351,7 @@ try {
   const kvm = fs.existsSync('/dev/kvm') ? '/dev/kvm present, guests run under TCG anyway (the guest kit pins -accel tcg)' : 'no KVM: TCG';
   const qemuVersion = execFileSync('qemu-system-x86_64', ['--version'], { encoding: 'utf8' }).split('\n')[0];
   console.log(`machine: ${os.cpus().length} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB RAM, kernel ${os.release()}, ${qemuVersion}, ${kvm}; load average at start ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`);
-  console.log(`disk: ${DISK / MiB} MiB virtual, ${DATA / MiB} MiB of data; guest: O_DIRECT 4 KiB random writes over the first ${REGION / MiB} MiB, QD1, cache=none, ${SECONDS} s, the migration starting ${BEFORE} s in; ${ROUNDS} rounds, medians`);
+  console.log(`disk: ${DISK / MiB} MiB virtual, ${DATA / MiB} MiB of data; guest: O_DIRECT 4 KiB random writes over the first ${REGION / MiB} MiB, QD1, ${RATE ? `paced at ${RATE / MiB} MiB/s` : 'unpaced'}, cache=none, ${SECONDS} s, the migration starting ${BEFORE} s in; ${ROUNDS} rounds, medians`);
   const runs = [];
   for (const format of FORMATS) {
     const baseRaw = path.join(work, 'base.raw');

@@ -1,7 +1,7 @@
 #!/bin/sh
 # /init of the ferry guest (busybox sh). Parameters come from the kernel command line, which hands key=value
 # arguments without dots to init as environment variables: seed, writes, seconds, region, bs, direct, fsync,
-# delay_us, start_delay, trace. Writes to /dev/vda, checksums what is there after dropping caches, prints
+# delay_us, rate, start_delay, trace. Writes to /dev/vda, checksums what is there after dropping caches, prints
 #   FERRY-RESULT-BEGIN / one JSON line / FERRY-RESULT-END
 # on the serial console and powers off. Markers on the way: FERRY-GUEST-UP (disk found, before start_delay) and
 # FERRY-WORKLOAD-START (from the workload, as its first write goes out). Any failure: FERRY-ERROR <why>.
@@ -53,7 +53,7 @@ echo "FERRY-GUEST-UP uptime=$up_s"
 [ "${start_delay:-0}" -eq 0 ] || sleep "$start_delay"
 
 [ -n "$writes$seconds" ] || writes=1000
-args="seed=${seed:-1} region=$region bs=${bs:-4096} direct=${direct:-0} fsync=${fsync:-0} delay_us=${delay_us:-0}"
+args="seed=${seed:-1} region=$region bs=${bs:-4096} direct=${direct:-0} fsync=${fsync:-0} delay_us=${delay_us:-0} rate=${rate:-0}"
 [ -z "$writes" ] || args="$args writes=$writes"
 [ -z "$seconds" ] || args="$args seconds=$seconds"
 if [ "${trace:-0}" -ne 0 ]; then

@@ -2,7 +2,7 @@
  * ferry guest workload: deterministic random writes to a disk, and a checksum of it.
  *
  *   workload write <dev> [seed=S] [writes=N] [seconds=T] region=R [bs=B] [direct=0|1] [fsync=K] [delay_us=D]
- *                  [trace=<dev-or-file>]
+ *                  [rate=BPS] [trace=<dev-or-file>]
  *   workload simulate <file> <seed> <N> <bs> <region>
  *   workload checksum <dev-or-file> <region>
  *
@@ -96,6 +96,7 @@ static uint64_t size_of(int fd, const char *path) {
 
 struct options {
   uint64_t seed, writes, seconds, region, bs, fsync_every, delay_us;
+  uint64_t rate; /* bytes per second: write i starts no earlier than i * bs / rate after the first (0: unpaced) */
   int direct;
   const char *trace;
 };
@@ -151,6 +152,15 @@ static void run_writes(int fd, const struct options *o, struct report *r, int an
   for (uint64_t i = 0; (!o->writes || i < o->writes) && (!o->seconds || now_us() < deadline); i++) {
     uint64_t off = (splitmix64(&offsets) % nblocks) * o->bs;
     fill_block(buf, o->bs, o->seed, i);
+    /* A fixed rate, like fio's rate=: the schedule, not the last write's latency, sets when the next one starts, so a
+     * stall is followed by a catch-up and the bytes written per second do not depend on the storage under test. */
+    if (o->rate) {
+      double due = start + (double)i * o->bs * 1e6 / o->rate, wait = due - now_us();
+      if (wait > 0) {
+        struct timespec d = {(time_t)(wait / 1e6), (long)((uint64_t)wait % 1000000) * 1000};
+        nanosleep(&d, NULL);
+      }
+    }
     double t0 = now_us();
     ssize_t n = pwrite(fd, buf, o->bs, (off_t)off);
     double t1 = now_us();
@@ -253,6 +263,7 @@ static int mode_write(int argc, char **argv) {
     else if (!strcmp(k, "direct")) o.direct = n != 0;
     else if (!strcmp(k, "fsync")) o.fsync_every = n;
     else if (!strcmp(k, "delay_us")) o.delay_us = n;
+    else if (!strcmp(k, "rate")) o.rate = n;
     else {
       fprintf(stderr, "workload: unknown parameter '%s'\n", k);
       return 2;

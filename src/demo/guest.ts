@@ -40,6 +40,8 @@ export interface GuestParams {
   fsync?: number;
   /** Sleep between writes, to shape the write rate. */
   delay_us?: number;
+  /** Bytes per second, paced to a schedule (a stall is caught up): the same write rate whatever the storage. */
+  rate?: number;
   /** Seconds between FERRY-GUEST-UP (`ready`) and the first write, so the host can start things. */
   start_delay?: number;
   /** Write the per-write trace to the second disk; bootGuest sets it for its `trace` option. */
