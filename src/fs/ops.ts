@@ -390,16 +390,7 @@ export function createOps(ctx: FsContext): FuseOps {
 
     flush(_path, fh, cb) {
       counters.count('flush');
-      const handle = handles.get(fh);
-      if (!handle) return cb(-E.EBADF);
-      if (ctx.openFlags(handle.flags, false) & OPEN_DIRECT_IO) return cb(0);
-      // close(2) waits for this reply, and the kernel wrote the file's dirty pages back before sending it: the
-      // backing file now holds what the kernel caches. (An fd a switchover swaps meanwhile names another inode,
-      // whose identity matches no open of this path.)
-      fs.fstat(handle.fd, BIGINT, (err, st) => {
-        if (!err) handles.cacheRecord.record(handle.file.path, st);
-        cb(0);
-      });
+      cb(handles.get(fh) ? 0 : -E.EBADF);
     },
 
     fsync(path, datasync, fh, cb) {

@@ -42,13 +42,14 @@ export const CACHE_RECORD_LIMIT = 4096;
  * identity when the kernel's cached pages of it were last known to hold its bytes. An open may keep those pages
  * only while the file still has that identity: nothing changed it since, inside or outside the mount.
  *
- * Changed only on the JS thread, at three moments the kernel's pages and the backing file agree:
- * - an open (page-cached), after comparing: the kernel either kept pages that matched, or drops them now;
- * - a FLUSH (every close(2)): the kernel wrote the file's dirty pages back before sending it, and writes through
- *   the mount are write-through, so the backing file holds every byte the kernel caches;
+ * Changed only on the JS thread, at the two moments the kernel's pages and the backing file agree:
+ * - a page-cached open, after comparing: the kernel either kept pages that matched, or drops them now;
  * - a switchover's commit (`moved`), with the subtree frozen: the same bytes now live in another inode.
- * A write through the mount or outside it changes the identity (size, mtime or ctime) and so voids the record
- * until the next of these. Bounded (LRU); a lost entry costs one cold open, never stale bytes.
+ * Any change of the file since, a write through the mount included, changes its size, mtime or ctime and so
+ * voids the record: the next open drops the pages. Not recorded at FLUSH or RELEASE, though the kernel's pages
+ * match what it wrote: a write through another name of a hard-linked file (another kernel inode, whose pages
+ * this one does not see) or outside the mount changes the same backing file, and would be recorded as what
+ * this inode caches (the torture's reads found exactly that). Bounded (LRU); a lost entry costs one cold open.
  */
 export class CacheRecord {
   private readonly byPath = new Map<string, Identity>();
