@@ -39,7 +39,7 @@ typedef struct {
   // The INIT request awaiting its reply (the session's first request), and the flags the kernel offered in it.
   atomic_bool init_pending;
   uint64_t init_unique;
-  uint32_t init_offered;
+  uint32_t init_offered, init_offered2;
   atomic_bool killpriv_v2; // the INIT reply left setuid/setgid to ferry (see ferry_setattr_as_chown)
 } loop_t;
 
@@ -89,7 +89,7 @@ static int init_reply_send (loop_t *loop, const struct iovec iov[], size_t count
   struct fuse_out_header out = *(const struct fuse_out_header *) iov[0].iov_base;
   if (out.error != 0 || count != 2 || iov[1].iov_len != FERRY_LIBFUSE_INIT_OUT_SIZE) return fuse_chan_send(loop->ch, iov, count);
   ferry_init_out_t init;
-  ferry_init_reply(&init, iov[1].iov_base, loop->init_offered);
+  ferry_init_reply(&init, iov[1].iov_base, loop->init_offered, loop->init_offered2);
   atomic_store(&loop->killpriv_v2, (init.flags & FERRY_INIT_HANDLE_KILLPRIV_V2) != 0);
   out.len = sizeof(out) + sizeof(init);
   struct iovec copy[2] = { { &out, sizeof(out) }, { &init, sizeof(init) } };
@@ -162,6 +162,7 @@ static void *worker (void *arg) {
     if (opcode == FUSE_INIT && loop->reply_ch != NULL) {
       loop->init_unique = in->unique;
       loop->init_offered = ((const struct fuse_init_in *) (in + 1))->flags;
+      loop->init_offered2 = ferry_init_offered2(in + 1, in->len - sizeof(*in));
       atomic_store(&loop->init_pending, true);
     }
     if (in != NULL) note_request(in);

@@ -31,6 +31,13 @@
 // security.capability (a GETXATTR) before every page-cached write. ferry drops them itself for every caller
 // but root (src/fs/privileges.ts), as the kernel's rule for local filesystems says.
 #define FERRY_INIT_HANDLE_KILLPRIV_V2 (1u << 28)
+// 7.36: the reply's flags2 counts (the kernel reads it whatever the reply's minor: io-routes.md E6).
+#define FERRY_INIT_EXT (1u << 30)
+// flags2 bit 4 (FUSE_DIRECT_IO_ALLOW_MMAP, 7.39): a direct_io open (O_DIRECT, or every open with --direct-io)
+// may be mapped shared; without it such an mmap fails with ENODEV. Page-cached opens map shared anyway.
+#define FERRY_INIT2_DIRECT_IO_ALLOW_MMAP (1u << 4)
+// fuse_init_in's flags2 follows its flags (offset 16); a kernel before 7.36 sends 16 bytes and offers none.
+#define FERRY_INIT_IN_FLAGS2_END 20
 // Background requests (async reads, async direct I/O) the kernel keeps in flight: libfuse 2.9 says 0, which
 // leaves the kernel's 12, short of a guest's 16-deep queue. Congestion at 3/4 of it, as the kernel's default.
 #define FERRY_MAX_BACKGROUND 32
@@ -50,8 +57,8 @@ _Static_assert(sizeof(ferry_init_out_t) == 64, "fuse_init_out is 64 bytes");
 
 // The INIT reply the kernel gets: libfuse's 24-byte one (its flags, minor 19, readahead) in the 64-byte layout
 // (a shorter reply leaves max_pages 0, and the kernel then sends 4 KiB requests), with what ferry adds, each
-// flag only if `offered` (the INIT request's flags) has it.
-static inline void ferry_init_reply (ferry_init_out_t *out, const void *libfuse_reply, uint32_t offered) {
+// flag only if `offered` (the INIT request's flags) or `offered2` (its flags2) has it.
+static inline void ferry_init_reply (ferry_init_out_t *out, const void *libfuse_reply, uint32_t offered, uint32_t offered2) {
   memset(out, 0, sizeof(*out));
   memcpy(out, libfuse_reply, FERRY_LIBFUSE_INIT_OUT_SIZE);
   out->flags |= offered & (FERRY_INIT_ASYNC_DIO | FERRY_INIT_HANDLE_KILLPRIV_V2);
@@ -62,6 +69,17 @@ static inline void ferry_init_reply (ferry_init_out_t *out, const void *libfuse_
     out->max_pages = FERRY_MAX_PAGES;
     out->max_write = FERRY_MAX_WRITE;
   }
+  if ((offered & FERRY_INIT_EXT) && (offered2 & FERRY_INIT2_DIRECT_IO_ALLOW_MMAP)) {
+    out->flags |= FERRY_INIT_EXT;
+    out->flags2 = FERRY_INIT2_DIRECT_IO_ALLOW_MMAP;
+  }
+}
+
+// The INIT request's flags2 from its argument of `len` bytes (0 when the kernel sent none).
+static inline uint32_t ferry_init_offered2 (const void *init_in, size_t len) {
+  uint32_t flags2 = 0;
+  if (len >= FERRY_INIT_IN_FLAGS2_END) memcpy(&flags2, (const char *) init_in + 16, sizeof(flags2));
+  return flags2;
 }
 
 // SETATTR's valid bits (fuse_setattr_in) that matter below.

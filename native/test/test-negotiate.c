@@ -24,7 +24,7 @@ static const ferry_init_out_t libfuse_reply = { .major = 7, .minor = 19, .max_re
 void test_negotiate_init_offered (void) {
   ferry_init_out_t out;
   memset(&out, 0xff, sizeof(out));
-  ferry_init_reply(&out, &libfuse_reply, 0xffffffffu);
+  ferry_init_reply(&out, &libfuse_reply, 0xffffffffu, 0xffffffffu);
   CHECK(out.major == 7 && out.minor == 19 && out.max_readahead == 131072);
   CHECK((out.flags & 0x31) == 0x31);
   CHECK(out.flags & FERRY_INIT_MAX_PAGES);
@@ -32,14 +32,21 @@ void test_negotiate_init_offered (void) {
   CHECK(out.flags & FERRY_INIT_HANDLE_KILLPRIV_V2);
   CHECK(out.max_background == FERRY_MAX_BACKGROUND && out.congestion_threshold == FERRY_CONGESTION_THRESHOLD);
   CHECK(out.max_pages == FERRY_MAX_PAGES && out.max_write == FERRY_MAX_WRITE);
-  CHECK(out.time_gran == 0 && out.flags2 == 0 && out.max_stack_depth == 0 && out.map_alignment == 0);
+  // Shared maps of direct_io opens: only this bit of flags2, which INIT_EXT makes count.
+  CHECK((out.flags & FERRY_INIT_EXT) && out.flags2 == FERRY_INIT2_DIRECT_IO_ALLOW_MMAP);
+  CHECK(out.time_gran == 0 && out.max_stack_depth == 0 && out.map_alignment == 0);
 }
 
 // Not offered (an older kernel): no flag it did not offer, and libfuse's max_write, which its buffers fit.
 void test_negotiate_init_not_offered (void) {
   ferry_init_out_t out;
-  ferry_init_reply(&out, &libfuse_reply, 0x31);
-  CHECK(out.flags == 0x31);
+  ferry_init_reply(&out, &libfuse_reply, 0x31, 0);
+  CHECK(out.flags == 0x31 && out.flags2 == 0);
+  // flags2 without INIT_EXT is not an offer (a kernel before 7.36 sends no flags2).
+  ferry_init_reply(&out, &libfuse_reply, 0x31, FERRY_INIT2_DIRECT_IO_ALLOW_MMAP);
+  CHECK(out.flags == 0x31 && out.flags2 == 0);
+  uint32_t in[16] = { 7, 45, 131072, FERRY_INIT_EXT, FERRY_INIT2_DIRECT_IO_ALLOW_MMAP };
+  CHECK(ferry_init_offered2(in, 64) == FERRY_INIT2_DIRECT_IO_ALLOW_MMAP && ferry_init_offered2(in, 16) == 0);
   CHECK(out.max_pages == 0 && out.max_write == 131072);
 }
 

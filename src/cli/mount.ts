@@ -24,6 +24,7 @@ interface MountFlags {
   syslogAddress?: string;
   allowOther?: boolean;
   mmap?: boolean;
+  directIo?: boolean;
   clearDead?: boolean;
   track: boolean;
   metrics?: string;
@@ -47,7 +48,8 @@ export function mountCommand(): Command {
     .addOption(new Option('--log-format <format>', 'json for machines, pretty for people (on stderr only)').choices(['json', 'pretty']).default('json'))
     .option('--syslog-address <address>', `with --log-target syslog: a Unix datagram socket (default ${DEFAULT_SYSLOG_ADDRESS}), or udp://host:port, tcp://host:port (RFC 5424)`)
     .option('--allow-other', 'let other users in, with kernel permission checks (default_permissions)')
-    .option('--mmap', 'let files be mapped shared (MAP_SHARED): opens without O_DIRECT use the page cache')
+    .option('--direct-io', 'every open bypasses the page cache (direct_io), not only O_DIRECT ones: buffered writers of one file then run in parallel, and every read is a request')
+    .option('--mmap', 'accepted for old command lines: opens without O_DIRECT use the page cache, and files map shared, by default now')
     .option('--clear-dead', 'first clear a dead ferry mount a crashed daemon left at <mountpoint> (never a live one): for restarts by systemd')
     .option('--metrics <address>', 'serve Prometheus metrics at http://<address>/metrics: host:port, a port (on 127.0.0.1), or unix:/path')
     .option('--metrics-per-file', 'with --metrics: also one series per dirty file (unbounded: as many as files)')
@@ -57,6 +59,7 @@ export function mountCommand(): Command {
       action(async (datastore: string, mountpoint: string, given: MountFlags, command: Command) => {
         if (given.options !== undefined) applyMountOptions(command, given.options);
         const flags = command.opts<MountFlags>();
+        if (flags.directIo && flags.mmap) throw new UserError('--direct-io and --mmap contradict each other: --direct-io makes every open direct_io, --mmap asks for the page cache (the default)');
         const blockSize = parseBlockSize(flags.blockSize);
         const readAround = parseReadAround(flags.readAround);
         const busyPollNs = parseBusyPoll(flags.busyPoll);
@@ -80,7 +83,7 @@ export function mountCommand(): Command {
             busyPollNs,
             stateDir,
             allowOther: !!flags.allowOther,
-            mmap: !!flags.mmap,
+            directIo: !!flags.directIo,
             clearDead: !!flags.clearDead,
             track: flags.track,
             ...(metrics && { metrics }),
@@ -102,7 +105,7 @@ export function mountCommand(): Command {
         if (logFile) args.push('--log-file', logFile);
         if (flags.syslogAddress !== undefined) args.push('--syslog-address', flags.syslogAddress);
         if (flags.allowOther) args.push('--allow-other');
-        if (flags.mmap) args.push('--mmap');
+        if (flags.directIo) args.push('--direct-io');
         if (flags.clearDead) args.push('--clear-dead');
         if (!flags.track) args.push('--no-track');
         if (metrics) args.push('--metrics', formatMetricsAddress(metrics));

@@ -1,4 +1,4 @@
-import { closeSync, constants as C } from 'node:fs';
+import { closeSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { loadFuse, nativeDataPath } from '../fs/fuse.js';
@@ -31,6 +31,7 @@ import { recoverMigrations } from '../migrate/recovery.js';
 import { Claims } from '../migrate/claims.js';
 import { CommitQueue } from '../migrate/commits.js';
 import { SocketInodes } from '../fs/socket-inodes.js';
+import { openReplyFlags } from '../fs/page-cache.js';
 import { Beneath } from '../util/beneath.js';
 import { DatastoreRecord } from '../state/datastore-record.js';
 import { missingBackings, reconcileRecord } from '../migrate/reconcile.js';
@@ -49,8 +50,8 @@ export interface DaemonOptions {
   allowOther: boolean;
   /** A dead ferry mount at the mount point (a crashed daemon's) is cleared instead of refused. */
   clearDead: boolean;
-  /** Opens without O_DIRECT use the page cache, so that they can be mapped shared. */
-  mmap: boolean;
+  /** Every open is direct_io (--direct-io); otherwise opens without O_DIRECT use the page cache. */
+  directIo: boolean;
   track: boolean;
   logLevel: string;
   logFormat: LogFormat;
@@ -67,7 +68,7 @@ export interface DaemonOptions {
  * ferry's request loop raises to 1 MiB in the INIT reply: native/ferry/negotiate.h); inode numbers from the datastore;
  * kernel permission checks whenever other users may enter. Attributes are not cached: libfuse 2.9 gives each
  * name of a hard-linked file its own kernel inode, so a cached link count, ctime or mode would go stale through
- * the other name (guest data I/O never asks for attributes: every open is direct_io). Nor are names: after a
+ * the other name (guest data I/O asks for none: it opens with O_DIRECT, direct_io). Nor are names: after a
  * refused rename over an open file, libfuse knows that file's node by its hidden name only (change 020), and a
  * name the kernel cached would reach it there, gone once the last handle closes (ENOENT); a fresh lookup finds
  * the name's file. And when other users may enter, the kernel checks a sticky directory (unlink, rename) against
@@ -167,7 +168,7 @@ async function start(opts: DaemonOptions, log: Logger): Promise<Started> {
     tracker: new Tracker(opts.blockSize, opts.track, native),
     gate: new IoGate(native, (err) => log.error({ err }, 'an op held by a freeze failed as it started')),
     counters: new Counters(),
-    openFlags: opts.mmap ? (flags) => (flags & C.O_DIRECT ? Fuse.OPEN_DIRECT_IO : 0) : () => Fuse.OPEN_DIRECT_IO,
+    openFlags: (flags, keep) => openReplyFlags(opts.directIo, flags, keep),
     io: Fuse.io,
     native,
     sockets: new SocketInodes(),

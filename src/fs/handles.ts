@@ -2,6 +2,7 @@ import type { FerryData } from 'fuse-native';
 import type { TrackedFile } from '../track/tracked-file.js';
 import type { Caller } from './privileges.js';
 import type { DirectUse } from './backing-io.js';
+import { CacheRecord } from './page-cache.js';
 
 export interface Handle {
   fd: number;
@@ -28,6 +29,8 @@ export class HandleTable {
   private readonly slots: (Handle | undefined)[] = [];
   private readonly free: number[] = [];
   private openCount = 0;
+  /** Each file's backing identity when the kernel's cached pages last matched it (page-cache.ts: who changes it). */
+  readonly cacheRecord = new CacheRecord();
 
   constructor(private readonly native?: FerryData) {}
 

@@ -18,6 +18,7 @@ import { faultPoint } from '../util/faults.js';
 import { Beneath, procPath } from '../util/beneath.js';
 import { RESERVED_NAME, reservedErrno } from './reserved.js';
 import { backingFlags, closeBacking, directUse, openDirect, readHandle, writeHandle, type DirectUse } from './backing-io.js';
+import { OPEN_DIRECT_IO } from './page-cache.js';
 
 /*
  * Every op reaches its backing object beneath the directory fd of the root that serves its path (the datastore, or
@@ -37,8 +38,11 @@ export interface FsContext {
   tracker: Tracker;
   gate: IoGate;
   counters: Counters;
-  /** FUSE per-open flags (direct_io, keep_cache) for a regular file opened with these open(2) flags. */
-  openFlags: (flags: number) => number;
+  /**
+   * FUSE per-open flags (direct_io, keep_cache) for a regular file opened with these open(2) flags; `keep`: the
+   * kernel's cached pages of the file are still right (page-cache.ts).
+   */
+  openFlags: (flags: number, keep: boolean) => number;
   /** Syscalls Node lacks (xattrs), from ferry's patched addon. */
   io: FerryIo;
   /** The native data path, when it answers reads and writes of registered handles. */
@@ -188,6 +192,21 @@ export function createOps(ctx: FsContext): FuseOps {
   }
 
   /**
+   * The open reply's flags for handle `fh`. A page-cached open keeps the kernel's pages only where the backing
+   * file is, by its identity, the one they were last known to match (page-cache.ts); otherwise the kernel drops
+   * them, so a change made outside the mount between two opens is seen. Either way they match it from here on.
+   */
+  function replyFlags(path: string, fh: number, flags: number, done: (openFlags: number) => void): void {
+    if (ctx.openFlags(flags, false) & OPEN_DIRECT_IO) return done(ctx.openFlags(flags, false));
+    fs.fstat(handles.get(fh)!.fd, BIGINT, (err, st) => {
+      if (err) return done(ctx.openFlags(flags, false));
+      const keep = handles.cacheRecord.matches(path, st);
+      handles.cacheRecord.record(path, st);
+      done(ctx.openFlags(flags, keep));
+    });
+  }
+
+  /**
    * Answers an open or create with a handle on the backing fds `openFd` gives. The op leaves the gate only once the
    * handle is in the table: a switchover that freezes the path meanwhile must find it there to reopen it. The reply's
    * FUSE flags decide what the handle's O_DIRECT twin is for.
@@ -196,13 +215,15 @@ export function createOps(ctx: FsContext): FuseOps {
     counters.count(op);
     const reserved = reservedErrno(op, path);
     if (reserved) return cb(reserved);
-    const openFlags = ctx.openFlags(flags);
-    const use = directUse(flags, openFlags);
+    // Whether the reply says direct_io depends on the flags alone (keep_cache comes later, from the opened file).
+    const use = directUse(flags, ctx.openFlags(flags, false));
     gate.admit(path, undefined, (ticket) => {
       openFd(use).then(
         (fds) => addHandle(path, fds, use, flags, uid, gid, pid, (fh) => {
-          gate.leave(ticket);
-          cb(0, fh, openFlags);
+          replyFlags(path, fh, flags, (openFlags) => {
+            gate.leave(ticket);
+            cb(0, fh, openFlags);
+          });
         }),
         (err: unknown) => {
           gate.leave(ticket);

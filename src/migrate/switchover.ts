@@ -1,4 +1,4 @@
-import { close } from 'node:fs';
+import { close, type BigIntStats } from 'node:fs';
 import type { Logger } from 'pino';
 import type { IoGate, Freeze } from '../fs/gate.js';
 import type { HandleTable, Handle } from '../fs/handles.js';
@@ -115,6 +115,16 @@ export async function switchover(deps: SwitchoverDeps, attempt: number): Promise
     // The files are other inodes now: a later migration must key them by their new numbers.
     for (const file of deps.attached) file.ino = undefined;
     for (const { handle, fd } of reopened) handle.file.ino = await fstatBig(fd).then((st) => st.ino, () => undefined);
+    // Same bytes, new inodes: a file whose kernel cache was current for the source keeps it (page-cache.ts).
+    const cacheRecord = deps.handles.cacheRecord;
+    const recorded = cacheRecord.inodesOn(tree.dev);
+    const moves = new Map<bigint, { from: BigIntStats; to: BigIntStats }>();
+    for (const group of tree.groups) {
+      const rel = recorded.has(group.ino) ? shadow.placedPath(group.ino) : undefined;
+      const to = rel === undefined ? undefined : await shadow.lstat(rel).catch(() => undefined);
+      if (to) moves.set(group.ino, { from: group.stat, to });
+    }
+    cacheRecord.moved(tree.dev, moves);
     await faultPoint('after-commit');
     deps.copier.passes.push({ type: 'pass', pass: deps.copier.passes.length, mode: deps.mirroring() ? 'mirror' : 'iterative', ...deps.mirrors.figures(), dirtyBytes: copied, copiedBytes: copied, throughputBytesPerSec: Math.round(deps.copier.throughput), estimatedSwitchoverMs: 0, durationMs: Date.now() - frozenAt, yieldedToGuestMs: 0 });
   } catch (err) {

@@ -118,8 +118,8 @@ export async function runTorture(o: TortureOptions): Promise<TortureStats> {
     log({ failure: why });
     throw new TortureFailure(`torture seed ${o.seed}, round ${stats.rounds}: ${why}\nop log: ${o.logFile} (replay: npm run torture -- --seed ${o.seed})`);
   };
-  // Odd seeds mount with --mmap (page cache for buffered opens), where the writers also store through mappings.
-  const mountArgs = o.seed % 2 === 1 ? ['--mmap'] : [];
+  // Every seed mounts with the default page cache for buffered opens, where the writers also store through mappings.
+  const mountArgs: string[] = [];
   const planFor = (round: number) => drawPlan(rng, o.schedule?.[Math.min(round, o.schedule.length) - 1]);
   let plan = planFor(1);
   const m = await mountFerry({ args: mountArgs, env: { FERRY_FAULTS: plan.faults } });
@@ -222,7 +222,7 @@ function startWriters(c: Ctx, dir: string, reuse: boolean, linksAcross = true): 
     Array.from({ length: o.writers ?? 3 }, async (_, id) => {
       const out = join(dir, `w${id}`);
       await fsp.mkdir(out, { recursive: true });
-      const config = { id, seed: rng.int(2 ** 31) + 1, mount: m.mountpoint, homes: HOMES, out, opsLog: `${o.logFile}.ops`, crossLinks, mmap: m.args.includes('--mmap'), reuse };
+      const config = { id, seed: rng.int(2 ** 31) + 1, mount: m.mountpoint, homes: HOMES, out, opsLog: `${o.logFile}.ops`, crossLinks, reuse };
       log({ models: dir, writer: id, seed: config.seed });
       const child = spawn(process.execPath, [WRITER, JSON.stringify(config)], { stdio: ['ignore', 'pipe', 'pipe'] });
       const proc: WriterProc = { child, out: '', exited: new Promise((r) => child.on('exit', r)) };

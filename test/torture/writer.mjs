@@ -2,7 +2,7 @@
 // the mount on the files it owns (names `w<id>-<n>` in the VM homes), keeping a model of every acknowledged
 // operation. It checks each read against the model as it goes. On SIGTERM, or when the daemon is gone, it
 // writes the model and exits.
-// usage: node writer.mjs <json config: { id, seed, mount, homes: string[], out: string, opsLog: string, crossLinks, mmap, reuse }>
+// usage: node writer.mjs <json config: { id, seed, mount, homes: string[], out: string, opsLog: string, crossLinks, reuse }>
 import fs from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
@@ -253,7 +253,7 @@ const ops = {
     return { name, offset, length };
   },
   mmapWrite() {
-    // Stores through a MAP_SHARED mapping (rounds mounted with --mmap): they reach the daemon as written-back pages.
+    // Stores through a MAP_SHARED mapping (page-cached opens, the default): they reach the daemon as written-back pages.
     const name = touch(pick(mine()));
     const key = names.get(name);
     const content = inodes.get(key);
@@ -316,7 +316,7 @@ const ops = {
 const WEIGHTS = [
   ['write', 34], ['directWrite', 10], ['fsync', 5], ['truncate', 7], ['create', 6], ['rename', 8],
   ['renameOver', 5], ['unlink', 6], ['link', 5], ['read', 14], ['punchHole', 3], ['copy', 2],
-  ...(config.mmap ? [['mmapWrite', 4]] : []),
+  ['mmapWrite', 4],
   ...(config.reuse ? [['recreate', 12]] : []),
 ];
 const TOTAL = WEIGHTS.reduce((s, [, w]) => s + w, 0);
