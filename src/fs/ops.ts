@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import type { BigIntStats } from 'node:fs';
 import fsp from 'node:fs/promises';
 import { constants as C } from 'node:fs';
 import { promisify } from 'node:util';
@@ -53,6 +54,14 @@ export interface FsContext {
 type Reply = (result: number) => void;
 /** A handle's backing fd, and its O_DIRECT twin (`directUse`). */
 type BackingFds = [number, number | undefined];
+/** An open's backing fd, its reply flags and its twin's use; `identity`: what the cache record is set to once answered. */
+interface Opening {
+  fd: number;
+  reply: number;
+  use: DirectUse;
+  identity?: BigIntStats;
+}
+type Opened = Opening & { directFd: number | undefined };
 
 /**
  * Records the backing inode of a newly opened file (it keys a resumable migration's state) and makes its native
@@ -181,49 +190,43 @@ export function createOps(ctx: FsContext): FuseOps {
     });
   }
 
-  /** `fd` and its O_DIRECT twin for `use`; `fd` is closed when the twin fails. */
-  async function withDirect(fd: number, flags: number, use: DirectUse): Promise<BackingFds> {
-    try {
-      return [fd, await openDirect(fd, flags, use)];
-    } catch (err) {
-      fs.closeSync(fd);
-      throw err;
-    }
+  /**
+   * How the kernel is to cache the open of backing `fd` (page-cache.ts), and what the handle's O_DIRECT twin is for.
+   * A page-cached open keeps the kernel's pages only where the backing file is, by its identity, the one they were
+   * last known to match; otherwise the kernel drops them, so a change made outside the mount between two opens is
+   * seen. A hard-linked file is direct_io: libfuse 2.9 gives each of its names a kernel inode of its own, with pages
+   * of its own that a write through another name would leave stale.
+   */
+  async function openReply(path: string, fd: number, flags: number): Promise<Opening> {
+    const plain = ctx.openFlags(flags, false);
+    if (plain & OPEN_DIRECT_IO) return { fd, reply: plain, use: directUse(flags, plain) };
+    const st = await promisify(fs.fstat)(fd, BIGINT);
+    if (st.nlink > 1n) return { fd, reply: OPEN_DIRECT_IO, use: 'none' };
+    const reply = ctx.openFlags(flags, handles.cacheRecord.matches(path, st));
+    return { fd, reply, use: directUse(flags, reply), identity: st };
+  }
+
+  /** `fd` with its reply flags and its O_DIRECT twin; the caller closes `fd` if this fails. */
+  async function prepareOpen(path: string, fd: number, flags: number): Promise<Opened> {
+    const opening = await openReply(path, fd, flags);
+    return { ...opening, directFd: await openDirect(fd, flags, opening.use) };
   }
 
   /**
-   * The open reply's flags for handle `fh`. A page-cached open keeps the kernel's pages only where the backing
-   * file is, by its identity, the one they were last known to match (page-cache.ts); otherwise the kernel drops
-   * them, so a change made outside the mount between two opens is seen. Either way they match it from here on.
+   * Answers an open or create with a handle on the backing fds `openFd` gives (through `prepareOpen`). The op leaves
+   * the gate only once the handle is in the table: a switchover that freezes the path meanwhile must find it there
+   * to reopen it. The kernel's pages match the file from the reply on, so that is when the cache record is set.
    */
-  function replyFlags(path: string, fh: number, flags: number, done: (openFlags: number) => void): void {
-    if (ctx.openFlags(flags, false) & OPEN_DIRECT_IO) return done(ctx.openFlags(flags, false));
-    fs.fstat(handles.get(fh)!.fd, BIGINT, (err, st) => {
-      if (err) return done(ctx.openFlags(flags, false));
-      const keep = handles.cacheRecord.matches(path, st);
-      handles.cacheRecord.record(path, st);
-      done(ctx.openFlags(flags, keep));
-    });
-  }
-
-  /**
-   * Answers an open or create with a handle on the backing fds `openFd` gives. The op leaves the gate only once the
-   * handle is in the table: a switchover that freezes the path meanwhile must find it there to reopen it. The reply's
-   * FUSE flags decide what the handle's O_DIRECT twin is for.
-   */
-  function serveOpen(op: string, path: string, flags: number, uid: number, gid: number, pid: number, cb: (err: number, fh?: number, openFlags?: number) => void, openFd: (use: DirectUse) => Promise<BackingFds>): void {
+  function serveOpen(op: string, path: string, flags: number, uid: number, gid: number, pid: number, cb: (err: number, fh?: number, openFlags?: number) => void, openFd: () => Promise<Opened>): void {
     counters.count(op);
     const reserved = reservedErrno(op, path);
     if (reserved) return cb(reserved);
-    // Whether the reply says direct_io depends on the flags alone (keep_cache comes later, from the opened file).
-    const use = directUse(flags, ctx.openFlags(flags, false));
     gate.admit(path, undefined, (ticket) => {
-      openFd(use).then(
-        (fds) => addHandle(path, fds, use, flags, uid, gid, pid, (fh) => {
-          replyFlags(path, fh, flags, (openFlags) => {
-            gate.leave(ticket);
-            cb(0, fh, openFlags);
-          });
+      openFd().then(
+        (opened) => addHandle(path, [opened.fd, opened.directFd], opened.use, flags, uid, gid, pid, (fh) => {
+          if (opened.identity) handles.cacheRecord.record(path, opened.identity);
+          gate.leave(ticket);
+          cb(0, fh, opened.reply);
         }),
         (err: unknown) => {
           gate.leave(ticket);
@@ -308,7 +311,13 @@ export function createOps(ctx: FsContext): FuseOps {
     },
 
     open(path, flags, uid, gid, pid, cb) {
-      serveOpen('open', path, flags, uid, gid, pid, cb, (use) => beneath(path, async (root, rel) => withDirect(await at.open(root, rel, backingFlags(flags)), flags, use)));
+      serveOpen('open', path, flags, uid, gid, pid, cb, () => beneath(path, async (root, rel) => {
+        const fd = await at.open(root, rel, backingFlags(flags));
+        return prepareOpen(path, fd, flags).catch((err: unknown) => {
+          fs.closeSync(fd);
+          throw err;
+        });
+      }));
     },
 
     create(path, mode, flags, uid, gid, pid, cb) {
@@ -316,11 +325,11 @@ export function createOps(ctx: FsContext): FuseOps {
       // the backing since is someone else's: opening it would give it to the caller (the chown below), and a
       // failed chown would remove it. EEXIST then, even without O_EXCL: nothing of it changes.
       const openFlags = backingFlags(flags) | C.O_CREAT | C.O_EXCL;
-      serveOpen('create', path, flags, uid, gid, pid, cb, (use) => faultPoint('create').then(() => beneath(path, async (root, rel) => {
+      serveOpen('create', path, flags, uid, gid, pid, cb, () => faultPoint('create').then(() => beneath(path, async (root, rel) => {
         const fd = await at.open(root, rel, openFlags, creationMode(mode, uid, gid) & 0o7777);
         try {
           await giveToCaller(at, root, rel, fd, uid, gid, mode);
-          return [fd, await openDirect(fd, flags, use)];
+          return await prepareOpen(path, fd, flags);
         } catch (err) {
           // A create that fails leaves nothing behind.
           fs.closeSync(fd);

@@ -113,6 +113,27 @@ describe('page cache by default', () => {
     expect(fs.readFileSync(inMount('linked2')).equals(data)).toBe(true);
   });
 
+  it('a hard-linked file opens direct_io: a write through one name is seen at once through a handle open on the other', async () => {
+    const data = randomBytes(MiB);
+    await fsp.writeFile(inStore('twins'), data);
+    await fsp.link(inStore('twins'), inStore('twins2'));
+    const fd = fs.openSync(inMount('twins'), 'r');
+    expect(fs.readFileSync(fd).equals(data)).toBe(true);
+    const page = randomBytes(4096);
+    const other = fs.openSync(inMount('twins2'), 'r+');
+    fs.writeSync(other, page, 0, 4096, 8192);
+    page.copy(data, 8192);
+    // The same handle, still open, reads the page again: stale if the kernel had kept its own copy of it.
+    const again = Buffer.alloc(4096);
+    expect(fs.readSync(fd, again, 0, 4096, 8192)).toBe(4096);
+    expect(again.equals(page)).toBe(true);
+    fs.closeSync(other);
+    fs.closeSync(fd);
+    const reread = await readCounting(m, inMount('twins'));
+    expect(reread.bytes.equals(data)).toBe(true);
+    expect(reread.reads).toBeGreaterThan(0);
+  });
+
   it('MAP_SHARED stores through the mount land in the backing file after msync (ENODEV before), also on an O_DIRECT open', async () => {
     const data = randomBytes(2 * MiB);
     await fsp.writeFile(inStore('mapped'), data);
