@@ -95,8 +95,7 @@ const times = (a, b) => `${(a / b).toFixed(2)}×`;
 if (byId.ferry && byId.bindfs) ratios.push(['ferry/bindfs', 'ferry', 'bindfs', times]);
 if (byId.ferry && byId.passthrough_ll) ratios.push(['ferry/passthrough_ll', 'ferry', 'passthrough_ll', times]);
 if (byId.ferry && byId['passthrough_ll-nodirect']) ratios.push(['ferry/passthrough_ll-nodirect', 'ferry', 'passthrough_ll-nodirect', times]);
-if (byId['ferry-mmap'] && byId.bindfs) ratios.push(['ferry-mmap/bindfs', 'ferry-mmap', 'bindfs', times]);
-if (byId['ferry-mmap'] && byId.passthrough_ll) ratios.push(['ferry-mmap/passthrough_ll', 'ferry-mmap', 'passthrough_ll', times]);
+if (byId.ferry && byId['ferry-direct-io']) ratios.push(['ferry/--direct-io', 'ferry', 'ferry-direct-io', times]);
 if (byId.ferry && byId['ferry-js']) ratios.push(['native/JS', 'ferry', 'ferry-js', times]);
 // How much slower tracking is than the same mount without it (negative: within noise, tracking was faster).
 if (byId.ferry && byId['ferry-notrack']) ratios.push(['track cost', 'ferry', 'ferry-notrack', (a, b) => `${((1 - a / b) * 100).toFixed(1)}%`]);

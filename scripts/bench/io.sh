@@ -20,7 +20,8 @@
 #            ferry-js        `ferry mount` with dirty tracking, on the JavaScript data path (FERRY_NATIVE=0)
 #            ferry           `ferry mount` with dirty tracking (default 64K blocks, 128K read-around), native data path
 #            ferry-notrack   `ferry mount --no-track`, native data path
-#            ferry-mmap      `ferry mount --mmap`, native data path: opens without O_DIRECT use the page cache
+#            ferry-direct-io `ferry mount --direct-io`, native data path: every open direct_io (the default before
+#                            issue 29's step 5; today's default uses the page cache for opens without O_DIRECT)
 #            ferry-noreadaround  `ferry mount --read-around 0`, native data path (not in the default set: a reader
 #                            for like-for-like comparisons with passthroughs that read only what is asked)
 #            ferry-metrics   `ferry mount --metrics`, native data path, scraped every 100 ms (scripts/bench/scrape.mjs;
@@ -57,7 +58,7 @@
 #   FERRY_BENCH_MEM_SIZE  file size of the memory figure (default 1G, as issue 29 asks; 0: no memory figure)
 #   FERRY_BENCH_QD_ENGINE psync (default: numjobs=16) or libaio (iodepth=16; only async with direct=1)
 #   FERRY_BENCH_TARGETS   subset or extra, e.g. "bindfs ferry"
-#                         (default: native bindfs passthrough_ll ferry-js ferry ferry-notrack ferry-mmap)
+#                         (default: native bindfs passthrough_ll ferry-js ferry ferry-notrack ferry-direct-io)
 #   FERRY_BENCH_BEFORE    a checkout built with scripts/setup.sh (e.g. `git worktree add /tmp/before HEAD~1`):
 #                         adds the ferry-before target unless FERRY_BENCH_TARGETS is given
 #   FERRY_BENCH_KEEP=1    keep the raw fio JSON (its directory is printed); mounts are always removed
@@ -78,7 +79,7 @@ use_tmpfs=${FERRY_BENCH_TMPFS:-0}
 base=${FERRY_BENCH_DIR:-/var/tmp}
 qd_engine=${FERRY_BENCH_QD_ENGINE:-psync}
 before=${FERRY_BENCH_BEFORE:-}
-default_targets="native bindfs passthrough_ll ferry-js ferry ferry-notrack ferry-mmap${before:+ ferry-before}"
+default_targets="native bindfs passthrough_ll ferry-js ferry ferry-notrack ferry-direct-io${before:+ ferry-before}"
 targets=(${FERRY_BENCH_TARGETS:-$default_targets})
 keep=${FERRY_BENCH_KEEP:-0}
 
@@ -103,7 +104,7 @@ if [ "$mem_arg" = 0 ]; then mem_size=0; else
   ((mem_size >= 1 << 20 && mem_size % (1 << 20) == 0)) || die "FERRY_BENCH_MEM_SIZE must be 0 or a whole number of MiB"
 fi
 for t in "${targets[@]}"; do
-  case $t in native | bindfs | passthrough_ll | passthrough_ll-nodirect | ferry-js | ferry | ferry-notrack | ferry-mmap | ferry-noreadaround | ferry-metrics | ferry-before) ;;
+  case $t in native | bindfs | passthrough_ll | passthrough_ll-nodirect | ferry-js | ferry | ferry-notrack | ferry-direct-io | ferry-noreadaround | ferry-metrics | ferry-before) ;;
     *) die "unknown target '$t'" ;;
   esac
   if [ "$t" = ferry-before ]; then
@@ -284,7 +285,7 @@ for t in "${targets[@]}"; do
     ferry-js) kind_of[$t]=ferry label_of[$t]="ferry JS path" ;;
     ferry) kind_of[$t]=ferry label_of[$t]="ferry native" ;;
     ferry-notrack) kind_of[$t]=ferry label_of[$t]="ferry native --no-track" ;;
-    ferry-mmap) kind_of[$t]=ferry label_of[$t]="ferry native --mmap" ;;
+    ferry-direct-io) kind_of[$t]=ferry label_of[$t]="ferry native --direct-io" ;;
     ferry-noreadaround) kind_of[$t]=ferry label_of[$t]="ferry native --read-around 0" ;;
     ferry-metrics) kind_of[$t]=ferry label_of[$t]="ferry native --metrics, scraped every 100 ms" ;;
     ferry-before) kind_of[$t]=ferry label_of[$t]="ferry native, $(git -C "$before" log -1 --format=%h 2>/dev/null || echo before)" ;;
@@ -354,10 +355,10 @@ for t in "${targets[@]}"; do
         daemon_pid[$t]=$(pid_of_cmdline "$scratch/pll/$t" -f -o "source=$store/$t,cache=never" "$m") ||
         note "cannot find the $t process"
       ;;
-    ferry-js | ferry | ferry-notrack | ferry-mmap | ferry-noreadaround | ferry-metrics | ferry-before)
+    ferry-js | ferry | ferry-notrack | ferry-direct-io | ferry-noreadaround | ferry-metrics | ferry-before)
       args=(mount "$store/$t" "$m" --state-dir "$state")
       [ "$t" = ferry-notrack ] && args+=(--no-track)
-      [ "$t" = ferry-mmap ] && args+=(--mmap)
+      [ "$t" = ferry-direct-io ] && args+=(--direct-io)
       [ "$t" = ferry-noreadaround ] && args+=(--read-around 0)
       [ "$t" = ferry-metrics ] && args+=(--metrics "unix:$scratch/metrics.sock")
       native=1
