@@ -48,7 +48,20 @@ describe(`data path (${expectedMode})`, () => {
     expect(report.extents).toEqual([[0, data.length]]);
   });
 
-  it('a read that misses the page cache fetches the 128 KiB around it (native path; --read-around)', async () => {
+  it('a read that misses the page cache fetches the 128 KiB around it (native path; --read-around, --direct-io opens)', async () => {
+    // Read-around is for opens without a page cache of their own: page-cached ones have the kernel's readahead, and
+    // read the backing file with O_DIRECT (one cache: test/mount/one-cache.test.ts).
+    const outer = m;
+    m = await mountFerry({ args: ['--block-size', '4K', '--direct-io'] });
+    try {
+      await readAround();
+    } finally {
+      await m.stop();
+      m = outer;
+    }
+  });
+
+  async function readAround(): Promise<void> {
     const MiB = 1 << 20;
     const data = randomBytes(4 * MiB);
     const out = fs.openSync(join(m.datastore, 'cold.img'), 'w');
@@ -77,7 +90,7 @@ describe(`data path (${expectedMode})`, () => {
     // The JavaScript path has no read-around: the kernel reads a lone random 4 KiB read alone.
     if (expectedMode === 'native') expect(cached).toBeGreaterThanOrEqual(128 * 1024);
     else expect(cached).toBeLessThan(128 * 1024);
-  });
+  }
 
   it('loses no dirty bit while maps are taken under 8 concurrent writers', async () => {
     // Every 4 KiB block of the file is written at least once (fio's random map), while `ferry dirty --clear`
