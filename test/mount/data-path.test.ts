@@ -103,7 +103,8 @@ describe(`data path (${expectedMode})`, () => {
     await m.cli(['dirty', join(m.mountpoint, 'hammer.img'), '--clear']);
     const fio = run('fio', [
       '--name=hammer', `--filename=${join(m.mountpoint, 'hammer.img')}`, '--rw=randwrite', '--bs=4k', `--size=${size}`,
-      '--numjobs=8', '--loops=3', '--ioengine=psync', '--group_reporting', '--output-format=json',
+      // O_DIRECT: direct_io opens write in parallel; page-cached ones are serialized by the kernel (page-cache.test.ts).
+      '--numjobs=8', '--loops=3', '--ioengine=psync', '--direct=1', '--group_reporting', '--output-format=json',
     ], { timeoutMs: 170_000 });
     let fioDone = false;
     void fio.then(() => (fioDone = true));
