@@ -6,23 +6,16 @@ import { spawn } from 'node:child_process';
 import { mountFerry, type TestMount } from '../helpers/mounts.js';
 import { run } from '../helpers/cli.js';
 import { migrate, waitFor } from '../helpers/migration.js';
+import { dropCache, resident } from '../helpers/host-cache.js';
 
 // Issue 29 goal 3: an O_DIRECT open through the mount reaches the backing file with O_DIRECT (cache=none guests keep
 // host memory free); an unaligned request takes the documented fallback (native-notes/io-routes.md). Both paths.
 const mode = process.env.FERRY_NATIVE === '0' ? 'js' : 'native';
 const MiB = 1 << 20;
 
-/** Bytes of `file` in the host's page cache (fincore). */
-async function resident(file: string): Promise<number> {
-  const r = await run('fincore', ['--bytes', '--raw', '--noheadings', '--output', 'RES', file]);
-  expect(r.code, r.stderr).toBe(0);
-  return Number(r.stdout.trim());
-}
-
-/** Writes back and drops `file`'s cached pages (fsync first: dirty pages cannot be dropped). */
-async function dropCache(file: string): Promise<void> {
-  const r = await run('python3', ['-c', 'import os,sys\nfd=os.open(sys.argv[1],os.O_RDONLY)\nos.fsync(fd)\nos.posix_fadvise(fd,0,0,os.POSIX_FADV_DONTNEED)', file]);
-  expect(r.code, r.stderr).toBe(0);
+/** Drops `file`'s cached pages, and checks none is left. */
+async function dropAll(file: string): Promise<void> {
+  await dropCache(file);
   expect(await resident(file)).toBe(0);
 }
 
@@ -54,7 +47,7 @@ describe(`O_DIRECT honoured on the backing file (${mode})`, () => {
     const data = randomBytes(64 * MiB);
     fs.writeFileSync(join(m.root, 'source.bin'), data);
     fs.writeFileSync(backing, '');
-    await dropCache(backing);
+    await dropAll(backing);
     const r = await run('dd', [`if=${join(m.root, 'source.bin')}`, `of=${join(m.mountpoint, 'direct.img')}`, 'bs=1M', 'oflag=direct', 'conv=notrunc', 'status=none']);
     expect(r.code, r.stderr).toBe(0);
     expect(await resident(backing)).toBe(0);
@@ -67,7 +60,7 @@ describe(`O_DIRECT honoured on the backing file (${mode})`, () => {
     const backing = join(m.datastore, 'unaligned.img');
     const before = randomBytes(16384);
     fs.writeFileSync(backing, before);
-    await dropCache(backing);
+    await dropAll(backing);
     const fallbacks = (await m.status()).dataPath.directFallback;
     const data = randomBytes(100);
     expect(await directIo(join(m.mountpoint, 'unaligned.img'), 300, data)).toBe('100');
@@ -82,7 +75,7 @@ describe(`O_DIRECT honoured on the backing file (${mode})`, () => {
     const backing = join(m.datastore, 'read.img');
     const data = randomBytes(16 * MiB);
     fs.writeFileSync(backing, data);
-    await dropCache(backing);
+    await dropAll(backing);
     const r = await run('sh', ['-c', `dd if=${join(m.mountpoint, 'read.img')} bs=1M iflag=direct status=none | sha256sum`]);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout.split(' ')[0]).toBe(createHash('sha256').update(data).digest('hex'));
@@ -152,7 +145,7 @@ describe(`O_DIRECT through a migration (${mode})`, () => {
       const backing = join(dest, 'disk.img');
       // The copy's own pages (the copier writes through the page cache) go first: what the writer adds after the
       // switch must not bring any back.
-      await dropCache(backing);
+      await dropAll(backing);
       const after = writes();
       await waitFor(() => writes() >= after + 256, 20_000, 'writes after the switch');
       expect(await resident(backing)).toBe(0);

@@ -6,27 +6,16 @@ import { spawn } from 'node:child_process';
 import { mountFerry, type TestMount } from '../helpers/mounts.js';
 import { run } from '../helpers/cli.js';
 import { migrate, waitFor } from '../helpers/migration.js';
+import { dropCache, resident } from '../helpers/host-cache.js';
 
 // Issue 29 goal 2: a page-cached open's data is cached once, in the FUSE inode's page cache; the daemon reads the
 // backing file with O_DIRECT, so none of it stays in the backing file's cache (native-notes/io-routes.md). Both paths.
 const mode = process.env.FERRY_NATIVE === '0' ? 'js' : 'native';
 const MiB = 1 << 20;
 
-/** Bytes of `file` in the host's page cache (fincore). */
-async function resident(file: string): Promise<number> {
-  const r = await run('fincore', ['--bytes', '--raw', '--noheadings', '--output', 'RES', file]);
-  expect(r.code, r.stderr).toBe(0);
-  return Number(r.stdout.trim());
-}
-
-/** Writes back and drops `file`'s cached pages (fsync first: dirty pages cannot be dropped). */
-async function drop(file: string): Promise<void> {
-  const r = await run('python3', ['-c', 'import os,sys\nfd=os.open(sys.argv[1],os.O_RDONLY)\nos.fsync(fd)\nos.posix_fadvise(fd,0,0,os.POSIX_FADV_DONTNEED)', file]);
-  expect(r.code, r.stderr).toBe(0);
-}
-
-async function dropCache(file: string): Promise<void> {
-  await drop(file);
+/** Drops `file`'s cached pages, and checks none is left. */
+async function dropAll(file: string): Promise<void> {
+  await dropCache(file);
   expect(await resident(file)).toBe(0);
 }
 
@@ -52,7 +41,7 @@ describe(`one cache: page-cached reads leave nothing in the backing file's cache
     const backing = join(m.datastore, 'big.img');
     const data = randomBytes(64 * MiB);
     fs.writeFileSync(backing, data);
-    await dropCache(backing);
+    await dropAll(backing);
     const fallbacks = (await m.status()).dataPath.directFallback;
     for (let pass = 0; pass < 2; pass++) expect(await readThrough(join(m.mountpoint, 'big.img'))).toBe(sha(data));
     expect(await resident(backing)).toBe(0);
@@ -64,7 +53,7 @@ describe(`one cache: page-cached reads leave nothing in the backing file's cache
     const backing = join(m.datastore, 'tail.img');
     const data = randomBytes(3 * 4096 + 1234);
     fs.writeFileSync(backing, data);
-    await dropCache(backing);
+    await dropAll(backing);
     const fallbacks = (await m.status()).dataPath.directFallback;
     expect(fs.readFileSync(join(m.mountpoint, 'tail.img')).equals(data)).toBe(true);
     expect(await resident(backing)).toBe(0);
@@ -75,7 +64,7 @@ describe(`one cache: page-cached reads leave nothing in the backing file's cache
     const backing = join(m.datastore, 'written.img');
     const data = randomBytes(4 * MiB);
     fs.writeFileSync(backing, data);
-    await dropCache(backing);
+    await dropAll(backing);
     // Unaligned and page-sized writes through a page-cached open: they stay buffered on the backing file (its
     // O_DIRECT twin is for reads), so none of them takes direct.c's fallback.
     const fallbacks = (await m.status()).dataPath.directFallback;
@@ -152,7 +141,7 @@ describe(`one cache through a migration (${mode})`, () => {
       expect(migration.code, migration.stderr).toBe(0);
       const backing = join(dest, 'disk.img');
       // The copier's own pages go first: the reader's passes after the switch must not bring any back.
-      await drop(backing);
+      await dropCache(backing);
       const after = state()[0];
       await waitFor(() => state()[0] >= after + 3, 30_000, 'passes after the switch');
       expect(await resident(backing)).toBe(0);
