@@ -16,12 +16,15 @@
 
 typedef struct {
   _Atomic int fd;
-  // The backing file opened with O_DIRECT (-1: plain fd only), for a handle opened with O_DIRECT or a page-cached
-  // one: its reads go through direct.c. Changed with fd, by a move under the freeze.
+  // The backing file opened with O_DIRECT (-1: plain fd only), for a handle opened with O_DIRECT (its reads and
+  // writes go through direct.c) or a page-cached one (its sequential reads). Changed with fd, by a move under the
+  // freeze.
   _Atomic int direct_fd;
   ferry_direct_t direct;
-  // Opened with O_DIRECT: writes take direct_fd too (a page-cached handle's stay buffered). Set at open, never changed.
-  bool direct_writes;
+  // FERRY_USE_*: what the handle's open asked of the backing file's cache. Set at open, never changed (a move keeps it).
+  int use;
+  // FERRY_USE_DROP_READS: where the last read was to end (a read starting there is sequential); any worker swaps it.
+  _Atomic off_t read_end;
   ferry_file_t *file; // NULL: writes are not tracked
   bool unprivileged;  // opened for writing by a user other than root: a write must not keep setuid/setgid
 } handle_t;
@@ -82,14 +85,24 @@ static void mirror_write (ferry_file_t *f, ferry_window_t *w, int slot, const ch
 }
 
 // A read admitted at the gate under `index`, by either entry; leaves the gate.
+//
+// A page-cached handle's (FERRY_USE_DROP_READS) data lands in the FUSE inode's cache, the one cache. Its sequential
+// reads take the O_DIRECT twin. Its others take the plain fd with the read-around. Either drops the pages of what it
+// read (a twin read leaves a neighbour's read-around pages cached, or pages written through the mount): the
+// read-around's pages are single pages (POSIX_FADV_WILLNEED makes no large folios, and the plain fd reads with
+// POSIX_FADV_RANDOM: direct.c), so each goes when a read wants it; those no read wants stay, as on a --direct-io
+// mount. A reader of a random spot thus gets the read-around's neighbours instead of a device read each. The
+// kernel's readahead READs may be served out of order: one that finds read_end elsewhere is served as random.
 static int serve_read (handle_t *h, char *buf, size_t len, off_t offset, int index) {
   uint64_t started = now_ns();
   int fd = atomic_load(&h->fd);
   ssize_t n = -1;
   size_t around = atomic_load_explicit(&read_around, memory_order_relaxed);
-  if (atomic_load(&h->direct_fd) >= 0) {
-    // O_DIRECT, or page-cached (the FUSE inode's cache is the one cache): nothing of the backing file is read into
-    // (or around into) the host's page cache.
+  bool drop = h->use == FERRY_USE_DROP_READS;
+  bool twin = atomic_load(&h->direct_fd) >= 0;
+  if (twin && drop && around > 0) twin = atomic_exchange(&h->read_end, offset + (off_t) len) == offset;
+  if (twin) {
+    // O_DIRECT, or a sequential page-cached read: nothing of the backing file is read into the host's page cache.
     n = ferry_direct_pread(&h->direct, buf, len, offset);
     if (n < 0) errno = (int) -n;
   } else if (around > 0) {
@@ -101,6 +114,7 @@ static int serve_read (handle_t *h, char *buf, size_t len, off_t offset, int ind
   }
   if (n < 0) do n = pread(fd, buf, len, offset); while (n < 0 && errno == EINTR);
   int res = n < 0 ? -errno : (int) n;
+  if (drop && n > 0) ferry_drop_pages(fd, offset, (size_t) n);
   account(&ferry_data_stats.read, res, started);
   ferry_gate_leave(&ferry_gate, index);
   return res;
@@ -150,7 +164,7 @@ static int serve_write (handle_t *h, const char *buf, size_t len, off_t offset, 
   ferry_window_t *seen = f != NULL ? ferry_file_window(f) : NULL;
   uint64_t seq = seen != NULL ? ferry_order_begin(f) : 0;
   ssize_t n;
-  if (h->direct_writes && atomic_load(&h->direct_fd) >= 0) {
+  if (h->use == FERRY_USE_DIRECT && atomic_load(&h->direct_fd) >= 0) {
     n = ferry_direct_pwrite(&h->direct, buf, len, offset);
     if (n < 0) errno = (int) -n;
   } else {
@@ -215,11 +229,11 @@ static void set_fds (handle_t *h, int fd, int direct_fd) {
   atomic_store(&h->direct_fd, direct_fd);
 }
 
-int ferry_data_open (uint32_t fh, int fd, int direct_fd, bool direct_writes, ferry_file_t *file, bool unprivileged) {
+int ferry_data_open (uint32_t fh, int fd, int direct_fd, int use, ferry_file_t *file, bool unprivileged) {
   handle_t *h = calloc(1, sizeof(handle_t));
   if (h == NULL) return ENOMEM;
+  h->use = use;
   set_fds(h, fd, direct_fd);
-  h->direct_writes = direct_writes;
   h->file = file;
   h->unprivileged = unprivileged;
   handle_t *old = atomic_exchange(&handles[fh], h);

@@ -60,11 +60,16 @@ unsigned ferry_data_block_shift (void);
 // 0 (off) or a power of two: a read that misses the backing file's page cache first asks the kernel to fetch
 // the aligned read_around bytes around it.
 void ferry_data_read_around (size_t bytes);
+// A handle's use of the backing file's page cache (src/fs/backing-io.ts `directUse`, the same three):
+#define FERRY_USE_SHARED 0     // a direct_io open without O_DIRECT: served from the backing file's cache
+#define FERRY_USE_DROP_READS 1 // page-cached: the FUSE inode's cache is the one cache (data.c serve_read: how)
+#define FERRY_USE_DIRECT 2     // opened with O_DIRECT: through direct_fd
 // fh < FERRY_MAX_HANDLES. file NULL: writes are not tracked. unprivileged: opened for writing by a user other
 // than root (a write to a setuid/setgid file then goes to JS, which drops the bits first). direct_fd: the same file
-// opened with O_DIRECT for a handle opened with O_DIRECT or a page-cached one (its reads go through direct.h, and
-// its writes too when direct_writes: opened with O_DIRECT), else -1. 0 or ENOMEM.
-int ferry_data_open (uint32_t fh, int fd, int direct_fd, bool direct_writes, ferry_file_t *file, bool unprivileged);
+// opened with O_DIRECT for a handle opened with O_DIRECT (its reads and writes go through direct.h) or a page-cached
+// one (its sequential reads), else -1.
+// use: FERRY_USE_*, what the open asked of the backing file's cache. 0 or ENOMEM.
+int ferry_data_open (uint32_t fh, int fd, int direct_fd, int use, ferry_file_t *file, bool unprivileged);
 // The handle's backing fds become fd and direct_fd (switchover, with the path frozen and drained).
 void ferry_data_move (uint32_t fh, int fd, int direct_fd);
 // At release, when the kernel sends no more ops for fh.

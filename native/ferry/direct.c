@@ -58,7 +58,7 @@ static bool aligned (uint64_t value, uint32_t align) {
 
 // Drops the cached pages of the range, rounded out to whole pages (POSIX_FADV_DONTNEED keeps partly covered
 // pages). Pages that are dirty (another writer's) or locked are left alone by the kernel: nothing is lost.
-static void drop_pages (int fd, off_t offset, size_t len) {
+void ferry_drop_pages (int fd, off_t offset, size_t len) {
   off_t from = offset & ~(off_t) (PAGE - 1);
   off_t to = (offset + (off_t) len + PAGE - 1) & ~(off_t) (PAGE - 1);
   posix_fadvise(fd, from, to - from, POSIX_FADV_DONTNEED);
@@ -74,7 +74,7 @@ static ssize_t fallback_write (const ferry_direct_t *d, const char *buf, size_t 
   if (n <= 0) return n < 0 ? -errno : 0;
   unsigned wait = SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER;
   if (sync_file_range(d->fd, offset, n, wait) < 0) return -errno;
-  drop_pages(d->fd, offset, (size_t) n);
+  ferry_drop_pages(d->fd, offset, (size_t) n);
   return n;
 }
 
@@ -85,7 +85,7 @@ static ssize_t fallback_read (const ferry_direct_t *d, char *buf, size_t len, of
   ssize_t n;
   do n = pread(d->fd, buf, len, offset); while (n < 0 && errno == EINTR);
   if (n < 0) return -errno;
-  drop_pages(d->fd, offset, len);
+  ferry_drop_pages(d->fd, offset, len);
   return n;
 }
 

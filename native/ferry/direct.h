@@ -31,5 +31,7 @@ void ferry_direct_init (ferry_direct_t *d, int fd, int direct_fd);
 // pwrite/pread of the whole request: bytes, or -errno.
 ssize_t ferry_direct_pwrite (const ferry_direct_t *d, const char *buf, size_t len, off_t offset);
 ssize_t ferry_direct_pread (const ferry_direct_t *d, char *buf, size_t len, off_t offset);
+// Drops fd's cached pages of the range, rounded out to whole pages; dirty or locked pages stay (nothing is lost).
+void ferry_drop_pages (int fd, off_t offset, size_t len);
 
 #endif

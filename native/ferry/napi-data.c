@@ -236,19 +236,20 @@ static napi_value dp_order_end (napi_env env, napi_callback_info info) {
   return boolean(env, ferry_order_end(f, (uint64_t) seq));
 }
 
-// open(fh, fd, directFd, file | null, unprivileged, directWrites) -> false when fh is out of range (the handle
-// stays on the JS path). directFd: -1, or the file opened with O_DIRECT (reads; writes too when directWrites).
+// open(fh, fd, directFd, file | null, unprivileged, use) -> false when fh is out of range (the handle stays on the
+// JS path). directFd: -1, or the file opened with O_DIRECT. use: 0, 1 or 2, data.h's FERRY_USE_*.
 static napi_value dp_open (napi_env env, napi_callback_info info) {
   ARGS(6)
   int64_t fh, fd, direct_fd;
-  bool unprivileged, direct_writes;
+  int64_t use;
+  bool unprivileged;
   if (!arg_int(env, argv[0], 0, UINT32_MAX, &fh) || !arg_int(env, argv[1], 0, INT32_MAX, &fd) ||
       !arg_int(env, argv[2], -1, INT32_MAX, &direct_fd) ||
       napi_get_value_bool(env, argv[4], &unprivileged) != napi_ok ||
-      napi_get_value_bool(env, argv[5], &direct_writes) != napi_ok) THROW("ferry data: open(fh, fd, directFd, file, unprivileged, directWrites)");
+      !arg_int(env, argv[5], FERRY_USE_SHARED, FERRY_USE_DIRECT, &use)) THROW("ferry data: open(fh, fd, directFd, file, unprivileged, use)");
   ferry_file_t *f = arg_external(env, argv[3]);
   if (fh >= FERRY_MAX_HANDLES) return boolean(env, false);
-  if (ferry_data_open((uint32_t) fh, (int) fd, (int) direct_fd, direct_writes, f, unprivileged) != 0) THROW("ferry data: out of memory");
+  if (ferry_data_open((uint32_t) fh, (int) fd, (int) direct_fd, (int) use, f, unprivileged) != 0) THROW("ferry data: out of memory");
   return boolean(env, true);
 }
 

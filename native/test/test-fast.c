@@ -45,7 +45,7 @@ static int file_of (char byte, size_t size) {
 void test_fast_read_reply (void) {
   ferry_data_enable(12);
   int fd = file_of('a', 3 * BLK);
-  CHECK(ferry_data_open(FH, fd, -1, false, NULL, false) == 0);
+  CHECK(ferry_data_open(FH, fd, -1, FERRY_USE_SHARED, NULL, false) == 0);
   int dev[2];
   CHECK(pipe(dev) == 0);
   char req[128];
@@ -63,7 +63,7 @@ void test_fast_read_reply (void) {
   // An error is a reply too: the header alone (a directory's fd: pread fails with EISDIR).
   const char *tmp = getenv("TMPDIR");
   int dir = open(tmp != NULL && *tmp ? tmp : "/tmp", O_RDONLY | O_DIRECTORY);
-  CHECK(dir >= 0 && ferry_data_open(FH + 1, dir, -1, false, NULL, false) == 0);
+  CHECK(dir >= 0 && ferry_data_open(FH + 1, dir, -1, FERRY_USE_SHARED, NULL, false) == 0);
   CHECK(ferry_fast_serve(dev[1], req, read_request(req, 43, FH + 1, 0, BLK)));
   CHECK(read(dev[0], reply, sizeof(reply)) == sizeof(*out));
   CHECK(out->len == sizeof(*out) && out->error == -EISDIR && out->unique == 43);
@@ -95,7 +95,7 @@ void test_fast_write_reply (void) {
   CHECK(ferry_file_init(&f) == 0);
   uint8_t *bits = calloc(1, 1);
   ferry_file_install(&f, 0, bits, 1, NULL, false);
-  CHECK(ferry_data_open(FH, fd, -1, false, &f, false) == 0);
+  CHECK(ferry_data_open(FH, fd, -1, FERRY_USE_SHARED, &f, false) == 0);
   int dev[2];
   CHECK(pipe(dev) == 0);
   static char req[128 + BLK], data[BLK], back[BLK];
@@ -184,7 +184,7 @@ static void *fast_writer (void *arg) {
 void test_fast_freeze_drains (void) {
   ferry_data_enable(12);
   int fd = file_of('a', 2 * BLK);
-  CHECK(ferry_data_open(FH, fd, -1, false, NULL, false) == 0);
+  CHECK(ferry_data_open(FH, fd, -1, FERRY_USE_SHARED, NULL, false) == 0);
   hammer_t h = { 0 };
   pthread_t threads[TEST_WORKERS + 1];
   for (int i = 0; i < TEST_WORKERS; i++) pthread_create(&threads[i], NULL, fast_reader, &h);

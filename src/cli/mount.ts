@@ -38,7 +38,7 @@ export function mountCommand(): Command {
     .argument('<datastore>', 'directory holding the VM files')
     .argument('<mountpoint>', 'empty directory to mount on')
     .option('--block-size <size>', 'dirty-tracking granularity, a power of two from 4K to 16M', '64K')
-    .option('--read-around <size>', 'with --direct-io, on a read that misses the page cache, fetch this much around it (0: off)', '128K')
+    .option('--read-around <size>', 'on a read that misses the page cache (direct_io opens, random reads of page-cached ones), fetch this much around it (0: off)', '128K')
     .option('--busy-poll <duration>', 'after answering a short request, watch for the next one this long before sleeping (0: off)', '50us')
     .option('--state-dir <dir>', 'where daemons keep sockets and state (default $FERRY_STATE_DIR or /var/lib/ferry)')
     .option('--foreground', 'stay attached; unmount on SIGINT/SIGTERM')

@@ -24,12 +24,17 @@ const FOPEN_DIRECT_IO = 1;
  * Which of a handle's I/O takes its O_DIRECT twin (native-notes/io-routes.md, goals 2 and 3):
  * - 'all': opened with O_DIRECT: a cache=none guest's reads and writes keep out of the host's page cache;
  * - 'reads': page-cached (the open's reply has no direct_io): the FUSE inode's page cache is the one cache, so the
- *   daemon's reads must not fill the backing file's as well; writes stay buffered on the plain fd (a follow-up);
+ *   daemon's reads must not fill the backing file's as well: a sequential read takes the twin; on the native path
+ *   a random one takes the plain fd with the read-around and drops the pages it read (native/ferry/data.c); writes
+ *   stay buffered on the plain fd;
  * - 'none': a direct_io open without O_DIRECT (served from the backing's cache, with read-around), or a
  *   page-cached write-only one (the kernel sends it no READ).
  * Keyed on `fuseOpenFlags`, the open's reply as the one function that decides it computed it.
  */
 export type DirectUse = 'all' | 'reads' | 'none';
+
+/** The same three as native/ferry/data.h's FERRY_USE_* (the native data path's handle table). */
+export const NATIVE_USE: Record<DirectUse, number> = { none: 0, reads: 1, all: 2 };
 
 export function directUse(flags: number, fuseOpenFlags: number): DirectUse {
   if (flags & C.O_DIRECT) return 'all';

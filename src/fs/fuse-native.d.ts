@@ -173,10 +173,11 @@ declare module 'fuse-native' {
     /** false: fh is beyond the native handle table (the handle stays on the JS path). */
     /** unprivileged: opened for writing by a user other than root (its writes to a setuid/setgid file go to JS). */
     /**
-     * directFd: the file opened with O_DIRECT (a handle opened with O_DIRECT, or page-cached), else -1; its reads
-     * take it, and its writes too when directWrites (opened with O_DIRECT).
+     * directFd: the file opened with O_DIRECT (a handle opened with O_DIRECT, or page-cached), else -1. use: how the
+     * handle uses the backing file's cache, `NATIVE_USE` of src/fs/backing-io.ts (data.h's FERRY_USE_*): which of
+     * its reads take directFd, and whether its writes do.
      */
-    open(fh: number, fd: number, directFd: number, file: NativeFileRef | null, unprivileged: boolean, directWrites: boolean): boolean;
+    open(fh: number, fd: number, directFd: number, file: NativeFileRef | null, unprivileged: boolean, use: number): boolean;
     move(fh: number, fd: number, directFd: number): void;
     close(fh: number): void;
     freeze(prefix: string): void;

@@ -1,12 +1,12 @@
 import type { FerryData } from 'fuse-native';
 import type { TrackedFile } from '../track/tracked-file.js';
 import type { Caller } from './privileges.js';
-import type { DirectUse } from './backing-io.js';
+import { NATIVE_USE, type DirectUse } from './backing-io.js';
 import { CacheRecord } from './page-cache.js';
 
 export interface Handle {
   fd: number;
-  /** What `directFd` is for, decided at open and kept through switchovers (src/fs/backing-io.ts). */
+  /** How the handle uses the backing file's page cache, decided at open and kept through switchovers (src/fs/backing-io.ts). */
   directUse: DirectUse;
   /** The backing file opened with O_DIRECT too (`directUse` not 'none', and the filesystem took it). */
   directFd?: number;
@@ -38,7 +38,7 @@ export class HandleTable {
     const fh = this.free.length > 0 ? this.free.pop()! : this.slots.length;
     this.slots[fh] = handle;
     this.openCount++;
-    this.native?.open(fh, handle.fd, handle.directFd ?? -1, handle.file.native?.ref ?? null, handle.unprivilegedWriter !== undefined, handle.directUse === 'all');
+    this.native?.open(fh, handle.fd, handle.directFd ?? -1, handle.file.native?.ref ?? null, handle.unprivilegedWriter !== undefined, NATIVE_USE[handle.directUse]);
     return fh;
   }
 

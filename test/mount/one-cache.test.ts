@@ -9,7 +9,8 @@ import { migrate, waitFor } from '../helpers/migration.js';
 import { dropCache, resident } from '../helpers/host-cache.js';
 
 // Issue 29 goal 2: a page-cached open's data is cached once, in the FUSE inode's page cache; the daemon reads the
-// backing file with O_DIRECT, so none of it stays in the backing file's cache (native-notes/io-routes.md). Both paths.
+// backing file buffered (its readahead works) and drops each range it read (POSIX_FADV_DONTNEED), so none of it
+// stays in the backing file's cache (native-notes/io-routes.md). Both paths.
 const mode = process.env.FERRY_NATIVE === '0' ? 'js' : 'native';
 const MiB = 1 << 20;
 
@@ -60,13 +61,32 @@ describe(`one cache: page-cached reads leave nothing in the backing file's cache
     expect((await m.status()).dataPath.directFallback).toBe(fallbacks);
   });
 
+  it.runIf(mode === 'native')('a random page-cached reader gets the read-around, and each page it read is dropped', async () => {
+    const backing = join(m.datastore, 'around.img');
+    const data = randomBytes(4 * MiB);
+    fs.writeFileSync(backing, data);
+    await dropAll(backing);
+    // POSIX_FADV_RANDOM on the mount's file: the kernel sends exactly the 4 KiB asked for, not a readahead window.
+    const spots = [MiB + 8192, MiB + 65536];
+    const r = await run('python3', ['-c', `import os,sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
+for off in map(int, sys.argv[2:]): sys.stdout.write(os.pread(fd, 4096, off).hex() + '\\n')`, join(m.mountpoint, 'around.img'), ...spots.map(String)]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout.trim().split('\n')).toEqual(spots.map((off) => data.subarray(off, off + 4096).toString('hex')));
+    // The first read missed: the daemon fetched the 128 KiB around it (the default --read-around); the second was
+    // among them. Both read pages went to the mount's cache and were dropped from the backing file's; the other 30
+    // stay for the reads that want them (a sequential reader's would have taken the O_DIRECT twin: nothing cached).
+    expect(await resident(backing)).toBe(128 * 1024 - 2 * 4096);
+  });
+
   it('a file written through the mount (buffered) reads back exact through a new open', async () => {
     const backing = join(m.datastore, 'written.img');
     const data = randomBytes(4 * MiB);
     fs.writeFileSync(backing, data);
     await dropAll(backing);
-    // Unaligned and page-sized writes through a page-cached open: they stay buffered on the backing file (its
-    // O_DIRECT twin is for reads), so none of them takes direct.c's fallback.
+    // Unaligned and page-sized writes through a page-cached open: they stay buffered on the backing file, so none
+    // of them takes direct.c's fallback.
     const fallbacks = (await m.status()).dataPath.directFallback;
     const fd = fs.openSync(join(m.mountpoint, 'written.img'), 'r+');
     const patches: [number, Buffer][] = [[300, randomBytes(100)], [MiB, randomBytes(65536)], [3 * MiB + 4000, randomBytes(9000)]];
@@ -75,8 +95,8 @@ describe(`one cache: page-cached reads leave nothing in the backing file's cache
       bytes.copy(data, offset);
     }
     fs.closeSync(fd);
-    // A new open drops the FUSE inode's pages (no keep_cache): the reads reach the daemon, whose O_DIRECT reads
-    // see the dirty backing pages (the kernel writes them back first).
+    // A new open drops the FUSE inode's pages (no keep_cache): the reads reach the daemon, which reads the dirty
+    // backing pages (its drop leaves dirty pages alone).
     expect(await readThrough(join(m.mountpoint, 'written.img'))).toBe(sha(data));
     expect(fs.readFileSync(backing).equals(data)).toBe(true);
     expect((await m.status()).dataPath.directFallback).toBe(fallbacks);
