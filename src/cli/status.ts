@@ -126,7 +126,7 @@ function dataPathText(d: DataPathStatus): string {
   if (d.mode !== 'native') return 'JavaScript (FERRY_NATIVE=0)';
   // A latency only when writes were measured: an empty histogram has no quantile to show.
   const latency = d.writeOps > 0 && d.writeLatencyP50Us > 0 ? `; half the writes took at most ${d.writeLatencyP50Us} µs, 99 in 100 at most ${d.writeLatencyP99Us} µs` : '';
-  return `native (${d.readOps} reads, ${d.writeOps} writes answered in C, ${d.passedOps} handed to JavaScript${latency})`;
+  return `native (${d.readOps} reads, ${d.writeOps} writes answered in C, ${d.fastPathReads + d.fastPathWrites} of them by the request loop's fast path, ${d.passedOps} handed to JavaScript${latency})`;
 }
 
 function printHuman(s: MountStatus, all: boolean): void {

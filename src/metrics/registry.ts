@@ -81,6 +81,13 @@ const MOUNT_METRICS: Definition[] = [
     read: (s, mount) => (s.native ? [[mount, s.native.passedOps]] : []),
   },
   {
+    name: 'ferry_native_fast_path_ops_total',
+    help: "Of the native data path's reads and writes, those the request loop's fast path answered without libfuse (none while a subtree is frozen).",
+    type: 'counter',
+    labels: ['mount', 'op'],
+    read: (s, mount) => (s.native ? [[{ ...mount, op: 'read' }, s.native.fastPathReads], [{ ...mount, op: 'write' }, s.native.fastPathWrites]] : []),
+  },
+  {
     name: 'ferry_direct_fallbacks_total',
     help: 'Requests of O_DIRECT opens (and reads of page-cached ones) the backing filesystem could not take directly (unaligned): served through its page cache, synced and dropped.',
     type: 'counter',

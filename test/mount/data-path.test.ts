@@ -42,7 +42,7 @@ describe(`data path (${expectedMode})`, () => {
     }
     expect(status.bytesWritten).toBe(data.length);
     const human = await m.cli(['status', m.mountpoint]);
-    expect(human.stdout).toMatch(expectedMode === 'native' ? /data path: native \(\d+ reads, \d+ writes answered in C/ : /data path: JavaScript \(FERRY_NATIVE=0\)/);
+    expect(human.stdout).toMatch(expectedMode === 'native' ? /data path: native \(\d+ reads, \d+ writes answered in C, [1-9]\d* of them by the request loop's fast path, \d+ handed to JavaScript/ : /data path: JavaScript \(FERRY_NATIVE=0\)/);
     expect(human.stdout).toMatch(expectedMode === 'native' ? /block size 4.00 KiB, read-around 128.0 KiB/ : /block size 4.00 KiB, read-around off/);
     const report = await m.dirty('disk.img');
     expect(report.extents).toEqual([[0, data.length]]);
@@ -158,8 +158,10 @@ describe(`data path (${expectedMode})`, () => {
         return;
       }
       expect((await long.status()).busyPollNs).toBe(1_000_000);
-      // Nearly every write of the burst is caught by a polling worker.
-      expect(burst.caught - before.caught).toBeGreaterThan(1500);
+      // Most writes of the burst are caught by a polling worker (nearly all on an idle machine; a buffered write's
+      // copy into the mount's page cache and a busy CPU can push the next request past the window: 1167 of 2000
+      // was seen under a torture run); with --busy-poll 0, below, none is.
+      expect(burst.caught - before.caught).toBeGreaterThan(1000);
       // 100 sparse writes: a poll in vain, then 1, 3, 7 ... 63 chances let go: about 6 polls (fewer if the
       // back-off was already under way), never one per write.
       expect(sparse.vain - burst.vain).toBeGreaterThanOrEqual(1);

@@ -177,6 +177,7 @@ describe('ferry mount --metrics (issue 31)', () => {
       done: 1,
       dirty: status.dirtyBytes,
       latencyCount: native ? status.dataPath.writeOps : undefined,
+      fastPath: native ? status.dataPath.fastPathReads + status.dataPath.fastPathWrites : undefined,
     };
     expect(status.migrations[0].progress.copiedBytes).toBe(done.copiedBytes);
     const one = async (expr: string) => (await prometheus!.query(expr))[0]?.[1];
@@ -193,12 +194,14 @@ describe('ferry mount --metrics (issue 31)', () => {
         done: await one(`ferry_migration_state{${mount},migration="/vm1",state="done"}`),
         dirty: await one(`ferry_dirty_bytes{${mount}}`),
         latencyCount: await one(`ferry_write_latency_seconds_count{${mount}}`),
+        fastPath: await one(`sum(ferry_native_fast_path_ops_total{${mount}})`),
       };
       return JSON.stringify(got) === JSON.stringify(expected);
     }, 15_000, 'Prometheus to have the final figures').catch(() => undefined);
     expect(got).toEqual(expected);
     expect(expected.writes).toBeGreaterThanOrEqual(64);
     expect(expected.reads).toBeGreaterThanOrEqual(32);
+    if (native) expect(expected.fastPath).toBeGreaterThan(0);
     // Every dashboard query is PromQL that Prometheus takes, and the migration panels have data.
     for (const expr of await dashboardExprs()) {
       const result = await prometheus.query(expr.replaceAll('$mount', '.*').replaceAll('$__rate_interval', '5s'));
