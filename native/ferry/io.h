@@ -25,6 +25,7 @@ typedef struct {
   char *data; // xattr value / name list, owned by the request
   size_t len;
   int64_t fd_in, fd_out, whence, flags;
+  int64_t fd_direct; // copy_sparse: the source's O_DIRECT twin, or -1
   int64_t root, root2; // directory fds that path / path2 are resolved beneath
   int64_t uid, gid, mode;
   int64_t off_in, off_out, length;

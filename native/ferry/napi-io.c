@@ -205,8 +205,8 @@ IO_METHOD(seek, 4, FERRY_IO_RES_NUMBER, ferry_io_seek, { IO_FD(0, fd_in) IO_OFF(
 IO_METHOD(copy_range, 6, FERRY_IO_RES_NUMBER, ferry_io_copy_range, {
   IO_FD(0, fd_in) IO_OFF(1, off_in) IO_FD(2, fd_out) IO_OFF(3, off_out) IO_OFF(4, length)
 })
-IO_METHOD(copy_sparse, 6, FERRY_IO_RES_NUMBER, ferry_io_copy_sparse, {
-  IO_FD(0, fd_in) IO_OFF(1, off_in) IO_FD(2, fd_out) IO_OFF(3, off_out) IO_OFF(4, length)
+IO_METHOD(copy_sparse, 7, FERRY_IO_RES_NUMBER, ferry_io_copy_sparse, {
+  IO_FD(0, fd_in) IO_INT(1, fd_direct, -1, INT32_MAX) IO_OFF(2, off_in) IO_FD(3, fd_out) IO_OFF(4, off_out) IO_OFF(5, length)
 })
 IO_METHOD(direct_write, 5, FERRY_IO_RES_NUMBER, ferry_io_direct_write, {
   IO_FD(0, fd_in) IO_FD(1, fd_out) ok = ok && io_arg_aligned_buffer(env, argv[2], r) == napi_ok; IO_OFF(3, off_in)

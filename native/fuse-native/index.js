@@ -696,7 +696,7 @@ Fuse.io = binding.fuse_native_io_seek ? {
   utimensat: binding.fuse_native_io_utimensat, // (root, path, atimeSec, atimeNsec, mtimeSec, mtimeNsec, cb(err)): a symlink's own; nsec may be UTIME_NOW / UTIME_OMIT
   seek: binding.fuse_native_io_seek, // (fd, offset, whence, cb(err, offset))
   copyRange: binding.fuse_native_io_copy_range, // (fdIn, offIn, fdOut, offOut, length, cb(err, copied))
-  copySparse: binding.fuse_native_io_copy_sparse, // same, into a fresh file: all-zero 4 KiB blocks stay holes; cb(err, bytesRead)
+  copySparse: binding.fuse_native_io_copy_sparse, // (fdIn, directFdIn, offIn, fdOut, offOut, length, cb(err, bytesRead)): into a fresh file, all-zero 4 KiB blocks stay holes; the source read through its O_DIRECT twin where aligned (-1: none)
   fallocate: binding.fuse_native_io_fallocate, // (fd, mode, offset, length, cb(err)): the filesystem's errno as is
   directWrite: binding.fuse_native_io_direct_write, // (fd, directFd, data, offset, cb(err, written)): through the O_DIRECT fd when aligned, else the fallback (ferry's native/ferry/direct.h)
   directRead: binding.fuse_native_io_direct_read, // (fd, directFd, length, offset, cb(err, Buffer)): the same for a read

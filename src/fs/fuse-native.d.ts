@@ -80,8 +80,11 @@ declare module 'fuse-native' {
     utimensat(root: number, path: string, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number, cb: (err: number) => void): void;
     seek(fd: number, offset: number, whence: number, cb: (err: number, offset?: number) => void): void;
     copyRange(fdIn: number, offIn: number, fdOut: number, offOut: number, length: number, cb: (err: number, copied?: number) => void): void;
-    /** copyRange into a fresh file: all-zero 4 KiB blocks stay holes (cp --sparse=always); cb gets the bytes read. */
-    copySparse(fdIn: number, offIn: number, fdOut: number, offOut: number, length: number, cb: (err: number, copied?: number) => void): void;
+    /**
+     * copyRange into a fresh file: all-zero 4 KiB blocks stay holes (cp --sparse=always); cb gets the bytes read.
+     * `directFdIn` (-1: none), the source opened again with O_DIRECT, reads the aligned pieces past the page cache.
+     */
+    copySparse(fdIn: number, directFdIn: number, offIn: number, fdOut: number, offOut: number, length: number, cb: (err: number, copied?: number) => void): void;
     /** fallocate(2) with `mode` as given; the filesystem's errno as is (EOPNOTSUPP for a mode it lacks). */
     fallocate(fd: number, mode: number, offset: number, length: number, cb: (err: number) => void): void;
     /**

@@ -23,10 +23,21 @@ function unwrittenBytes(): number {
 
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-function copySparse(fdIn: number, offIn: number, fdOut: number, offOut: number, length: number): Promise<number> {
+/** `directFd`: the source's O_DIRECT twin, or -1 for plain reads only. */
+function copySparse(fdIn: number, offIn: number, fdOut: number, offOut: number, length: number, directFd = -1): Promise<number> {
   return new Promise((resolve, reject) =>
-    io.copySparse(fdIn, offIn, fdOut, offOut, length, (err, copied) => (err ? reject(Object.assign(new Error(`errno ${-err}`), { errno: err })) : resolve(copied!))),
+    io.copySparse(fdIn, directFd, offIn, fdOut, offOut, length, (err, copied) => (err ? reject(Object.assign(new Error(`errno ${-err}`), { errno: err })) : resolve(copied!))),
   );
+}
+
+/** Bytes of `file` in the page cache (fincore). */
+function resident(file: string): number {
+  return Number(execFileSync('fincore', ['--bytes', '--raw', '--noheadings', '--output', 'RES', file], { encoding: 'utf8' }).trim());
+}
+
+/** A directory on a disk filesystem (not tmpfs: its pages are never written back, and it may refuse O_DIRECT). */
+function diskDir(prefix: string): string {
+  return fs.mkdtempSync(path.join('/var/tmp', prefix));
 }
 
 /** [offset, end) of each data segment, as SEEK_DATA/SEEK_HOLE report them. */
@@ -50,21 +61,25 @@ function dataSegments(file: string): Promise<[number, number][]> {
 }
 
 describe('Fuse.io.copySparse', () => {
-  it('copies the bytes and leaves every all-zero 4 KiB block a hole', async () => {
+  for (const twin of [false, true]) {
+  it(`copies the bytes and leaves every all-zero 4 KiB block a hole (${twin ? 'through the O_DIRECT twin' : 'plain reads'})`, async () => {
     // Data, a zero block, data straddling two pieces of 128 KiB, 200 KiB of zeros, and an unaligned tail.
     const source = Buffer.alloc(1024 * KiB + 1234);
     randomBytes(4 * KiB).copy(source, 0);
     randomBytes(8 * KiB).copy(source, 124 * KiB);
     randomBytes(10).copy(source, 512 * KiB + 4000);
     randomBytes(1234).copy(source, 1024 * KiB);
-    const src = path.join(dir, 'src');
-    const dst = path.join(dir, 'dst');
+    const disk = diskDir('ferry-copy-sparse-');
+    const src = path.join(disk, 'src');
+    const dst = path.join(disk, 'dst');
     fs.writeFileSync(src, source);
     const fdIn = fs.openSync(src, 'r');
+    const direct = twin ? fs.openSync(src, fs.constants.O_RDONLY | fs.constants.O_DIRECT) : -1;
     const fdOut = fs.openSync(dst, 'w');
     fs.ftruncateSync(fdOut, source.length);
-    expect(await copySparse(fdIn, 0, fdOut, 0, source.length)).toBe(source.length);
+    expect(await copySparse(fdIn, 0, fdOut, 0, source.length, direct)).toBe(source.length);
     fs.closeSync(fdIn);
+    if (twin) fs.closeSync(direct);
     fs.closeSync(fdOut);
     expect(fs.readFileSync(dst).equals(source)).toBe(true);
     // The 10 bytes at 512 KiB + 4000 make one block of data; the partial last block is data to the end.
@@ -74,6 +89,39 @@ describe('Fuse.io.copySparse', () => {
       [512 * KiB, 516 * KiB],
       [1024 * KiB, source.length],
     ]);
+    fs.rmSync(disk, { recursive: true, force: true });
+  });
+  }
+
+  it('reads through the O_DIRECT twin: the source stays out of the page cache, and its dirty pages are read', async () => {
+    const disk = diskDir('ferry-copy-direct-');
+    try {
+      const size = 8 * MiB + 1234;
+      const source = randomBytes(size);
+      const src = path.join(disk, 'src');
+      const dst = path.join(disk, 'dst');
+      fs.writeFileSync(src, source);
+      const fdIn = fs.openSync(src, 'r+');
+      fs.fsyncSync(fdIn);
+      execFileSync('python3', ['-c', 'import os,sys\nfd=os.open(sys.argv[1],os.O_RDONLY)\nos.posix_fadvise(fd,0,0,os.POSIX_FADV_DONTNEED)', src]);
+      expect(resident(src)).toBe(0);
+      // A guest's write not yet written back: a direct read must see it (the kernel writes the range back first).
+      const late = randomBytes(64 * KiB);
+      fs.writeSync(fdIn, late, 0, late.length, 3 * MiB);
+      late.copy(source, 3 * MiB);
+      const direct = fs.openSync(src, fs.constants.O_RDONLY | fs.constants.O_DIRECT);
+      const fdOut = fs.openSync(dst, 'w');
+      fs.ftruncateSync(fdOut, size);
+      for (let at = 0; at < size; at += 4 * MiB) await copySparse(fdIn, at, fdOut, at, Math.min(4 * MiB, size - at), direct);
+      fs.closeSync(direct);
+      fs.closeSync(fdOut);
+      expect(fs.readFileSync(dst).equals(source)).toBe(true);
+      // Only the pages the late write left (64 KiB, clean now) and the unaligned tail's page, read plain, stay.
+      expect(resident(src)).toBeLessThanOrEqual(64 * KiB + 4 * KiB);
+      fs.closeSync(fdIn);
+    } finally {
+      fs.rmSync(disk, { recursive: true, force: true });
+    }
   });
 
   it('copies at explicit offsets and stops at the end of the source', async () => {
@@ -92,7 +140,7 @@ describe('Fuse.io.copySparse', () => {
     expect(copy.subarray(164 * KiB).equals(source.subarray(100 * KiB))).toBe(true);
   });
 
-  it('writes behind: a copy leaves no more than the last few MiB unwritten', async () => {
+  it('writes behind: a copy leaves no more than the last few MiB unwritten, nor cached', async () => {
     // On a disk filesystem (not tmpfs, whose pages are never written back).
     const disk = fs.mkdtempSync('/var/tmp/ferry-write-behind-');
     try {
@@ -114,6 +162,8 @@ describe('Fuse.io.copySparse', () => {
       fs.closeSync(fdOut);
       // Without write-behind all 256 MiB would still be dirty (far below the kernel's own writeback threshold).
       expect(after - before).toBeLessThan(64 * MiB);
+      // What was written back is dropped: the copy keeps its write-behind's lag (8 MiB) and a step or two cached.
+      expect(resident(dst)).toBeLessThanOrEqual(10 * MiB);
     } finally {
       fs.rmSync(disk, { recursive: true, force: true });
     }
