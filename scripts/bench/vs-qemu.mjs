@@ -214,7 +214,16 @@ async function ferryMigrate(stateDir, home, dest) {
   });
   // The CLI's own start and exit (Node, the control socket; ~0.5-1 s on a loaded machine) count in the total; the
   // guest's windows are the engine's, from its first event to `done`, so that they hold only migration time.
-  return { start, end, activeStart: events[0].at, activeEnd: done.at, switchStart: phase('switchover'), switchEnd: phase('cleanup') ?? done.at, bytesCopied: done.bytesCopied, switchMs: done.downtimeMs, cliCpu: user + sys, phasesMs, passes: done.passes };
+  return { start, end, activeStart: events[0].at, activeEnd: done.at, switchStart: phase('switchover'), switchEnd: phase('cleanup') ?? done.at, bytesCopied: done.bytesCopied, switchMs: done.downtimeMs, cliCpu: user + sys, phasesMs, passes: done.passes, freezeSteps: freezeSteps(stateDir) };
+}
+
+/** The daemon's steps of the last switchover freeze (its log's `switchover freeze` line): where the freeze went. */
+function freezeSteps(stateDir) {
+  const logs = path.join(stateDir, 'logs');
+  const lines = fs.readdirSync(logs).flatMap((f) => fs.readFileSync(path.join(logs, f), 'utf8').split('\n')).filter((l) => l.includes('"switchover freeze"'));
+  if (lines.length === 0) return undefined;
+  const { frozenMs, drainMs, walkMs, copyMs, copiedBytes, metadataMs, flushMs, reopenMs, commitMs } = JSON.parse(lines.at(-1));
+  return { frozenMs, drainMs, walkMs, copyMs, copiedBytes, metadataMs, flushMs, reopenMs, commitMs };
 }
 
 /** The guest's writes that overlap [from, to] (host ms): worst latency, p99, MB/s of the writes that started in it. */
@@ -323,6 +332,7 @@ async function runOnce(format, mover, image, baseRaw, tag) {
       moverCpuLessBaselineS: cpu2 - cpu1 - baseline,
       cliCpuS: m.cliCpu,
       phasesMs: m.phasesMs,
+      freezeSteps: m.freezeSteps,
       passes: m.passes,
       guestWrites: report.write.writes,
     };
@@ -363,7 +373,7 @@ try {
         const mover = MOVERS[(round + k) % MOVERS.length];
         const r = await runOnce(format, mover, image, baseRaw, `${format}-${round}-${mover.id}`);
         runs.push(r);
-        console.error(`  ${format} round ${round + 1} ${mover.id}: ${r.totalS.toFixed(1)} s ${JSON.stringify(r.phasesMs)}, stall ${ms(r.during.maxMs)}, p99 ${ms(r.during.p99Ms)}, switch stall ${ms(r.atSwitch.maxMs)}, CPU ${r.moverCpuS.toFixed(2)} s`);
+        console.error(`  ${format} round ${round + 1} ${mover.id}: ${r.totalS.toFixed(1)} s ${JSON.stringify(r.phasesMs)}, stall ${ms(r.during.maxMs)}, p99 ${ms(r.during.p99Ms)}, switch stall ${ms(r.atSwitch.maxMs)}, CPU ${r.moverCpuS.toFixed(2)} s${r.freezeSteps ? `, freeze steps ${JSON.stringify(r.freezeSteps)}` : ''}`);
       }
     }
   }
