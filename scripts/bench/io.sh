@@ -30,7 +30,9 @@
 #                            change side by side with the build before it
 #   jobs     cold (page cache dropped before each run): seq write/read 1M (MB/s); 4K randwrite/randread with 1 and
 #            with 16 requests in flight (IOPS, p50/p99 completion latency). psync everywhere; "16 in flight" is
-#            numjobs=16 on one file.
+#            numjobs=16 on one file. Every job runs FERRY_BENCH_RUNTIME seconds, looping over the file, except
+#            "one pass", which reads the file once: fio's loop invalidates the file's pages in the mount only, so
+#            a target that caches the backing file too (bindfs) rereads from that second cache after its first pass.
 #            warm (buffered only; skipped with FERRY_BENCH_DIRECT=1, where no cache is read): caches dropped, the
 #            file read once through the target with dd bs=1M, then at once the fio job with invalidate=0:
 #            seq read 1M, randread 4K QD1, randread 4K numjobs=4.
@@ -392,6 +394,7 @@ fi
 jobs=(
   "seqwrite|seq write 1M, MB/s|0|--rw=write --bs=1M --numjobs=1"
   "seqread|seq read 1M, MB/s|0|--rw=read --bs=1M --numjobs=1"
+  "seqread1|seq read 1M, one pass, MB/s|0|--rw=read --bs=1M --numjobs=1 --time_based=0 --loops=1"
   "randwrite1|randwrite 4K QD1, IOPS (p50/p99 µs)|0|--rw=randwrite --bs=4k --numjobs=1"
   "randread1|randread 4K QD1, IOPS (p50/p99 µs)|0|--rw=randread --bs=4k --numjobs=1"
 )
