@@ -74,6 +74,11 @@ try {
       // The switchover's copy is the one not reported as a pass event.
       const frozenBytes = done.bytesCopied - events.filter((e) => e.type === 'pass').reduce((sum, e) => sum + e.copiedBytes, 0);
       console.log(`| run ${i + 1} | ${cache} | ${done.downtimeMs} ms | ${(frozenBytes / MiB).toFixed(2)} MiB | ${done.mode} | ${(result.write.lat_max_us / 1000).toFixed(1)} ms | ${((stallAt - switchAt) / 1000).toFixed(2)} | ${result.write.mb_per_s.toFixed(2)} | ${(done.durationMs / 1000).toFixed(2)} s |`);
+      // Where the time went: each phase, and each pass (dirty MiB found, copied, ms, mode).
+      const phases = events.filter((e) => e.type === 'phase');
+      const phasesMs = Object.fromEntries(phases.slice(0, -1).map((e, k) => [e.phase, phases[k + 1].at - e.at]));
+      const passes = events.filter((e) => e.type === 'pass').map((e) => `${(e.dirtyBytes / MiB).toFixed(1)}/${(e.copiedBytes / MiB).toFixed(1)} MiB ${e.durationMs} ms ${e.mode}`);
+      console.error(`  ${cache} run ${i + 1}: ${JSON.stringify(phasesMs)}; passes: ${passes.join(', ')}`);
       // Move the home back for the next run.
       ferry('migrate', path.join(mnt, 'vm'), '--to', path.join(ds, 'vm'), '--json');
     }
